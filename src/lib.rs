@@ -1,0 +1,16 @@
+//! stsguard: a Kubernetes admission webhook that enforces StatefulSet best practices.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod duration;
+pub mod evaluate;
+pub mod exemption;
+pub mod lookup;
+pub mod mutate;
+pub mod policy;
+pub mod review;
+pub mod rules;
+pub mod server;
+pub mod subject;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,160 @@
+//! Cross-object facts behind one trait: the governing Service of a StatefulSet and the
+//! StatefulSets that name a Service.
+//!
+//! Rules never know where the facts come from: the webhook answers from its cluster caches, the
+//! offline audit from the manifests it was given, unit tests from a small map.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
+
+/// An answer from a [`Lookup`]: found, known to be absent, or not knowable here.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fact<T> {
+    Found(T),
+    Absent,
+    /// No cluster facts are available (no lookups configured, or the cache is not usable);
+    /// rules that depend on them are skipped and the answer says so.
+    Unknown,
+}
+
+/// Where cross-object facts come from.
+pub trait Lookup: Send + Sync {
+    /// The Service `name` in `namespace`.
+    fn service(&self, namespace: &str, name: &str) -> Fact<Service>;
+    /// The StatefulSets in `namespace` whose `spec.serviceName` is `service`.
+    fn statefulsets_naming(&self, namespace: &str, service: &str) -> Fact<Vec<StatefulSet>>;
+    /// Whether this lookup can answer at all; `false` means every answer is `Unknown`.
+    fn available(&self) -> bool {
+        true
+    }
+}
+
+/// The lookup used when there are no cluster facts: everything is unknown.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoLookup;
+
+impl Lookup for NoLookup {
+    fn service(&self, _: &str, _: &str) -> Fact<Service> {
+        Fact::Unknown
+    }
+    fn statefulsets_naming(&self, _: &str, _: &str) -> Fact<Vec<StatefulSet>> {
+        Fact::Unknown
+    }
+    fn available(&self) -> bool {
+        false
+    }
+}
+
+/// Facts held in memory, keyed by namespace and name. What it does not hold is absent.
+#[derive(Clone, Debug, Default)]
+pub struct InMemory {
+    services: BTreeMap<(String, String), Service>,
+    statefulsets: BTreeMap<(String, String), StatefulSet>,
+}
+
+impl InMemory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a Service; `namespace` is used where the object names none.
+    pub fn add_service(&mut self, namespace: &str, service: Service) {
+        let ns = service
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| namespace.to_owned());
+        let name = service.metadata.name.clone().unwrap_or_default();
+        self.services.insert((ns, name), service);
+    }
+
+    /// Adds a StatefulSet; `namespace` is used where the object names none.
+    pub fn add_statefulset(&mut self, namespace: &str, sts: StatefulSet) {
+        let ns = sts
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| namespace.to_owned());
+        let name = sts.metadata.name.clone().unwrap_or_default();
+        self.statefulsets.insert((ns, name), sts);
+    }
+
+    pub fn with_service(mut self, namespace: &str, service: Service) -> Self {
+        self.add_service(namespace, service);
+        self
+    }
+
+    pub fn with_statefulset(mut self, namespace: &str, sts: StatefulSet) -> Self {
+        self.add_statefulset(namespace, sts);
+        self
+    }
+}
+
+impl Lookup for InMemory {
+    fn service(&self, namespace: &str, name: &str) -> Fact<Service> {
+        match self.services.get(&(namespace.to_owned(), name.to_owned())) {
+            Some(svc) => Fact::Found(svc.clone()),
+            None => Fact::Absent,
+        }
+    }
+
+    fn statefulsets_naming(&self, namespace: &str, service: &str) -> Fact<Vec<StatefulSet>> {
+        let naming = self
+            .statefulsets
+            .range((namespace.to_owned(), String::new())..)
+            .take_while(|((ns, _), _)| ns == namespace)
+            .filter(|(_, sts)| {
+                sts.spec.as_ref().and_then(|s| s.service_name.as_deref()) == Some(service)
+            })
+            .map(|(_, sts)| sts.clone())
+            .collect();
+        Fact::Found(naming)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::StatefulSetSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn sts(ns: Option<&str>, name: &str, service: &str) -> StatefulSet {
+        StatefulSet {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: ns.map(Into::into),
+                ..Default::default()
+            },
+            spec: Some(StatefulSetSpec {
+                service_name: Some(service.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn statefulsets_naming_stays_in_its_namespace() {
+        let facts = InMemory::new()
+            .with_statefulset("a", sts(None, "one", "svc"))
+            .with_statefulset("a", sts(Some("b"), "two", "svc"))
+            .with_statefulset("a", sts(Some("a"), "three", "other"));
+        let Fact::Found(found) = facts.statefulsets_naming("a", "svc") else {
+            panic!("in-memory facts are always known")
+        };
+        let names: Vec<_> = found
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["one"]);
+    }
+
+    #[test]
+    fn missing_service_is_absent_and_no_lookup_is_unknown() {
+        assert_eq!(InMemory::new().service("a", "svc"), Fact::Absent);
+        assert_eq!(NoLookup.service("a", "svc"), Fact::Unknown);
+        assert!(!NoLookup.available());
+    }
+}

@@ -1,0 +1,415 @@
+//! AdmissionReview in, AdmissionReview out: routes a review on its kind, operation and
+//! subresource, calls `evaluate` or `mutate`, and turns the result into the response the API
+//! server expects. No I/O here; the server and tests call [`Reviewer::review`] with the body.
+
+use std::{collections::HashMap, fmt, sync::Arc};
+
+use jiff::{Timestamp, civil::Date, tz::TimeZone};
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
+use kube::core::{
+    DynamicObject, GroupVersionKind, Resource,
+    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+    response::Status,
+};
+use serde::Deserialize;
+
+use crate::{
+    evaluate::{Input, Outcome, Verdict, evaluate},
+    lookup::Lookup,
+    mutate::{self, mutate_statefulset},
+    policy::Policy,
+    subject::Subject,
+};
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+
+/// The two webhook endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Validate,
+    Mutate,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Validate => "validate",
+            Endpoint::Mutate => "mutate",
+        }
+    }
+}
+
+/// A body that is not an AdmissionReview at all; answered with HTTP 400.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("request body is not an admission.k8s.io/v1 AdmissionReview: {0}")]
+    Malformed(serde_json::Error),
+    #[error(
+        "expected apiVersion {API_VERSION:?} and kind {KIND:?}, got apiVersion {api_version:?} \
+         and kind {kind:?}"
+    )]
+    WrongType { api_version: String, kind: String },
+    #[error("the AdmissionReview has no `request`")]
+    NoRequest,
+}
+
+/// How a review was answered, for the log line and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    Warned,
+    Denied,
+    Mutated,
+    /// Not reviewed: DELETE, CONNECT, subresources, kinds stsguard does not know.
+    Skipped,
+    /// The review could not be read as the kind it claims to be.
+    Invalid,
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Decision::Allowed => "allowed",
+            Decision::Warned => "warned",
+            Decision::Denied => "denied",
+            Decision::Mutated => "mutated",
+            Decision::Skipped => "skipped",
+            Decision::Invalid => "invalid",
+        })
+    }
+}
+
+/// The response plus what the log line needs.
+#[derive(Debug)]
+pub struct Answer {
+    pub review: AdmissionReview<DynamicObject>,
+    pub summary: Summary,
+}
+
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub uid: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub operation: &'static str,
+    pub sub_resource: Option<String>,
+    pub dry_run: bool,
+    pub decision: Decision,
+    pub rules: Vec<&'static str>,
+}
+
+/// The fields needed to route a review, read without building the objects.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<Head>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head {
+    uid: String,
+    kind: GroupVersionKind,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: Operation,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Reviews AdmissionReview bodies against a policy and a source of cluster facts.
+#[derive(Clone)]
+pub struct Reviewer {
+    policy: Arc<Policy>,
+    lookup: Arc<dyn Lookup>,
+}
+
+impl Reviewer {
+    pub fn new(policy: Arc<Policy>, lookup: Arc<dyn Lookup>) -> Self {
+        Reviewer { policy, lookup }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Answers one review body.
+    pub fn review(&self, endpoint: Endpoint, body: &[u8]) -> Result<Answer, ReviewError> {
+        self.review_on(endpoint, body, today())
+    }
+
+    pub fn review_on(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+        today: Date,
+    ) -> Result<Answer, ReviewError> {
+        let envelope: Envelope = serde_json::from_slice(body).map_err(ReviewError::Malformed)?;
+        if envelope.api_version != API_VERSION || envelope.kind != KIND {
+            return Err(ReviewError::WrongType {
+                api_version: envelope.api_version,
+                kind: envelope.kind,
+            });
+        }
+        let head = envelope.request.ok_or(ReviewError::NoRequest)?;
+        let mut summary = Summary {
+            uid: head.uid.clone(),
+            kind: head.kind.kind.clone(),
+            namespace: head.namespace.clone().unwrap_or_default(),
+            name: head.name.clone(),
+            operation: operation_name(&head.operation),
+            sub_resource: head.sub_resource.clone(),
+            dry_run: head.dry_run,
+            decision: Decision::Skipped,
+            rules: vec![],
+        };
+        let mut response = allowed(&head.uid);
+
+        let reviewed = matches!(head.operation, Operation::Create | Operation::Update)
+            && head.sub_resource.is_none();
+        let kind = (head.kind.group.as_str(), head.kind.kind.as_str());
+        match (reviewed, kind) {
+            (false, _) => {}
+            (true, ("apps", "StatefulSet")) => {
+                match parse::<StatefulSet>(body) {
+                    Ok(req) => self.statefulset(endpoint, &req, today, &mut response, &mut summary),
+                    Err(message) => invalid(&mut response, &mut summary, message),
+                };
+            }
+            (true, ("", "Service")) => match parse::<Service>(body) {
+                Ok(req) => self.service(endpoint, &req, today, &mut response, &mut summary),
+                Err(message) => invalid(&mut response, &mut summary, message),
+            },
+            (true, (group, kind)) => {
+                let gk = if group.is_empty() {
+                    kind.to_owned()
+                } else {
+                    format!("{group}/{kind}")
+                };
+                tracing::warn!(uid = %head.uid, kind = %gk, "review of a kind stsguard does not check");
+                response.warnings = Some(vec![format!(
+                    "stsguard reviews apps/StatefulSet and Service, not {gk}; allowed unchecked \
+                     (check the webhook configuration's rules)"
+                )]);
+            }
+        }
+        if summary.name.is_empty() {
+            summary.name = "<generated>".to_owned();
+        }
+        Ok(Answer {
+            review: response.into_review(),
+            summary,
+        })
+    }
+
+    fn statefulset(
+        &self,
+        endpoint: Endpoint,
+        req: &AdmissionRequest<StatefulSet>,
+        today: Date,
+        response: &mut AdmissionResponse,
+        summary: &mut Summary,
+    ) {
+        let Some(sts) = req.object.as_ref() else {
+            return invalid(response, summary, "request.object is missing".to_owned());
+        };
+        let namespace = namespace_of(req, &sts.metadata);
+        match endpoint {
+            Endpoint::Validate => {
+                let input = Input {
+                    subject: Subject::StatefulSet(sts),
+                    old: req.old_object.as_ref().map(Subject::StatefulSet),
+                    namespace,
+                };
+                let verdict = evaluate(&input, self.lookup.as_ref(), &self.policy, today);
+                self.judge(&Subject::StatefulSet(sts), &verdict, response, summary);
+            }
+            Endpoint::Mutate => {
+                let operation = match req.operation {
+                    Operation::Update => mutate::Operation::Update,
+                    _ => mutate::Operation::Create,
+                };
+                let mutation = mutate_statefulset(sts, namespace, operation, &self.policy, today);
+                if mutation.is_empty() {
+                    summary.decision = Decision::Allowed;
+                    return;
+                }
+                summary.rules = mutation.applied.clone();
+                let patch = json_patch::Patch(mutation.patch);
+                match std::mem::replace(response, allowed("")).with_patch(patch) {
+                    Ok(patched) => {
+                        *response = patched;
+                        summary.decision = Decision::Mutated;
+                    }
+                    Err(e) => {
+                        *response = allowed(&summary.uid);
+                        tracing::error!(error = %e, "cannot serialize patch; object left unchanged");
+                        summary.decision = Decision::Allowed;
+                    }
+                }
+            }
+        }
+    }
+
+    fn service(
+        &self,
+        endpoint: Endpoint,
+        req: &AdmissionRequest<Service>,
+        today: Date,
+        response: &mut AdmissionResponse,
+        summary: &mut Summary,
+    ) {
+        let Some(svc) = req.object.as_ref() else {
+            return invalid(response, summary, "request.object is missing".to_owned());
+        };
+        if endpoint == Endpoint::Mutate {
+            // No Service mutator is enabled by default; the object passes unchanged.
+            summary.decision = Decision::Allowed;
+            return;
+        }
+        let input = Input {
+            subject: Subject::Service(svc),
+            old: req.old_object.as_ref().map(Subject::Service),
+            namespace: namespace_of(req, &svc.metadata),
+        };
+        let verdict = evaluate(&input, self.lookup.as_ref(), &self.policy, today);
+        self.judge(&Subject::Service(svc), &verdict, response, summary);
+    }
+
+    /// Turns a verdict into the response: denial message, warnings and audit annotations.
+    fn judge(
+        &self,
+        subject: &Subject,
+        verdict: &Verdict,
+        response: &mut AdmissionResponse,
+        summary: &mut Summary,
+    ) {
+        summary.rules = verdict.rule_ids();
+        let mut warnings: Vec<String> = verdict
+            .violations
+            .iter()
+            .filter(|v| v.outcome != Outcome::Denied)
+            .map(ToString::to_string)
+            .collect();
+        warnings.extend(verdict.notes.iter().cloned());
+
+        let mut annotations: HashMap<String, String> = HashMap::new();
+        for v in verdict
+            .violations
+            .iter()
+            .filter(|v| v.outcome == Outcome::Audited)
+        {
+            annotations
+                .entry(format!("stsguard.io/{}", v.rule.id))
+                .and_modify(|m| {
+                    m.push_str("; ");
+                    m.push_str(&v.finding.message);
+                })
+                .or_insert_with(|| format!("{}: {}", v.finding.path, v.finding.message));
+        }
+        response.audit_annotations = annotations;
+
+        if !verdict.allowed() {
+            summary.decision = Decision::Denied;
+            response.allowed = false;
+            response.result =
+                Status::failure(&denial_message(subject, verdict), "Forbidden").with_code(403);
+        } else if warnings.is_empty() {
+            summary.decision = Decision::Allowed;
+        } else {
+            summary.decision = Decision::Warned;
+        }
+        if !warnings.is_empty() {
+            response.warnings = Some(warnings);
+        }
+    }
+}
+
+/// The status message of a denial: every deny-level violation with its path and fix.
+fn denial_message(subject: &Subject, verdict: &Verdict) -> String {
+    let denied: Vec<_> = verdict.denied().collect();
+    let mut message = format!(
+        "stsguard denied {} {:?}: {} violation{}",
+        subject.target().kind(),
+        subject.display_name(),
+        denied.len(),
+        if denied.len() == 1 { "" } else { "s" }
+    );
+    for v in denied {
+        message.push_str(&format!(
+            "\n- {} at {}: {}. Fix: {}",
+            v.rule.id,
+            v.finding.path,
+            v.finding.message,
+            v.fix()
+        ));
+    }
+    message
+}
+
+/// Parses the whole review with typed objects; the error says what could not be read.
+fn parse<K>(body: &[u8]) -> Result<AdmissionRequest<K>, String>
+where
+    K: Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+{
+    let review: AdmissionReview<K> = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "cannot read the review as a {} {}: {e}",
+            K::api_version(&()),
+            K::kind(&())
+        )
+    })?;
+    review
+        .try_into()
+        .map_err(|_| "the AdmissionReview has no `request`".to_owned())
+}
+
+fn namespace_of<'a, K: Resource>(
+    req: &'a AdmissionRequest<K>,
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> &'a str {
+    req.namespace
+        .as_deref()
+        .or(meta.namespace.as_deref())
+        .unwrap_or("default")
+}
+
+/// An allowing response for the review with this uid (apiVersion and kind are v1's).
+fn allowed(uid: &str) -> AdmissionResponse {
+    let mut response = AdmissionResponse::invalid("");
+    response.uid = uid.to_owned();
+    response.allowed = true;
+    response.result = Status::success();
+    response
+}
+
+fn invalid(response: &mut AdmissionResponse, summary: &mut Summary, message: String) {
+    tracing::warn!(uid = %summary.uid, %message, "invalid review");
+    response.allowed = false;
+    response.result = Status::failure(&message, "BadRequest").with_code(400);
+    summary.decision = Decision::Invalid;
+}
+
+fn operation_name(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+/// Today's date in UTC, for `stsguard.io/exempt-until`.
+pub fn today() -> Date {
+    Timestamp::now().to_zoned(TimeZone::UTC).date()
+}

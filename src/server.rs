@@ -1,0 +1,393 @@
+//! The listeners: the webhook over TLS (`/validate`, `/mutate`) and the plain probe listener
+//! (`/healthz`, `/readyz`), with body limits, timeouts and graceful shutdown.
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{Request, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::watch};
+use tokio_rustls::TlsAcceptor;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::review::{Answer, Endpoint, Reviewer};
+
+/// Limits and timeouts of the webhook listener.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Time to read the body and answer; slower requests get 408.
+    pub request_timeout: Duration,
+    /// Time for the TLS handshake and for each request's headers to arrive.
+    pub header_read_timeout: Duration,
+    /// How long in-flight reviews may take to finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 3 * 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Bodies above this size are reviewed on the blocking pool, so that parsing them cannot stall
+/// the connections that share the executor thread.
+const INLINE_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Clone)]
+struct AppState {
+    reviewer: Reviewer,
+    max_body_bytes: usize,
+}
+
+/// Whether the webhook is ready to take reviews; `/readyz` reports it.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The webhook routes. Only these paths answer; everything else is 404.
+pub fn app(reviewer: Reviewer, limits: &Limits) -> Router {
+    let state = AppState {
+        reviewer,
+        max_body_bytes: limits.max_body_bytes,
+    };
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
+        .fallback(not_found)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .with_state(state)
+}
+
+/// The probe routes.
+pub fn probe_app(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|State(ready): State<Readiness>| async move {
+                if ready.get() {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                }
+            }),
+        )
+        .fallback(not_found)
+        .with_state(readiness)
+}
+
+async fn not_found() -> Response {
+    text(
+        StatusCode::NOT_FOUND,
+        "not found: stsguard answers POST /validate and POST /mutate\n",
+    )
+}
+
+async fn validate(State(state): State<AppState>, request: Request) -> Response {
+    review(state, Endpoint::Validate, request).await
+}
+
+async fn mutate(State(state): State<AppState>, request: Request) -> Response {
+    review(state, Endpoint::Mutate, request).await
+}
+
+async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Response {
+    let started = Instant::now();
+    let limit = state.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large(limit);
+    }
+    let body = match axum::body::to_bytes(request.into_body(), limit).await {
+        Ok(body) => body,
+        Err(e) => {
+            let over_limit = e
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            if over_limit {
+                return too_large(limit);
+            }
+            return text(StatusCode::BAD_REQUEST, "cannot read the request body\n");
+        }
+    };
+
+    let result = if body.len() > INLINE_BODY_BYTES {
+        let reviewer = state.reviewer.clone();
+        match tokio::task::spawn_blocking(move || reviewer.review(endpoint, &body)).await {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "review task failed");
+                return text(StatusCode::INTERNAL_SERVER_ERROR, "review failed\n");
+            }
+        }
+    } else {
+        state.reviewer.review(endpoint, &body)
+    };
+
+    match result {
+        Ok(answer) => respond(endpoint, answer, started),
+        Err(e) => {
+            tracing::warn!(endpoint = endpoint.as_str(), error = %e, "rejected request");
+            text(StatusCode::BAD_REQUEST, &format!("{e}\n"))
+        }
+    }
+}
+
+fn respond(endpoint: Endpoint, answer: Answer, started: Instant) -> Response {
+    let body = match serde_json::to_vec(&answer.review) {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize the AdmissionReview");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot serialize the response\n",
+            );
+        }
+    };
+    let s = &answer.summary;
+    tracing::info!(
+        endpoint = endpoint.as_str(),
+        uid = %s.uid,
+        kind = %s.kind,
+        namespace = %s.namespace,
+        name = %s.name,
+        operation = s.operation,
+        sub_resource = s.sub_resource.as_deref().unwrap_or(""),
+        dry_run = s.dry_run,
+        verdict = %s.decision,
+        rules = %s.rules.join(","),
+        latency_us = started.elapsed().as_micros() as u64,
+        "review"
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Bytes::from(body),
+    )
+        .into_response()
+}
+
+fn too_large(limit: usize) -> Response {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("request body exceeds the limit of {limit} bytes (set with --max-body-bytes)\n"),
+    )
+}
+
+fn text(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from(message.to_owned()),
+    )
+        .into_response()
+}
+
+/// Both listeners, bound and ready to run.
+pub struct Server {
+    tls_listener: TcpListener,
+    probe_listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    probes: Router,
+    readiness: Readiness,
+    limits: Limits,
+}
+
+impl Server {
+    /// Binds both listeners. Certificates are loaded before this, so a bad file never gets as
+    /// far as a bound port.
+    pub async fn bind(
+        addr: SocketAddr,
+        probe_addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        reviewer: Reviewer,
+        limits: Limits,
+    ) -> io::Result<Server> {
+        let tls_listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        let probe_listener = TcpListener::bind(probe_addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {probe_addr}: {e}")))?;
+        let readiness = Readiness::default();
+        Ok(Server {
+            tls_listener,
+            probe_listener,
+            acceptor: TlsAcceptor::from(tls),
+            router: app(reviewer, &limits),
+            probes: probe_app(readiness.clone()),
+            readiness,
+            limits,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tls_listener.local_addr()
+    }
+
+    pub fn probe_addr(&self) -> io::Result<SocketAddr> {
+        self.probe_listener.local_addr()
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight reviews finish
+    /// within the grace period, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let Server {
+            tls_listener,
+            probe_listener,
+            acceptor,
+            router,
+            probes,
+            readiness,
+            limits,
+        } = self;
+
+        // The probe listener outlives the webhook listener, so that /readyz can report
+        // "not ready" while in-flight reviews drain.
+        let (probe_stop, mut probe_stopped) = watch::channel(false);
+        let probe_task = tokio::spawn(async move {
+            let stop = async move {
+                let _ = probe_stopped.wait_for(|stop| *stop).await;
+            };
+            if let Err(e) = axum::serve(probe_listener, probes)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::error!(error = %e, "probe listener failed");
+            }
+        });
+
+        let graceful = GracefulShutdown::new();
+        readiness.set(true);
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                accepted = tls_listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let service = TowerToHyperService::new(router.clone());
+            let watcher = graceful.watcher();
+            let handshake_timeout = limits.header_read_timeout;
+            tokio::spawn(async move {
+                let stream =
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(handshake_timeout);
+                builder.http2().timer(TokioTimer::new());
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+
+        drop(tls_listener);
+        readiness.set(false);
+        tracing::info!(grace = ?limits.shutdown_grace, "shutting down: finishing in-flight reviews");
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all connections closed"),
+            () = tokio::time::sleep(limits.shutdown_grace) => {
+                tracing::warn!("grace period over; closing the remaining connections");
+            }
+        }
+        let _ = probe_stop.send(true);
+        let _ = probe_task.await;
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}
