@@ -1,6 +1,7 @@
 //! stsguard: a Kubernetes admission webhook that enforces StatefulSet best practices.
 #![forbid(unsafe_code)]
 
+pub mod catalog;
 pub mod cli;
 pub mod duration;
 pub mod evaluate;

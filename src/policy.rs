@@ -118,20 +118,11 @@ pub struct PolicyFile {
 }
 
 /// Values the mutating webhook injects.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Defaults {
     pub volume_claim_template: VolumeClaimTemplateDefaults,
     pub persistent_volume_claim_retention_policy: RetentionDefaults,
-}
-
-impl Default for Defaults {
-    fn default() -> Self {
-        Defaults {
-            volume_claim_template: VolumeClaimTemplateDefaults::default(),
-            persistent_volume_claim_retention_policy: RetentionDefaults::default(),
-        }
-    }
 }
 
 /// The fields of an injected (or completed) volumeClaimTemplate.

@@ -4,14 +4,15 @@
 
 use std::{collections::HashMap, fmt, sync::Arc};
 
+use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use jiff::{Timestamp, civil::Date, tz::TimeZone};
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
 use kube::core::{
-    DynamicObject, GroupVersionKind, Resource,
+    GroupVersionKind, Resource,
     admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
     response::Status,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     evaluate::{Input, Outcome, Verdict, evaluate},
@@ -52,6 +53,8 @@ pub enum ReviewError {
     WrongType { api_version: String, kind: String },
     #[error("the AdmissionReview has no `request`")]
     NoRequest,
+    #[error("the AdmissionReview's request has no `{0}`")]
+    MissingField(&'static str),
 }
 
 /// How a review was answered, for the log line and metrics.
@@ -83,8 +86,57 @@ impl fmt::Display for Decision {
 /// The response plus what the log line needs.
 #[derive(Debug)]
 pub struct Answer {
-    pub review: AdmissionReview<DynamicObject>,
+    pub response: AdmissionResponse,
     pub summary: Summary,
+}
+
+impl Answer {
+    /// The AdmissionReview the API server gets back.
+    ///
+    /// Serialized through [`WireReview`] rather than kube's `AdmissionReview`, whose `patch`
+    /// (`Vec<u8>`) serializes as an array of numbers; the API server decodes a Go `[]byte`
+    /// from a base64 string and rejects anything else (kube-rs/kube#1781).
+    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        let r = &self.response;
+        let wire = WireReview {
+            api_version: API_VERSION,
+            kind: KIND,
+            response: WireResponse {
+                uid: &r.uid,
+                allowed: r.allowed,
+                status: &r.result,
+                patch: r.patch.as_deref().map(|p| BASE64.encode(p)),
+                patch_type: r.patch.as_ref().map(|_| "JSONPatch"),
+                audit_annotations: &r.audit_annotations,
+                warnings: r.warnings.as_deref(),
+            },
+        };
+        serde_json::to_vec(&wire)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireReview<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: WireResponse<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse<'a> {
+    uid: &'a str,
+    allowed: bool,
+    status: &'a Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    audit_annotations: &'a HashMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<&'a [String]>,
 }
 
 #[derive(Clone, Debug)]
@@ -98,6 +150,8 @@ pub struct Summary {
     pub dry_run: bool,
     pub decision: Decision,
     pub rules: Vec<&'static str>,
+    /// Enabled rules skipped for want of cluster facts.
+    pub skipped: Vec<&'static str>,
 }
 
 /// The fields needed to route a review, read without building the objects.
@@ -114,15 +168,15 @@ struct Envelope {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Head {
-    uid: String,
-    kind: GroupVersionKind,
+    uid: Option<String>,
+    kind: Option<GroupVersionKind>,
     #[serde(default)]
     sub_resource: Option<String>,
     #[serde(default)]
     name: String,
     #[serde(default)]
     namespace: Option<String>,
-    operation: Operation,
+    operation: Option<Operation>,
     #[serde(default)]
     dry_run: bool,
 }
@@ -162,22 +216,28 @@ impl Reviewer {
             });
         }
         let head = envelope.request.ok_or(ReviewError::NoRequest)?;
+        let uid = head.uid.ok_or(ReviewError::MissingField("uid"))?;
+        let gvk = head.kind.ok_or(ReviewError::MissingField("kind"))?;
+        let operation = head
+            .operation
+            .ok_or(ReviewError::MissingField("operation"))?;
         let mut summary = Summary {
-            uid: head.uid.clone(),
-            kind: head.kind.kind.clone(),
+            uid: uid.clone(),
+            kind: gvk.kind.clone(),
             namespace: head.namespace.clone().unwrap_or_default(),
             name: head.name.clone(),
-            operation: operation_name(&head.operation),
+            operation: operation_name(&operation),
             sub_resource: head.sub_resource.clone(),
             dry_run: head.dry_run,
             decision: Decision::Skipped,
             rules: vec![],
+            skipped: vec![],
         };
-        let mut response = allowed(&head.uid);
+        let mut response = allowed(&uid);
 
-        let reviewed = matches!(head.operation, Operation::Create | Operation::Update)
+        let reviewed = matches!(operation, Operation::Create | Operation::Update)
             && head.sub_resource.is_none();
-        let kind = (head.kind.group.as_str(), head.kind.kind.as_str());
+        let kind = (gvk.group.as_str(), gvk.kind.as_str());
         match (reviewed, kind) {
             (false, _) => {}
             (true, ("apps", "StatefulSet")) => {
@@ -196,7 +256,7 @@ impl Reviewer {
                 } else {
                     format!("{group}/{kind}")
                 };
-                tracing::warn!(uid = %head.uid, kind = %gk, "review of a kind stsguard does not check");
+                tracing::warn!(uid = %uid, kind = %gk, "review of a kind stsguard does not check");
                 response.warnings = Some(vec![format!(
                     "stsguard reviews apps/StatefulSet and Service, not {gk}; allowed unchecked \
                      (check the webhook configuration's rules)"
@@ -206,10 +266,7 @@ impl Reviewer {
         if summary.name.is_empty() {
             summary.name = "<generated>".to_owned();
         }
-        Ok(Answer {
-            review: response.into_review(),
-            summary,
-        })
+        Ok(Answer { response, summary })
     }
 
     fn statefulset(
@@ -295,6 +352,7 @@ impl Reviewer {
         summary: &mut Summary,
     ) {
         summary.rules = verdict.rule_ids();
+        summary.skipped = verdict.skipped.clone();
         let mut warnings: Vec<String> = verdict
             .violations
             .iter()

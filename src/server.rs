@@ -177,7 +177,7 @@ async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Respon
 }
 
 fn respond(endpoint: Endpoint, answer: Answer, started: Instant) -> Response {
-    let body = match serde_json::to_vec(&answer.review) {
+    let body = match answer.to_json() {
         Ok(body) => body,
         Err(e) => {
             tracing::error!(error = %e, "cannot serialize the AdmissionReview");
@@ -199,6 +199,7 @@ fn respond(endpoint: Endpoint, answer: Answer, started: Instant) -> Response {
         dry_run = s.dry_run,
         verdict = %s.decision,
         rules = %s.rules.join(","),
+        skipped_rules = %s.skipped.join(","),
         latency_us = started.elapsed().as_micros() as u64,
         "review"
     );

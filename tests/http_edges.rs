@@ -1,0 +1,218 @@
+//! What the server does with requests that are not well-formed reviews, with limits and
+//! timeouts, on unknown paths, and on its probe listener.
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{Value, json};
+use stsguard::{lookup::NoLookup, policy::Policy, server::Limits};
+use support::{BOTH, Http, TestServer, client, fixture, warnings};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn bodies_that_are_not_reviews_get_400_naming_what_was_expected() {
+    let server = TestServer::start(Policy::builtin()).await;
+    for http in BOTH {
+        let client = client(&server, http);
+        let cases: [(&[u8], &str); 5] = [
+            (b"not json", "not an admission.k8s.io/v1 AdmissionReview"),
+            (b"{\"apiVersion\":\"admission.k8s.io/v1beta1\",\"kind\":\"AdmissionReview\",\"request\":{}}",
+             "expected apiVersion \"admission.k8s.io/v1\""),
+            (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\"}", "no `request`"),
+            (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"kind\":{\"group\":\"apps\",\"version\":\"v1\",\"kind\":\"StatefulSet\"},\"operation\":\"CREATE\"}}",
+             "request has no `uid`"),
+            (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"a\",\"uid\":\"b\"}}",
+             "duplicate field `uid`"),
+        ];
+        for (body, says) in cases {
+            let reply = client.post(&server.url("/validate"), body.to_vec()).await;
+            assert_eq!(reply.status, 400, "{http:?} {}", reply.text());
+            assert!(
+                reply.text().contains(says),
+                "{http:?}: {:?} should say {says:?}",
+                reply.text()
+            );
+        }
+    }
+    server.stop().await;
+}
+
+fn review_with(file: &str, change: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let mut review: Value = serde_json::from_slice(&fixture(file)).unwrap();
+    change(&mut review["request"]);
+    serde_json::to_vec(&review).unwrap()
+}
+
+#[tokio::test]
+async fn reviews_with_unreadable_objects_are_answered_invalid_with_their_uid() {
+    let server = TestServer::start(Policy::builtin()).await;
+    let client = client(&server, Http::One);
+    let wrong_type = review_with("validate-StatefulSet-CREATE-cap-web-1", |r| {
+        r["object"]["spec"]["replicas"] = json!("three");
+    });
+    let null_object = review_with("validate-StatefulSet-CREATE-cap-web-1", |r| {
+        r["object"] = Value::Null;
+    });
+    let sts_in_service_review = review_with("validate-Service-CREATE-cap-web-1", |r| {
+        r["object"] =
+            serde_json::from_slice::<Value>(&fixture("validate-StatefulSet-CREATE-cap-web-1"))
+                .unwrap()["request"]["object"]
+                .clone();
+    });
+    for (body, says) in [
+        (
+            wrong_type,
+            "cannot read the review as a apps/v1 StatefulSet",
+        ),
+        (null_object, "request.object is missing"),
+        (
+            sts_in_service_review,
+            "cannot read the review as a v1 Service",
+        ),
+    ] {
+        let reply = client.post(&server.url("/validate"), body).await;
+        assert_eq!(reply.status, 200);
+        let review = reply.json();
+        assert_eq!(review["response"]["allowed"], false, "{review}");
+        assert_eq!(review["response"]["status"]["code"], 400, "{review}");
+        assert!(!review["response"]["uid"].as_str().unwrap().is_empty());
+        let message = review["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message:?} should say {says:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_kinds_are_allowed_with_a_warning() {
+    let server = TestServer::start(Policy::builtin()).await;
+    let client = client(&server, Http::Two);
+    let deployment = review_with("validate-StatefulSet-CREATE-cap-web-1", |r| {
+        r["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+        r["object"]["kind"] = json!("Deployment");
+    });
+    let review = client
+        .post(&server.url("/validate"), deployment)
+        .await
+        .json();
+    assert_eq!(review["response"]["allowed"], true);
+    assert!(
+        warnings(&review)[0].contains("not apps/Deployment"),
+        "{review}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413_with_the_limit() {
+    let limits = Limits {
+        max_body_bytes: 4096,
+        ..Limits::default()
+    };
+    let server = TestServer::start_with(Policy::builtin(), Arc::new(NoLookup), limits).await;
+    for http in BOTH {
+        let client = client(&server, http);
+        let reply = client
+            .post(&server.url("/validate"), vec![b' '; 10_000])
+            .await;
+        assert_eq!(reply.status, 413, "{http:?}");
+        assert!(
+            reply.text().contains("limit of 4096 bytes"),
+            "{}",
+            reply.text()
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn default_limit_takes_three_mebibytes_and_refuses_more() {
+    let server = TestServer::start(Policy::builtin()).await;
+    let client = client(&server, Http::One);
+    // A real review padded with a large annotation to just under 3 MiB is reviewed...
+    let big = review_with("validate-StatefulSet-CREATE-cap-web-1", |r| {
+        r["object"]["metadata"]["annotations"]["padding"] =
+            json!("x".repeat(3 * 1024 * 1024 - 8192));
+    });
+    let reply = client.post(&server.url("/validate"), big).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["response"]["allowed"], true);
+    // ...and one byte over the limit is not.
+    let reply = client
+        .post(&server.url("/validate"), vec![b' '; 3 * 1024 * 1024 + 1])
+        .await;
+    assert_eq!(reply.status, 413);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_webhook_paths_answer() {
+    let server = TestServer::start(Policy::builtin()).await;
+    let client = client(&server, Http::One);
+    for path in [
+        "/",
+        "/healthz",
+        "/metrics",
+        "/validate/../etc/passwd",
+        "/debug/pprof",
+    ] {
+        let reply = client.get(&server.url(path)).await;
+        assert_eq!(reply.status, 404, "{path}");
+    }
+    assert_eq!(client.get(&server.url("/validate")).await.status, 405);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn probes_answer_on_plain_http() {
+    let server = TestServer::start(Policy::builtin()).await;
+    for (path, expected) in [
+        ("/healthz", "ok"),
+        ("/readyz", "ready"),
+        ("/validate", "not found"),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(server.probe_addr)
+            .await
+            .unwrap();
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.contains(expected), "{path}: {response}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn slow_requests_time_out() {
+    let limits = Limits {
+        request_timeout: Duration::from_millis(300),
+        header_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let server = TestServer::start_with(Policy::builtin(), Arc::new(NoLookup), limits).await;
+
+    // A connection that never finishes its TLS handshake (or never sends headers) is closed.
+    let mut idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "idle connection should be closed: {read:?}"
+    );
+
+    // A body that trickles in slower than the request timeout gets 408.
+    let mut tls = support::raw_tls(&server).await;
+    tls.write_all(b"POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    server.stop().await;
+}
