@@ -121,15 +121,7 @@ pub fn client(server: &TestServer, http: Http) -> TestClient {
 
 /// A client that trusts only the CA in `ca_pem`.
 pub fn client_trusting(ca_pem: &str, http: Http) -> TestClient {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = ClientConfig::builder_with_provider(tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = client_config(ca_pem);
     let builder = HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only();
@@ -147,20 +139,24 @@ pub fn client_trusting(ca_pem: &str, http: Http) -> TestClient {
     }
 }
 
+/// A TLS client configuration that trusts only the CA in `ca_pem`.
+pub fn client_config(ca_pem: &str) -> ClientConfig {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 /// A TLS stream to the test server, for requests a normal client would not send.
 pub async fn raw_tls(
     server: &TestServer,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(server.ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = ClientConfig::builder_with_provider(tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(&server.ca_pem)));
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     connector
         .connect("localhost".try_into().unwrap(), tcp)
