@@ -1,18 +1,24 @@
-//! The command line: `stsguard serve` and its start-up sequence.
+//! The command line: `serve`, `audit`, `mutate` and `rules`, with the options they share.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{path::Path, process::ExitCode, str::FromStr};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
-    duration,
-    lookup::NoLookup,
     policy::{Mode, Policy, PolicyError},
-    review::Reviewer,
-    server::{Limits, Server, shutdown_signal},
+    rules::Action,
     telemetry::LogFormat,
-    tls::{self, CertResolver, TlsError},
 };
+
+mod audit;
+mod mutate;
+mod rules;
+mod serve;
+
+pub use audit::AuditArgs;
+pub use mutate::MutateArgs;
+pub use rules::RulesArgs;
+pub use serve::{ServeArgs, StartError, prepare_serve};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +44,22 @@ pub struct Cli {
 pub enum Command {
     /// Run the validating and mutating admission webhook over HTTPS.
     Serve(ServeArgs),
+    /// Check manifests with the webhook's rules (exit 0 clean, 1 violations, 2 input errors).
+    Audit(AuditArgs),
+    /// Print manifests with the mutating webhook's changes applied (a Helm post-renderer).
+    Mutate(MutateArgs),
+    /// List every rule and mutator with its default, rationale and fix.
+    Rules(RulesArgs),
+}
+
+/// Runs the command; the exit code follows each command's contract.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Audit(args) => audit::run(&args),
+        Command::Mutate(args) => mutate::run(&args),
+        Command::Rules(args) => rules::run(&args),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -55,127 +77,81 @@ impl From<ModeArg> for Mode {
     }
 }
 
-#[derive(Clone, Debug, Args)]
-pub struct ServeArgs {
-    /// Address of the HTTPS webhook listener.
-    #[arg(long, env = "STSGUARD_ADDR", default_value = "0.0.0.0:8443")]
-    pub addr: SocketAddr,
-    /// Address of the plain-HTTP listener for /healthz and /readyz.
-    #[arg(long, env = "STSGUARD_PROBE_ADDR", default_value = "0.0.0.0:8080")]
-    pub probe_addr: SocketAddr,
-    /// Serving certificate (PEM). Without --tls-cert and --tls-key a development CA and
-    /// certificate are created in --dev-cert-dir.
-    #[arg(long, env = "STSGUARD_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// Private key of the serving certificate (PEM).
-    #[arg(long, env = "STSGUARD_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Where development certificates are kept (ca.crt, tls.crt, tls.key).
-    #[arg(long, env = "STSGUARD_DEV_CERT_DIR", default_value = "certs/dev")]
-    pub dev_cert_dir: PathBuf,
-    /// Policy file; the built-in policy (policies/default.yaml) when not given.
-    #[arg(long, env = "STSGUARD_POLICY")]
-    pub policy: Option<PathBuf>,
-    /// Overrides the policy's mode.
-    #[arg(long, env = "STSGUARD_MODE", value_enum)]
-    pub mode: Option<ModeArg>,
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "STSGUARD_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
-    pub max_body_bytes: usize,
-    /// Time allowed to read a request and answer it (e.g. 10s).
-    #[arg(long, env = "STSGUARD_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
-    pub request_timeout: Duration,
-    /// Time allowed for the TLS handshake and for request headers to arrive.
-    #[arg(long, env = "STSGUARD_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = duration::parse)]
-    pub header_read_timeout: Duration,
-    /// Time in-flight reviews get to finish after SIGTERM or SIGINT.
-    #[arg(long, env = "STSGUARD_SHUTDOWN_GRACE", default_value = "20s", value_parser = duration::parse)]
-    pub shutdown_grace: Duration,
+/// `--rule ID=ACTION`: overrides every case of one rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleArg {
+    pub id: String,
+    pub action: Action,
 }
 
-/// Why `stsguard serve` could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Policy(#[from] PolicyError),
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("--max-body-bytes must be above 0")]
-    ZeroBodyLimit,
+impl FromStr for RuleArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (id, action) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?} is not ID=ACTION (e.g. sts-readiness-probe=deny)"))?;
+        let action = match action {
+            "deny" => Action::Deny,
+            "warn" => Action::Warn,
+            "off" => Action::Off,
+            other => return Err(format!("{other:?} is not one of deny, warn, off")),
+        };
+        Ok(RuleArg {
+            id: id.to_owned(),
+            action,
+        })
+    }
 }
 
-/// Loads the policy named by `--policy` (or the built-in one) and applies `--mode`.
+/// Loads the policy named by `--policy` (or the built-in one), then applies `--mode` and `--rule`.
 pub fn load_policy(
-    path: Option<&std::path::Path>,
+    path: Option<&Path>,
     mode: Option<ModeArg>,
+    rules: &[RuleArg],
 ) -> Result<Policy, PolicyError> {
-    let policy = match path {
+    let mut policy = match path {
         Some(path) => Policy::load(path)?,
         None => Policy::builtin(),
     };
-    Ok(match mode {
-        Some(mode) => policy.with_mode(mode.into()),
-        None => policy,
-    })
-}
-
-/// Everything `serve` needs, checked, before any port is bound.
-pub async fn prepare_serve(args: &ServeArgs) -> Result<Server, StartError> {
-    if args.max_body_bytes == 0 {
-        return Err(StartError::ZeroBodyLimit);
+    if let Some(mode) = mode {
+        policy = policy.with_mode(mode.into());
     }
-    let policy = load_policy(args.policy.as_deref(), args.mode)?;
-    tracing::info!(
-        policy = %args.policy.as_ref().map_or("built-in".into(), |p| p.display().to_string()),
-        mode = %policy.mode,
-        "policy loaded"
-    );
-    let (cert, key) = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-        _ => {
-            let (files, fresh) = tls::ensure_dev_certs(&args.dev_cert_dir)?;
-            tracing::info!(
-                ca = %files.ca.display(),
-                generated = fresh,
-                "serving with a development certificate for localhost, 127.0.0.1 and ::1; \
-                 trust the CA file to call the webhook (curl --cacert {})",
-                files.ca.display()
-            );
-            (files.cert, files.key)
-        }
-    };
-    let certified = tls::load_certified_key(&cert, &key)?;
-    let tls_config = tls::server_config(Arc::new(CertResolver::new(certified)))?;
-    let limits = Limits {
-        max_body_bytes: args.max_body_bytes,
-        request_timeout: args.request_timeout,
-        header_read_timeout: args.header_read_timeout,
-        shutdown_grace: args.shutdown_grace,
-    };
-    // Cluster lookups arrive with the cluster-aware checks; until then rules that need them
-    // are skipped.
-    let reviewer = Reviewer::new(Arc::new(policy), Arc::new(NoLookup));
-    let server = Server::bind(
-        args.addr,
-        args.probe_addr,
-        Arc::new(tls_config),
-        reviewer,
-        limits,
-    )
-    .await?;
-    Ok(server)
+    for rule in rules {
+        policy = policy.with_rule(&rule.id, rule.action)?;
+    }
+    Ok(policy)
 }
 
-/// `stsguard serve`: runs until SIGTERM or SIGINT.
-pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
-    let server = prepare_serve(&args).await?;
-    tracing::info!(
-        addr = %server.local_addr()?,
-        probe_addr = %server.probe_addr()?,
-        "stsguard is serving /validate and /mutate"
-    );
-    server.run(shutdown_signal()).await?;
-    Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_arguments_parse_or_say_why_not() {
+        assert_eq!(
+            "sts-readiness-probe=deny".parse::<RuleArg>(),
+            Ok(RuleArg {
+                id: "sts-readiness-probe".into(),
+                action: Action::Deny
+            })
+        );
+        assert!(
+            "sts-readiness-probe"
+                .parse::<RuleArg>()
+                .unwrap_err()
+                .contains("ID=ACTION")
+        );
+        assert!(
+            "x=loud"
+                .parse::<RuleArg>()
+                .unwrap_err()
+                .contains("deny, warn, off")
+        );
+        let e = load_policy(None, None, &["sts-nope=deny".parse().unwrap()]).unwrap_err();
+        assert!(
+            e.to_string().contains("--rule") && e.to_string().contains("sts-nope"),
+            "{e}"
+        );
+    }
 }

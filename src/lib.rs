@@ -1,14 +1,17 @@
 //! stsguard: a Kubernetes admission webhook that enforces StatefulSet best practices.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod duration;
 pub mod evaluate;
 pub mod exemption;
 pub mod lookup;
+pub mod manifest;
 pub mod mutate;
 pub mod policy;
+pub mod report;
 pub mod review;
 pub mod rules;
 pub mod server;

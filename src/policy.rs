@@ -276,6 +276,19 @@ impl Policy {
         self.mode = mode;
         self
     }
+
+    /// Sets every case of a rule to `action` (the command line's `--rule ID=ACTION`).
+    pub fn with_rule(mut self, id: &str, action: Action) -> Result<Policy, PolicyError> {
+        let rule = rules::find(id).ok_or_else(|| PolicyError::Invalid {
+            origin: "--rule".to_owned(),
+            field: id.to_owned(),
+            message: format!("unknown rule id; known ids: {}", rule_ids()),
+        })?;
+        for case in rule.cases {
+            self.actions.insert((rule.id, case.name), action);
+        }
+        Ok(self)
+    }
 }
 
 impl PolicyFile {

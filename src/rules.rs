@@ -53,7 +53,7 @@ impl fmt::Display for Action {
 }
 
 /// The kind of object a rule looks at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
     StatefulSet,
     Service,

@@ -1,0 +1,201 @@
+{{/* The chart name, or nameOverride. */}}
+{{- define "stsguard.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The fully qualified app name, also the Service's name (so at most 63 characters). A release
+whose name already contains the chart name is used as is.
+*/}}
+{{- define "stsguard.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Chart name and version, for the helm.sh/chart label. */}}
+{{- define "stsguard.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "stsguard.labels" -}}
+helm.sh/chart: {{ include "stsguard.chart" . }}
+{{ include "stsguard.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: stsguard
+{{- end }}
+
+{{/* Labels that select the webhook pods; they never change between releases. */}}
+{{- define "stsguard.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "stsguard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The ServiceAccount of the webhook pods. */}}
+{{- define "stsguard.serviceAccountName" -}}
+{{- include "stsguard.fullname" . }}
+{{- end }}
+
+{{/* The container image. */}}
+{{- define "stsguard.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+How the serving certificate is provided: "existingSecret", "certManager" or "generated".
+Setting both existingSecret and certManager.enabled is an error.
+*/}}
+{{- define "stsguard.certMode" -}}
+{{- if and .Values.existingSecret .Values.certManager.enabled }}
+{{- fail "existingSecret and certManager.enabled are exclusive: choose one way to provide the serving certificate" }}
+{{- else if .Values.existingSecret }}
+{{- print "existingSecret" }}
+{{- else if .Values.certManager.enabled }}
+{{- print "certManager" }}
+{{- else }}
+{{- print "generated" }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret that holds the serving certificate (tls.crt, tls.key). */}}
+{{- define "stsguard.tlsSecretName" -}}
+{{- if .Values.existingSecret }}
+{{- .Values.existingSecret }}
+{{- else }}
+{{- printf "%s-tls" (include "stsguard.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The cert-manager Certificate whose CA is injected into the webhook configurations. */}}
+{{- define "stsguard.servingCertificateName" -}}
+{{- printf "%s-serving" (include "stsguard.fullname" .) }}
+{{- end }}
+
+{{/* The DNS names the API server may use for the Service, as a list in YAML. */}}
+{{- define "stsguard.dnsNames" -}}
+{{- $svc := include "stsguard.fullname" . }}
+{{- $ns := .Release.Namespace }}
+- {{ $svc }}
+- {{ printf "%s.%s" $svc $ns }}
+- {{ printf "%s.%s.svc" $svc $ns }}
+- {{ printf "%s.%s.svc.cluster.local" $svc $ns }}
+{{- end }}
+
+{{/* The policy text: .Values.policy, or the chart's copy of policies/default.yaml. */}}
+{{- define "stsguard.policy" -}}
+{{- if .Values.policy }}
+{{- .Values.policy }}
+{{- else }}
+{{- .Files.Get "files/default-policy.yaml" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chooses the serving certificate of the "generated" mode, as YAML with base64 values
+{ca.crt, tls.crt, tls.key, reused}. Takes a dict:
+  root:     the top-level context;
+  existing: the Secret found by lookup (an empty dict when there is none, as under
+            `helm template`).
+An existing Secret with all three keys is reused as is, so an upgrade keeps the CA that the
+webhook configurations already trust; otherwise a new CA and certificate are generated.
+*/}}
+{{- define "stsguard.tls.select" -}}
+{{- $root := .root }}
+{{- $data := dig "data" (dict) .existing }}
+{{- if and (get $data "ca.crt") (get $data "tls.crt") (get $data "tls.key") }}
+ca.crt: {{ get $data "ca.crt" | quote }}
+tls.crt: {{ get $data "tls.crt" | quote }}
+tls.key: {{ get $data "tls.key" | quote }}
+reused: true
+{{- else }}
+{{- $svc := include "stsguard.fullname" $root }}
+{{- $days := int $root.Values.certValidityDays }}
+{{- $ca := genCA (printf "%s-ca" $svc) $days }}
+{{- $names := include "stsguard.dnsNames" $root | fromYamlArray }}
+{{- $cert := genSignedCert (printf "%s.%s.svc" $svc $root.Release.Namespace) nil $names $days $ca }}
+ca.crt: {{ $ca.Cert | b64enc | quote }}
+tls.crt: {{ $cert.Cert | b64enc | quote }}
+tls.key: {{ $cert.Key | b64enc | quote }}
+reused: false
+{{- end }}
+{{- end }}
+
+{{/* The generated-mode certificate: the existing Secret's, or a new one. */}}
+{{- define "stsguard.tls.generated" -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "stsguard.tlsSecretName" .) | default (dict) }}
+{{- include "stsguard.tls.select" (dict "root" . "existing" $existing) }}
+{{- end }}
+
+{{/*
+The caBundle given in values, checked: it must be base64 of a PEM certificate. `what` names
+the mode that needs it, for the error message.
+*/}}
+{{- define "stsguard.givenCaBundle" -}}
+{{- $what := .what }}
+{{- $bundle := .root.Values.caBundle | required (printf "%s needs caBundle: base64 of the PEM CA certificate that signed the webhook's serving certificate (e.g. base64 -w0 ca.crt)" $what) }}
+{{- if not (contains "-----BEGIN CERTIFICATE-----" (b64dec $bundle)) }}
+{{- fail "caBundle must be base64 of a PEM certificate (-----BEGIN CERTIFICATE-----); encode the PEM file with base64 -w0" }}
+{{- end }}
+{{- $bundle }}
+{{- end }}
+
+{{/*
+Seconds in a stsguard duration (500ms, 20s, 2m, 1h), rounded up; for the check that
+terminationGracePeriodSeconds outlasts --shutdown-grace.
+*/}}
+{{- define "stsguard.durationSeconds" -}}
+{{- $n := regexFind "^[0-9]+" . | int }}
+{{- $unit := regexReplaceAll "^[0-9]+" . "" }}
+{{- if eq $unit "ms" }}{{ div (add $n 999) 1000 }}
+{{- else if eq $unit "s" }}{{ $n }}
+{{- else if eq $unit "m" }}{{ mul $n 60 }}
+{{- else if eq $unit "h" }}{{ mul $n 3600 }}
+{{- else }}{{ fail (printf "%q is not a duration such as 20s" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A webhook's clientConfig. Takes a dict: root, path (/validate or /mutate), url (the base URL
+of webhook.url mode, or empty for the Service), caBundle (empty when cert-manager injects it).
+*/}}
+{{- define "stsguard.webhook.clientConfig" -}}
+{{- if .url }}
+url: {{ printf "%s%s" .url .path | quote }}
+{{- else }}
+service:
+  name: {{ include "stsguard.fullname" .root }}
+  namespace: {{ .root.Release.Namespace }}
+  path: {{ .path | quote }}
+  port: 443
+{{- end }}
+{{- with .caBundle }}
+caBundle: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The selectors every webhook carries: the release namespace and kube-system are always
+excluded, then webhook.namespaceSelector.excludeNamespaces; plus webhook.objectSelector.
+*/}}
+{{- define "stsguard.webhook.selectors" -}}
+{{- $excluded := concat (list .Release.Namespace "kube-system") (.Values.webhook.namespaceSelector.excludeNamespaces | default list) | uniq }}
+namespaceSelector:
+  matchExpressions:
+    - key: kubernetes.io/metadata.name
+      operator: NotIn
+      values:
+        {{- toYaml $excluded | nindent 8 }}
+{{- with .Values.webhook.objectSelector }}
+objectSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,101 @@
+//! `stsguard audit`: the webhook's admission chain over manifests, as a report.
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+
+use clap::{Args, ValueEnum};
+
+use super::{ModeArg, RuleArg, load_policy};
+use crate::{
+    audit::audit,
+    manifest,
+    report::{self, Format},
+    review::today,
+    rules::Action,
+};
+
+#[derive(Clone, Debug, Args)]
+pub struct AuditArgs {
+    /// Manifest file or directory (searched for *.yaml, *.yml, *.json); `-` reads stdin.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Policy file; the built-in policy when not given.
+    #[arg(long, env = "STSGUARD_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Overrides the policy's mode.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// Overrides a rule's action, e.g. `--rule sts-pod-anti-affinity=warn` (repeatable).
+    #[arg(long = "rule", value_name = "ID=ACTION")]
+    pub rules: Vec<RuleArg>,
+    /// Namespace of objects that name none.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Report format.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Lowest level that makes the exit code 1.
+    #[arg(long, value_enum, default_value = "deny")]
+    pub fail_on: FailOn,
+    /// With --format policy-report: emit openreports.io/v1alpha1 Report objects.
+    #[arg(long)]
+    pub openreports: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// Violations the webhook would reject.
+    Deny,
+    /// Any violation, warnings included.
+    Warn,
+    /// Never; only input errors change the exit code.
+    Never,
+}
+
+impl From<FailOn> for Action {
+    fn from(f: FailOn) -> Action {
+        match f {
+            FailOn::Deny => Action::Deny,
+            FailOn::Warn => Action::Warn,
+            FailOn::Never => Action::Off,
+        }
+    }
+}
+
+/// Exit code 0 when nothing is at or above `--fail-on`, 1 when something is, 2 on input or
+/// usage errors (reported alongside every document that could be read).
+pub(super) fn run(args: &AuditArgs) -> ExitCode {
+    if args.openreports && args.format != Format::PolicyReport {
+        eprintln!("stsguard: --openreports goes with --format policy-report");
+        return ExitCode::from(2);
+    }
+    let policy = match load_policy(args.policy.as_deref(), args.mode, &args.rules) {
+        Ok(policy) => policy,
+        Err(e) => {
+            eprintln!("stsguard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let loaded = manifest::load(&args.files, &mut std::io::stdin().lock());
+    let report = audit(&loaded, &policy, &args.namespace, today());
+    let options = report::Options {
+        policy: &policy,
+        fail_on: args.fail_on.into(),
+        color: args.format == Format::Text
+            && std::io::stdout().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none(),
+        openreports: args.openreports,
+    };
+    print!("{}", report::render(&report, args.format, &options));
+    if args.format != Format::Text {
+        for e in &report.errors {
+            eprintln!("error: {e}");
+        }
+    }
+    if !report.errors.is_empty() {
+        ExitCode::from(2)
+    } else if report.fails(args.fail_on.into()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,150 @@
+//! `stsguard serve`: start-up checks, then the webhook until SIGTERM or SIGINT.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+
+use clap::Args;
+
+use super::{ModeArg, RuleArg, load_policy};
+use crate::{
+    duration,
+    lookup::NoLookup,
+    policy::PolicyError,
+    review::Reviewer,
+    server::{Limits, Server, shutdown_signal},
+    tls::{self, CertResolver, TlsError},
+};
+
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS webhook listener.
+    #[arg(long, env = "STSGUARD_ADDR", default_value = "0.0.0.0:8443")]
+    pub addr: SocketAddr,
+    /// Address of the plain-HTTP listener for /healthz and /readyz.
+    #[arg(long, env = "STSGUARD_PROBE_ADDR", default_value = "0.0.0.0:8080")]
+    pub probe_addr: SocketAddr,
+    /// Serving certificate (PEM). Without --tls-cert and --tls-key a development CA and
+    /// certificate are created in --dev-cert-dir.
+    #[arg(long, env = "STSGUARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of the serving certificate (PEM).
+    #[arg(long, env = "STSGUARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Where development certificates are kept (ca.crt, tls.crt, tls.key).
+    #[arg(long, env = "STSGUARD_DEV_CERT_DIR", default_value = "certs/dev")]
+    pub dev_cert_dir: PathBuf,
+    /// Policy file; the built-in policy (policies/default.yaml) when not given.
+    #[arg(long, env = "STSGUARD_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Overrides the policy's mode.
+    #[arg(long, env = "STSGUARD_MODE", value_enum)]
+    pub mode: Option<ModeArg>,
+    /// Overrides a rule's action, e.g. `--rule sts-pod-anti-affinity=warn` (repeatable).
+    #[arg(long = "rule", value_name = "ID=ACTION")]
+    pub rules: Vec<RuleArg>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "STSGUARD_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Time allowed to read a request and answer it (e.g. 10s).
+    #[arg(long, env = "STSGUARD_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
+    pub request_timeout: Duration,
+    /// Time allowed for the TLS handshake and for request headers to arrive.
+    #[arg(long, env = "STSGUARD_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = duration::parse)]
+    pub header_read_timeout: Duration,
+    /// Time in-flight reviews get to finish after SIGTERM or SIGINT.
+    #[arg(long, env = "STSGUARD_SHUTDOWN_GRACE", default_value = "20s", value_parser = duration::parse)]
+    pub shutdown_grace: Duration,
+}
+
+/// Why `stsguard serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("--max-body-bytes must be above 0")]
+    ZeroBodyLimit,
+}
+
+/// Everything `serve` needs, checked, before any port is bound.
+pub async fn prepare_serve(args: &ServeArgs) -> Result<Server, StartError> {
+    if args.max_body_bytes == 0 {
+        return Err(StartError::ZeroBodyLimit);
+    }
+    let policy = load_policy(args.policy.as_deref(), args.mode, &args.rules)?;
+    tracing::info!(
+        policy = %args.policy.as_ref().map_or("built-in".into(), |p| p.display().to_string()),
+        mode = %policy.mode,
+        "policy loaded"
+    );
+    let (cert, key) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => {
+            let (files, fresh) = tls::ensure_dev_certs(&args.dev_cert_dir)?;
+            tracing::info!(
+                ca = %files.ca.display(),
+                generated = fresh,
+                "serving with a development certificate for localhost, 127.0.0.1 and ::1; \
+                 trust the CA file to call the webhook (curl --cacert {})",
+                files.ca.display()
+            );
+            (files.cert, files.key)
+        }
+    };
+    let certified = tls::load_certified_key(&cert, &key)?;
+    let tls_config = tls::server_config(Arc::new(CertResolver::new(certified)))?;
+    let limits = Limits {
+        max_body_bytes: args.max_body_bytes,
+        request_timeout: args.request_timeout,
+        header_read_timeout: args.header_read_timeout,
+        shutdown_grace: args.shutdown_grace,
+    };
+    // Cluster lookups arrive with the cluster-aware checks; until then rules that need them
+    // are skipped.
+    let reviewer = Reviewer::new(Arc::new(policy), Arc::new(NoLookup));
+    let server = Server::bind(
+        args.addr,
+        args.probe_addr,
+        Arc::new(tls_config),
+        reviewer,
+        limits,
+    )
+    .await?;
+    Ok(server)
+}
+
+/// `stsguard serve`: exit code 0 after a clean shutdown, 1 when it cannot start.
+pub(super) fn run(args: ServeArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stsguard: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "stsguard could not start");
+            eprintln!("stsguard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the webhook until SIGTERM or SIGINT.
+pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
+    let server = prepare_serve(&args).await?;
+    tracing::info!(
+        addr = %server.local_addr()?,
+        probe_addr = %server.probe_addr()?,
+        "stsguard is serving /validate and /mutate"
+    );
+    server.run(shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,528 @@
+//! Reading manifests: files, directories, stdin; multi-document YAML, JSON and `kind: List`.
+//! Every document keeps where it came from (file and line) and its original text, so reports can
+//! point at it and `stsguard mutate` can pass untouched documents through byte for byte.
+
+use std::{
+    fmt,
+    io::Read,
+    path::{Path, PathBuf},
+};
+
+use serde_json::Value;
+
+/// Where a document starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// The file as given (or found under a given directory); `-` for stdin.
+    pub file: String,
+    /// 1-based line of the document's first content line.
+    pub line: usize,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// One parsed document.
+#[derive(Clone, Debug)]
+pub struct Document {
+    pub source: Source,
+    /// The document's text as read, without its `---` marker.
+    pub text: String,
+    pub value: Value,
+}
+
+/// A document or input that could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Everything read from the inputs, in order.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub documents: Vec<Document>,
+    pub errors: Vec<InputError>,
+}
+
+const EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
+
+/// Reads every input: `-` is stdin, a directory is searched recursively for `*.yaml`, `*.yml`
+/// and `*.json` (in name order), anything else is read as a file.
+pub fn load(inputs: &[PathBuf], stdin: &mut dyn Read) -> Loaded {
+    let mut loaded = Loaded::default();
+    for input in inputs {
+        if input.as_os_str() == "-" {
+            let mut text = String::new();
+            match stdin.read_to_string(&mut text) {
+                Ok(_) => parse_into(&mut loaded, "-", &text, false),
+                Err(e) => loaded
+                    .errors
+                    .push(whole_file("-", format!("cannot read stdin: {e}"))),
+            }
+        } else if input.is_dir() {
+            match manifest_files(input) {
+                Ok(files) => files.iter().for_each(|f| read_file(&mut loaded, f)),
+                Err(e) => loaded
+                    .errors
+                    .push(whole_file(&input.display().to_string(), e)),
+            }
+        } else {
+            read_file(&mut loaded, input);
+        }
+    }
+    loaded
+}
+
+fn whole_file(file: &str, message: String) -> InputError {
+    InputError {
+        file: file.to_owned(),
+        line: None,
+        column: None,
+        message,
+    }
+}
+
+/// The manifest files under a directory, recursively, in name order.
+pub fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    find_manifests(dir, &mut files)?;
+    files.sort();
+    Ok(files)
+}
+
+fn find_manifests(dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read directory: {e}"))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| format!("cannot read directory: {e}"))?
+            .path();
+        if path.is_dir() {
+            find_manifests(&path, found)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| EXTENSIONS.contains(&e))
+        {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn read_file(loaded: &mut Loaded, path: &Path) {
+    let name = path.display().to_string();
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => {
+                let json = path.extension().is_some_and(|e| e == "json");
+                parse_into(loaded, &name, &text, json);
+            }
+            Err(e) => loaded.errors.push(whole_file(
+                &name,
+                format!(
+                    "not UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ),
+            )),
+        },
+        Err(e) => loaded
+            .errors
+            .push(whole_file(&name, format!("cannot read: {e}"))),
+    }
+}
+
+/// Parses one input's text into documents; a bad document is recorded and the rest still read.
+pub fn parse_into(loaded: &mut Loaded, file: &str, text: &str, json: bool) {
+    if json {
+        match serde_json::from_str::<Value>(text) {
+            Ok(value) => push_value(loaded, file, 1, text, value),
+            Err(e) => loaded.errors.push(InputError {
+                file: file.to_owned(),
+                line: Some(e.line()),
+                column: Some(e.column()),
+                message: format!("invalid JSON: {}", strip_position(&e.to_string())),
+            }),
+        }
+        return;
+    }
+    for chunk in split_documents(text) {
+        let Some(first) = first_content_line(chunk.text) else {
+            continue;
+        };
+        match serde_saphyr::from_str::<Value>(chunk.text) {
+            Ok(Value::Null) => {}
+            Ok(value) => push_value(loaded, file, chunk.line + first + 1, chunk.text, value),
+            Err(e) => {
+                let (line, column) = e
+                    .location()
+                    .map(|l| (l.line() as usize, l.column() as usize))
+                    .unwrap_or((first + 1, 0));
+                loaded.errors.push(InputError {
+                    file: file.to_owned(),
+                    line: Some(chunk.line + line),
+                    column: Some(column).filter(|c| *c > 0),
+                    message: format!("invalid YAML: {}", yaml_message(&e.to_string())),
+                });
+            }
+        }
+    }
+}
+
+/// Adds a document, or each item of a `kind: List`.
+fn push_value(loaded: &mut Loaded, file: &str, line: usize, text: &str, value: Value) {
+    if is_list(&value)
+        && let Some(Value::Array(items)) = value.get("items")
+    {
+        for item in items {
+            loaded.documents.push(Document {
+                source: Source {
+                    file: file.to_owned(),
+                    line,
+                },
+                text: String::new(),
+                value: item.clone(),
+            });
+        }
+        return;
+    }
+    loaded.documents.push(Document {
+        source: Source {
+            file: file.to_owned(),
+            line,
+        },
+        text: text.to_owned(),
+        value,
+    });
+}
+
+/// A YAML document's text, the marker before it (`---` line, empty for the first document), and
+/// the line (0-based) its text starts on.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Chunk<'a> {
+    pub marker: &'a str,
+    pub line: usize,
+    pub text: &'a str,
+}
+
+/// Splits a YAML stream at `---` document markers (at column 0; inside block scalars they would
+/// be indented) and `...` end markers.
+pub(crate) fn split_documents(text: &str) -> Vec<Chunk<'_>> {
+    let mut chunks = Vec::new();
+    let mut marker = "";
+    let mut start = 0;
+    let mut start_line = 0;
+    let mut offset = 0;
+    for (number, line) in text.split_inclusive('\n').enumerate() {
+        let bare = line.trim_end_matches(['\n', '\r']);
+        let is_start = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
+        let is_end = bare == "..." || bare.starts_with("... ");
+        if is_start || is_end {
+            chunks.push(Chunk {
+                marker,
+                line: start_line,
+                text: &text[start..offset],
+            });
+            let content = if is_start { bare[3..].trim() } else { "" };
+            // `--- value` starts a document on the marker line itself.
+            if content.is_empty() || content.starts_with('#') {
+                marker = &text[offset..offset + line.len()];
+                start = offset + line.len();
+                start_line = number + 1;
+            } else {
+                marker = &text[offset..offset + 4];
+                start = offset + 4;
+                start_line = number;
+            }
+        }
+        offset += line.len();
+    }
+    chunks.push(Chunk {
+        marker,
+        line: start_line,
+        text: &text[start..],
+    });
+    chunks
+}
+
+/// A document `rewrite` changed: where it is, and its value before and after.
+#[derive(Debug)]
+pub struct Rewrite {
+    pub source: Source,
+    pub before: Value,
+    pub after: Value,
+}
+
+/// Rewrites the documents of one input with `change` (called for each document, and for each
+/// item of a `kind: List`; it returns whether it changed the value). Changed documents are
+/// written back as YAML; everything else, comments and markers included, is kept byte for byte.
+/// Any unreadable document fails the whole input, so that nothing is silently lost.
+pub fn rewrite(
+    file: &str,
+    text: &str,
+    json: bool,
+    mut change: impl FnMut(&Source, &mut Value) -> bool,
+) -> Result<(String, Vec<Rewrite>), Vec<InputError>> {
+    let mut loaded = Loaded::default();
+    let chunks = if json {
+        vec![Chunk {
+            marker: "",
+            line: 0,
+            text,
+        }]
+    } else {
+        split_documents(text)
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rewrites = Vec::new();
+    for chunk in chunks {
+        let Some(first) = first_content_line(chunk.text) else {
+            out.push_str(chunk.marker);
+            out.push_str(chunk.text);
+            continue;
+        };
+        let before = loaded.errors.len();
+        parse_into(&mut loaded, file, chunk.text, json);
+        if loaded.errors.len() > before {
+            // parse_into saw only this chunk: place its errors in the whole input.
+            for e in &mut loaded.errors[before..] {
+                e.line = e.line.map(|l| l + chunk.line);
+            }
+            continue;
+        }
+        let Some(doc) = loaded.documents.pop() else {
+            out.push_str(chunk.marker);
+            out.push_str(chunk.text);
+            continue;
+        };
+        loaded.documents.clear();
+        let source = Source {
+            file: file.to_owned(),
+            line: chunk.line + first + 1,
+        };
+        // Re-read the whole document (not the flattened list item) and change it in place.
+        let mut value: Value = if json {
+            serde_json::from_str(chunk.text).unwrap_or(doc.value)
+        } else {
+            serde_saphyr::from_str(chunk.text).unwrap_or(doc.value)
+        };
+        let original = value.clone();
+        let changed = match value.get_mut("items").filter(|_| is_list(&original)) {
+            Some(Value::Array(items)) => items
+                .iter_mut()
+                .fold(false, |acc, item| change(&source, item) | acc),
+            _ => change(&source, &mut value),
+        };
+        if changed {
+            let yaml = serde_saphyr::to_string(&value).map_err(|e| {
+                vec![InputError {
+                    file: file.to_owned(),
+                    line: Some(source.line),
+                    column: None,
+                    message: format!("cannot write the changed document as YAML: {e}"),
+                }]
+            })?;
+            out.push_str(if chunk.marker.ends_with('\n') || chunk.marker.is_empty() {
+                chunk.marker
+            } else {
+                "---\n"
+            });
+            out.push_str(&yaml);
+            rewrites.push(Rewrite {
+                source,
+                before: original,
+                after: value,
+            });
+        } else {
+            out.push_str(chunk.marker);
+            out.push_str(chunk.text);
+        }
+    }
+    if loaded.errors.is_empty() {
+        Ok((out, rewrites))
+    } else {
+        Err(loaded.errors)
+    }
+}
+
+fn is_list(value: &Value) -> bool {
+    value
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k.ends_with("List"))
+        && value.get("items").is_some_and(Value::is_array)
+}
+
+/// The 0-based index of the first line that is neither blank nor a comment.
+fn first_content_line(text: &str) -> Option<usize> {
+    text.lines().position(|l| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#')
+    })
+}
+
+/// The first line of a serde-saphyr error without its `error: line N column M:` prefix (the
+/// position is reported separately, relative to the file).
+fn yaml_message(display: &str) -> String {
+    let first = display.lines().next().unwrap_or(display);
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match first.find("column ") {
+        Some(at) if first.starts_with("line ") => first[at..]
+            .split_once(": ")
+            .map_or(first, |(_, rest)| rest)
+            .to_owned(),
+        _ => first.to_owned(),
+    }
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Loaded {
+        let mut loaded = Loaded::default();
+        parse_into(&mut loaded, "x.yaml", text, false);
+        loaded
+    }
+
+    #[test]
+    fn documents_keep_their_file_line() {
+        let loaded =
+            parse("# header\n---\n\n# comment\nkind: A\n---\nkind: B\n...\n---\n# empty\n");
+        let found: Vec<_> = loaded
+            .documents
+            .iter()
+            .map(|d| (d.value["kind"].as_str().unwrap(), d.source.line))
+            .collect();
+        assert_eq!(found, [("A", 5), ("B", 7)]);
+        assert!(loaded.errors.is_empty());
+        assert_eq!(loaded.documents[1].text, "kind: B\n");
+    }
+
+    #[test]
+    fn a_bad_document_is_located_and_does_not_hide_the_others() {
+        let loaded = parse("kind: A\n---\nkind: B\n  bad: 1\n---\nkind: C\n");
+        assert_eq!(loaded.documents.len(), 2);
+        assert_eq!(loaded.errors.len(), 1);
+        let e = &loaded.errors[0];
+        assert_eq!((e.line, e.column), (Some(4), Some(6)));
+        assert!(
+            e.to_string()
+                .starts_with("x.yaml:4:6: invalid YAML: mapping values"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn lists_are_flattened_and_json_is_read() {
+        let mut loaded = Loaded::default();
+        parse_into(
+            &mut loaded,
+            "l.json",
+            r#"{"apiVersion":"v1","kind":"List","items":[{"kind":"Service"},{"kind":"StatefulSet"}]}"#,
+            true,
+        );
+        let kinds: Vec<_> = loaded
+            .documents
+            .iter()
+            .map(|d| d.value["kind"].clone())
+            .collect();
+        assert_eq!(kinds, ["Service", "StatefulSet"]);
+        parse_into(&mut loaded, "bad.json", "{\n  \"kind\": ,\n}", true);
+        let e = loaded.errors[0].to_string();
+        assert!(e.starts_with("bad.json:2:11: invalid JSON"), "{e}");
+    }
+
+    #[test]
+    fn rewrite_keeps_untouched_documents_byte_for_byte() {
+        let text =
+            "# Source: a.yaml\nkind: A  # keep\n--- # marker comment\nkind: B\nx:   1\n---\n\n";
+        let (out, rewrites) = rewrite("in.yaml", text, false, |_, v| {
+            if v["kind"] == "B" {
+                v["x"] = serde_json::json!(2);
+                true
+            } else {
+                false
+            }
+        })
+        .unwrap();
+        assert_eq!(
+            out,
+            "# Source: a.yaml\nkind: A  # keep\n--- # marker comment\nkind: B\nx: 2\n---\n\n"
+        );
+        assert_eq!(rewrites.len(), 1);
+        assert_eq!(rewrites[0].source.line, 4);
+        let unchanged = rewrite("in.yaml", text, false, |_, _| false).unwrap().0;
+        assert_eq!(unchanged, text);
+    }
+
+    #[test]
+    fn rewrite_changes_list_items_and_refuses_bad_input() {
+        let text = "kind: List\nitems:\n- kind: A\n- kind: B\n";
+        let (out, _) = rewrite("l.yaml", text, false, |_, v| {
+            v["seen"] = serde_json::json!(true);
+            true
+        })
+        .unwrap();
+        assert!(out.contains("- kind: A\n  seen: true"), "{out}");
+        let errors =
+            rewrite("bad.yaml", "kind: A\n---\nkind: [\n", false, |_, _| false).unwrap_err();
+        assert_eq!(errors[0].line, Some(3));
+    }
+
+    #[test]
+    fn document_markers_with_content() {
+        let chunks = split_documents("--- # first\na: 1\n--- {b: 2}\n");
+        let texts: Vec<_> = chunks.iter().map(|c| c.text).collect();
+        assert_eq!(texts, ["", "a: 1\n", "{b: 2}\n"]);
+    }
+
+    #[test]
+    fn directories_are_searched_for_manifests_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("b.yml"), "kind: B\n").unwrap();
+        std::fs::write(dir.path().join("sub/a.json"), "{\"kind\": \"A\"}").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "kind: X\n").unwrap();
+        std::fs::write(dir.path().join("c.yaml"), [0xff, 0xfe]).unwrap();
+        let loaded = load(&[dir.path().to_owned()], &mut std::io::empty());
+        let kinds: Vec<_> = loaded
+            .documents
+            .iter()
+            .map(|d| d.value["kind"].clone())
+            .collect();
+        assert_eq!(kinds, ["B", "A"]);
+        assert!(
+            loaded.errors[0].message.contains("not UTF-8"),
+            "{:?}",
+            loaded.errors
+        );
+        let missing = load(&[dir.path().join("nope.yaml")], &mut std::io::empty());
+        assert!(missing.errors[0].message.starts_with("cannot read"));
+    }
+}

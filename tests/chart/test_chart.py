@@ -1,0 +1,866 @@
+"""Tests of the Helm chart charts/stsguard, rendered offline with helm-python-sdk (Helm v4).
+
+    pip install helm-python-sdk pytest pyyaml cryptography
+    pytest tests/chart -q
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from modes import (  # noqa: E402
+    CHART_DIR,
+    CUSTOM_POLICY,
+    DEFAULT_POLICY,
+    FULLNAME,
+    MODES,
+    NAMESPACE,
+    RELEASE,
+    TEST_CA_B64,
+    manifests,
+    render_files,
+    split_documents,
+    values_for,
+)
+
+NAMESPACED_KINDS = {
+    "ConfigMap",
+    "Deployment",
+    "PodDisruptionBudget",
+    "Secret",
+    "Service",
+    "ServiceAccount",
+    "Issuer",
+    "Certificate",
+}
+CLUSTER_KINDS = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+}
+SERVICE_DNS_NAMES = [
+    FULLNAME,
+    f"{FULLNAME}.{NAMESPACE}",
+    f"{FULLNAME}.{NAMESPACE}.svc",
+    f"{FULLNAME}.{NAMESPACE}.svc.cluster.local",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering helpers
+
+
+@pytest.fixture(scope="session")
+def chart() -> Any:
+    with helm_python.Chart.load(CHART_DIR) as loaded:
+        yield loaded
+
+
+class Rendered:
+    """One render of the chart: its objects and NOTES.txt."""
+
+    def __init__(self, files: dict[str, str]) -> None:
+        self.files = files
+        self.notes = next((text for path, text in files.items() if path.endswith("NOTES.txt")), "")
+        self.objects: list[dict[str, Any]] = []
+        for path in sorted(files):
+            if path.endswith("NOTES.txt"):
+                continue
+            self.objects.extend(yaml.safe_load(doc) for doc in split_documents(files[path]))
+
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def one(self, kind: str) -> dict[str, Any]:
+        found = self.all(kind)
+        assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+        return found[0]
+
+    @property
+    def deployment(self) -> dict[str, Any]:
+        return self.one("Deployment")
+
+    @property
+    def container(self) -> dict[str, Any]:
+        containers = self.deployment["spec"]["template"]["spec"]["containers"]
+        assert len(containers) == 1
+        return containers[0]
+
+    @property
+    def args(self) -> list[str]:
+        return self.container["args"]
+
+    @property
+    def validating(self) -> dict[str, Any]:
+        hooks = self.one("ValidatingWebhookConfiguration")["webhooks"]
+        assert len(hooks) == 1
+        return hooks[0]
+
+    @property
+    def mutating(self) -> dict[str, Any]:
+        hooks = self.one("MutatingWebhookConfiguration")["webhooks"]
+        assert len(hooks) == 1
+        return hooks[0]
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        return [self.validating, self.mutating]
+
+    def annotation(self, kind: str, key: str) -> str | None:
+        return (self.one(kind)["metadata"].get("annotations") or {}).get(key)
+
+
+def render(chart: Any, values: dict[str, Any] | None = None) -> Rendered:
+    return Rendered(render_files(chart, values or {}))
+
+
+_CACHE: dict[str, Rendered] = {}
+
+
+def render_mode(chart: Any, mode: str) -> Rendered:
+    if mode not in _CACHE:
+        _CACHE[mode] = render(chart, values_for(mode))
+    return _CACHE[mode]
+
+
+def arg_value(args: list[str], flag: str) -> str | None:
+    """The value after `flag` in args, None when the flag is absent."""
+    if flag not in args:
+        return None
+    index = args.index(flag)
+    assert args.count(flag) == 1, f"{flag} given twice"
+    assert index + 1 < len(args), f"{flag} has no value"
+    return args[index + 1]
+
+
+def load_cert(b64: str) -> x509.Certificate:
+    pem = base64.b64decode(b64, validate=True)
+    assert pem.startswith(b"-----BEGIN CERTIFICATE-----"), pem[:40]
+    return x509.load_pem_x509_certificate(pem)
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+
+
+# ---------------------------------------------------------------------------------------------
+# Lint and structure
+
+
+def test_lint_reports_no_warning_or_error():
+    report = helm_python.lint(CHART_DIR, namespace=NAMESPACE)
+    assert report["total_charts_linted"] == 1
+    assert report["errors"] == []
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert problems == []
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_lint_passes_for_every_mode(mode):
+    report = helm_python.lint(CHART_DIR, values_for(mode), namespace=NAMESPACE)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_chart_metadata(chart):
+    meta = chart.metadata
+    assert meta["apiVersion"] == "v2"
+    assert meta["name"] == "stsguard"
+    assert meta["version"] == "0.1.0"
+    assert meta["appVersion"] == "0.1.0"
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_every_object_is_well_formed(chart, mode):
+    rendered = render_mode(chart, mode)
+    assert len(rendered.objects) >= 9
+    seen = set()
+    for obj in rendered.objects:
+        assert isinstance(obj, dict)
+        assert obj.get("apiVersion"), obj
+        assert obj.get("kind"), obj
+        name = obj.get("metadata", {}).get("name")
+        assert name, obj
+        assert len(name) <= 63 or obj["kind"] in CLUSTER_KINDS
+        kind = obj["kind"]
+        if kind in NAMESPACED_KINDS:
+            assert obj["metadata"].get("namespace") == NAMESPACE, (kind, name)
+        else:
+            assert kind in CLUSTER_KINDS, kind
+            assert "namespace" not in obj["metadata"], (kind, name)
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        key = (obj["apiVersion"], kind, name)
+        assert key not in seen, f"{key} rendered twice"
+        seen.add(key)
+    kinds = {o["kind"] for o in rendered.objects}
+    assert {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    } <= kinds
+
+
+def test_render_script_writes_every_mode(chart, tmp_path):
+    script = Path(__file__).resolve().parent / "render.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{m}.yaml" for m in MODES)
+    for mode in MODES:
+        docs = [d for d in yaml.safe_load_all((tmp_path / f"{mode}.yaml").read_text()) if d]
+        assert {d["kind"] for d in docs} >= {"Deployment", "ValidatingWebhookConfiguration"}
+        # The same objects as a render in the test (the generated certificates aside).
+        expected = render_mode(chart, mode).objects
+        assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+            (o["kind"], o["metadata"]["name"]) for o in expected
+        ]
+    default = (tmp_path / "default.yaml").read_text()
+    policy = next(
+        d for d in yaml.safe_load_all(default) if d and d["kind"] == "ConfigMap"
+    )["data"]["policy.yaml"]
+    assert policy == DEFAULT_POLICY.read_text()
+
+
+def test_manifests_keep_block_scalars_exact(chart):
+    policy = "a: 1\n\n\n"  # trailing blank lines: a |+ block scalar
+    text = manifests(render_files(chart, {"policy": policy}))
+    cm = next(d for d in yaml.safe_load_all(text) if d and d["kind"] == "ConfigMap")
+    assert cm["data"]["policy.yaml"] == policy
+
+
+# ---------------------------------------------------------------------------------------------
+# Webhook configurations
+
+
+@pytest.mark.parametrize("mode", [m for m in MODES if m != "url"])
+def test_webhooks_call_the_chart_service(chart, mode):
+    rendered = render_mode(chart, mode)
+    service = rendered.one("Service")
+    assert service["metadata"]["name"] == FULLNAME
+    assert service["spec"]["ports"] == [
+        {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}
+    ]
+    container_ports = {p["name"]: p["containerPort"] for p in rendered.container["ports"]}
+    assert container_ports["https"] == 8443
+    assert service["spec"]["selector"] == rendered.deployment["spec"]["selector"]["matchLabels"]
+    for hook, path in [(rendered.validating, "/validate"), (rendered.mutating, "/mutate")]:
+        assert "url" not in hook["clientConfig"]
+        assert hook["clientConfig"]["service"] == {
+            "name": FULLNAME,
+            "namespace": NAMESPACE,
+            "path": path,
+            "port": 443,
+        }
+
+
+def test_url_mode_calls_the_url(chart):
+    rendered = render_mode(chart, "url")
+    assert rendered.validating["clientConfig"]["url"] == "https://10.0.0.5:8443/validate"
+    assert rendered.mutating["clientConfig"]["url"] == "https://10.0.0.5:8443/mutate"
+    for hook in rendered.webhooks():
+        assert "service" not in hook["clientConfig"]
+        assert hook["clientConfig"]["caBundle"] == TEST_CA_B64
+
+
+def test_url_mode_drops_a_trailing_slash(chart):
+    values = values_for("url")
+    values["webhook"]["url"] = "https://dev.example:9443/"
+    rendered = render(chart, values)
+    assert rendered.validating["clientConfig"]["url"] == "https://dev.example:9443/validate"
+
+
+def test_url_mode_needs_a_ca_bundle(chart):
+    with pytest.raises(helm_python.HelmRenderError, match="webhook.url needs caBundle"):
+        render(chart, {"webhook": {"url": "https://10.0.0.5:8443"}})
+
+
+def test_default_mode_ca_bundle_is_the_generated_ca(chart):
+    rendered = render_mode(chart, "default")
+    secret = rendered.one("Secret")
+    assert secret["metadata"]["name"] == f"{FULLNAME}-tls"
+    assert secret["type"] == "kubernetes.io/tls"
+    assert set(secret["data"]) == {"tls.crt", "tls.key", "ca.crt"}
+    ca = load_cert(secret["data"]["ca.crt"])
+    assert is_ca(ca)
+    for hook in rendered.webhooks():
+        bundle = hook["clientConfig"]["caBundle"]
+        assert bundle == secret["data"]["ca.crt"]
+        assert load_cert(bundle) == ca
+
+    serving = load_cert(secret["data"]["tls.crt"])
+    serving.verify_directly_issued_by(ca)
+    assert not is_ca(serving)
+    sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sorted(sans.get_values_for_type(x509.DNSName)) == sorted(SERVICE_DNS_NAMES)
+    usages = serving.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.SERVER_AUTH in usages
+    key = serialization.load_pem_private_key(
+        base64.b64decode(secret["data"]["tls.key"]), password=None
+    )
+    assert key.public_key().public_numbers() == serving.public_key().public_numbers()
+
+    # Long-lived: ten years by default.
+    now = dt.datetime.now(dt.timezone.utc)
+    for cert in (ca, serving):
+        lifetime = cert.not_valid_after_utc - now
+        assert dt.timedelta(days=3640) < lifetime <= dt.timedelta(days=3651)
+
+    # The Deployment mounts that Secret.
+    volumes = {v["name"]: v for v in rendered.deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["certs"]["secret"]["secretName"] == secret["metadata"]["name"]
+
+
+def test_cert_validity_days_sets_the_lifetime(chart):
+    rendered = render_mode(chart, "custom")  # certValidityDays: 30
+    secret = rendered.one("Secret")
+    now = dt.datetime.now(dt.timezone.utc)
+    for key in ("ca.crt", "tls.crt"):
+        lifetime = load_cert(secret["data"][key]).not_valid_after_utc - now
+        assert dt.timedelta(days=29) < lifetime <= dt.timedelta(days=31)
+
+
+def test_render_without_a_cluster_generates_a_new_ca_each_time(chart):
+    # lookup finds nothing offline (as under `helm template`), so each render generates.
+    first = render(chart).one("Secret")["data"]["ca.crt"]
+    second = render(chart).one("Secret")["data"]["ca.crt"]
+    assert first != second
+
+
+def _chart_copy_with_existing_secret(tmp_path: Path, data: dict[str, str]) -> Path:
+    """A copy of the chart whose lookup of the TLS Secret returns a Secret with `data`."""
+    copy = tmp_path / "stsguard"
+    shutil.copytree(CHART_DIR, copy)
+    helpers = copy / "templates" / "_helpers.tpl"
+    text = helpers.read_text()
+    call = 'lookup "v1" "Secret" .Release.Namespace (include "stsguard.tlsSecretName" .)'
+    assert text.count(call) == 1, "the chart no longer looks the Secret up this way"
+    pairs = " ".join(f'"{k}" "{v}"' for k, v in data.items())
+    fake = f'(dict "apiVersion" "v1" "kind" "Secret" "data" (dict {pairs}))'
+    helpers.write_text(text.replace(call, fake))
+    return copy
+
+
+def test_upgrade_reuses_the_existing_secret(tmp_path):
+    existing = {
+        "ca.crt": TEST_CA_B64,
+        "tls.crt": base64.b64encode(b"serving certificate").decode(),
+        "tls.key": base64.b64encode(b"serving key").decode(),
+    }
+    with helm_python.Chart.load(_chart_copy_with_existing_secret(tmp_path, existing)) as copy:
+        rendered = render(copy)
+    assert rendered.one("Secret")["data"] == existing
+    for hook in rendered.webhooks():
+        assert hook["clientConfig"]["caBundle"] == TEST_CA_B64
+
+
+def test_an_incomplete_existing_secret_is_replaced(tmp_path):
+    existing = {"tls.crt": base64.b64encode(b"orphan").decode()}  # no key, no CA
+    with helm_python.Chart.load(_chart_copy_with_existing_secret(tmp_path, existing)) as copy:
+        rendered = render(copy)
+    data = rendered.one("Secret")["data"]
+    assert data["tls.crt"] != existing["tls.crt"]
+    assert is_ca(load_cert(data["ca.crt"]))
+    assert rendered.validating["clientConfig"]["caBundle"] == data["ca.crt"]
+
+
+def test_existing_secret_mode(chart):
+    rendered = render_mode(chart, "existing-secret")
+    assert rendered.all("Secret") == []
+    assert rendered.all("Certificate") == [] and rendered.all("Issuer") == []
+    for hook in rendered.webhooks():
+        assert hook["clientConfig"]["caBundle"] == TEST_CA_B64
+        assert is_ca(load_cert(hook["clientConfig"]["caBundle"]))
+    volumes = {v["name"]: v for v in rendered.deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["certs"]["secret"]["secretName"] == "stsguard-serving-cert"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"existingSecret": "mine"}, "existingSecret needs caBundle"),
+        (
+            {"existingSecret": "mine", "caBundle": base64.b64encode(b"not a cert").decode()},
+            "caBundle must be base64 of a PEM certificate",
+        ),
+        ({"caBundle": TEST_CA_B64}, "caBundle is used only with existingSecret or webhook.url"),
+        (
+            {"existingSecret": "mine", "caBundle": TEST_CA_B64, "certManager": {"enabled": True}},
+            "existingSecret and certManager.enabled are exclusive",
+        ),
+        (
+            {"shutdownGrace": "30s", "terminationGracePeriodSeconds": 30},
+            "terminationGracePeriodSeconds",
+        ),
+        ({"shutdownGrace": "1m"}, "must be above shutdownGrace"),
+    ],
+)
+def test_inconsistent_values_fail_the_render(chart, values, message):
+    with pytest.raises(helm_python.HelmRenderError, match=message):
+        render(chart, values)
+
+
+def test_cert_manager_mode(chart):
+    rendered = render_mode(chart, "cert-manager")
+    assert rendered.all("Secret") == []
+    serving_name = f"{FULLNAME}-serving"
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        assert (
+            rendered.annotation(kind, "cert-manager.io/inject-ca-from")
+            == f"{NAMESPACE}/{serving_name}"
+        )
+    for hook in rendered.webhooks():
+        assert "caBundle" not in hook["clientConfig"]
+
+    issuers = {o["metadata"]["name"]: o for o in rendered.all("Issuer")}
+    certs = {o["metadata"]["name"]: o for o in rendered.all("Certificate")}
+    assert all(o["apiVersion"] == "cert-manager.io/v1" for o in [*issuers.values(), *certs.values()])
+    assert set(issuers) == {f"{FULLNAME}-selfsigned", f"{FULLNAME}-ca"}
+    assert set(certs) == {f"{FULLNAME}-ca", serving_name}
+    assert issuers[f"{FULLNAME}-selfsigned"]["spec"] == {"selfSigned": {}}
+
+    ca_cert = certs[f"{FULLNAME}-ca"]["spec"]
+    assert ca_cert["isCA"] is True
+    assert ca_cert["issuerRef"]["name"] == f"{FULLNAME}-selfsigned"
+    assert ca_cert["duration"] == f"{3650 * 24}h"
+    assert issuers[f"{FULLNAME}-ca"]["spec"] == {"ca": {"secretName": ca_cert["secretName"]}}
+
+    serving = certs[serving_name]["spec"]
+    assert serving["issuerRef"]["name"] == f"{FULLNAME}-ca"
+    assert serving["issuerRef"]["kind"] == "Issuer"
+    assert sorted(serving["dnsNames"]) == sorted(SERVICE_DNS_NAMES)
+    assert "server auth" in serving["usages"]
+    assert serving.get("isCA", False) is False
+    volumes = {v["name"]: v for v in rendered.deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["certs"]["secret"]["secretName"] == serving["secretName"] == f"{FULLNAME}-tls"
+
+
+def test_url_mode_with_cert_manager_uses_the_given_bundle(chart):
+    rendered = render(
+        chart,
+        {
+            "certManager": {"enabled": True},
+            "webhook": {"url": "https://10.0.0.5:8443"},
+            "caBundle": TEST_CA_B64,
+        },
+    )
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        assert rendered.annotation(kind, "cert-manager.io/inject-ca-from") is None
+    for hook in rendered.webhooks():
+        assert hook["clientConfig"]["caBundle"] == TEST_CA_B64
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_namespace_selector_excludes_release_namespace_and_kube_system(chart, mode):
+    rendered = render_mode(chart, mode)
+    extra = MODES[mode].get("webhook", {}).get("namespaceSelector", {}).get("excludeNamespaces", [])
+    for hook in rendered.webhooks():
+        selector = hook["namespaceSelector"]
+        assert set(selector) == {"matchExpressions"}
+        assert selector["matchExpressions"] == [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": [NAMESPACE, "kube-system", *extra],
+            }
+        ]
+
+
+def test_extra_exclusions_are_added_and_deduplicated(chart):
+    rendered = render(
+        chart, {"webhook": {"namespaceSelector": {"excludeNamespaces": ["kube-system", "db"]}}}
+    )
+    for hook in rendered.webhooks():
+        values = hook["namespaceSelector"]["matchExpressions"][0]["values"]
+        assert values == [NAMESPACE, "kube-system", "db"]
+
+
+def test_release_namespace_follows_the_release(chart):
+    rendered = Rendered(chart.render({}, name=RELEASE, namespace="guards"))
+    values = rendered.validating["namespaceSelector"]["matchExpressions"][0]["values"]
+    assert values == ["guards", "kube-system"]
+    assert rendered.validating["clientConfig"]["service"]["namespace"] == "guards"
+
+
+def test_object_selector(chart):
+    assert all("objectSelector" not in h for h in render_mode(chart, "default").webhooks())
+    custom = render_mode(chart, "custom")
+    expected = MODES["custom"]["webhook"]["objectSelector"]
+    for hook in custom.webhooks():
+        assert hook["objectSelector"] == expected
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_rules_never_match_subresources(chart, mode):
+    rendered = render_mode(chart, mode)
+    for hook in rendered.webhooks():
+        for rule in hook["rules"]:
+            for resource in rule["resources"]:
+                assert "/" not in resource and "*" not in resource, resource
+            assert "*" not in rule["apiGroups"] and "*" not in rule["apiVersions"]
+            assert "*" not in rule["operations"]
+            assert rule["scope"] == "Namespaced"
+
+
+def _rule_set(hook: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+    return {
+        (group, version, resource, op)
+        for rule in hook["rules"]
+        for group in rule["apiGroups"]
+        for version in rule["apiVersions"]
+        for resource in rule["resources"]
+        for op in rule["operations"]
+    }
+
+
+def test_validating_rules(chart):
+    hook = render_mode(chart, "default").validating
+    assert _rule_set(hook) == {
+        ("apps", "v1", "statefulsets", "CREATE"),
+        ("apps", "v1", "statefulsets", "UPDATE"),
+        ("", "v1", "services", "CREATE"),
+        ("", "v1", "services", "UPDATE"),
+    }
+
+
+def test_mutating_rules(chart):
+    hook = render_mode(chart, "default").mutating
+    assert _rule_set(hook) == {("apps", "v1", "statefulsets", "CREATE")}
+    assert hook["reinvocationPolicy"] == "IfNeeded"
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_webhook_settings(chart, mode):
+    rendered = render_mode(chart, mode)
+    webhook_values = MODES[mode].get("webhook", {})
+    policies = webhook_values.get("failurePolicy", {})
+    timeout = webhook_values.get("timeoutSeconds", 5)
+    assert rendered.validating["failurePolicy"] == policies.get("validating", "Fail")
+    assert rendered.mutating["failurePolicy"] == policies.get("mutating", "Ignore")
+    names = set()
+    for hook in rendered.webhooks():
+        assert hook["sideEffects"] == "None"
+        assert hook["admissionReviewVersions"] == ["v1"]
+        assert hook["matchPolicy"] == "Equivalent"
+        assert hook["timeoutSeconds"] == timeout
+        assert hook["name"].count(".") >= 2  # a fully qualified webhook name
+        names.add(hook["name"])
+    assert len(names) == 2
+    assert "reinvocationPolicy" not in rendered.validating
+
+
+# ---------------------------------------------------------------------------------------------
+# RBAC, Deployment, policy
+
+
+def test_cluster_role_is_least_privilege(chart):
+    rendered = render_mode(chart, "default")
+    role = rendered.one("ClusterRole")
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert granted == {
+        (group, resource, verb)
+        for group, resource in [("", "services"), ("apps", "statefulsets")]
+        for verb in ("get", "list", "watch")
+    }
+    for rule in role["rules"]:
+        assert set(rule) == {"apiGroups", "resources", "verbs"}  # no resourceNames, no URLs
+
+    binding = rendered.one("ClusterRoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    sa = rendered.one("ServiceAccount")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}
+    ]
+    assert (
+        rendered.deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        == sa["metadata"]["name"]
+    )
+
+
+def test_deployment_security_and_availability(chart):
+    rendered = render_mode(chart, "default")
+    deploy = rendered.deployment
+    pod = deploy["spec"]["template"]["spec"]
+    container = rendered.container
+    assert deploy["spec"]["replicas"] == 2
+    assert deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+
+    assert container["image"] == "ghcr.io/stsguard/stsguard:0.1.0"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert set(container["resources"]["limits"]) == {"cpu", "memory"}
+
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"https": 8443, "probes": 8080}
+    for probe, path in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")]:
+        http = container[probe]["httpGet"]
+        assert http["path"] == path
+        assert ports[http["port"]] == 8080
+        assert http["scheme"] == "HTTP"
+
+    selector = deploy["spec"]["selector"]["matchLabels"]
+    assert deploy["spec"]["template"]["metadata"]["labels"] == selector
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert anti[0]["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
+    spread = pod["topologySpreadConstraints"]
+    assert spread[0]["topologyKey"] == "kubernetes.io/hostname"
+    assert spread[0]["labelSelector"]["matchLabels"] == selector
+
+    pdb = rendered.one("PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["selector"]["matchLabels"] == selector
+    assert pdb["spec"].get("maxUnavailable") == 1 or pdb["spec"].get("minAvailable") == 1
+    assert not {"maxUnavailable", "minAvailable"} <= set(pdb["spec"])
+
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["certs"]["mountPath"] == "/certs" and mounts["certs"]["readOnly"] is True
+    assert mounts["policy"]["mountPath"] == "/policy" and mounts["policy"]["readOnly"] is True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert {i["path"] for i in volumes["certs"]["secret"]["items"]} == {"tls.crt", "tls.key"}
+    assert volumes["policy"]["configMap"]["name"] == rendered.one("ConfigMap")["metadata"]["name"]
+    assert volumes["policy"]["configMap"]["items"] == [{"key": "policy.yaml", "path": "policy.yaml"}]
+
+
+def test_default_args(chart):
+    rendered = render_mode(chart, "default")
+    args = rendered.args
+    assert args[0] == "serve"
+    assert arg_value(args, "--addr") == "0.0.0.0:8443"
+    assert arg_value(args, "--probe-addr") == "0.0.0.0:8080"
+    assert arg_value(args, "--tls-cert") == "/certs/tls.crt"
+    assert arg_value(args, "--tls-key") == "/certs/tls.key"
+    assert arg_value(args, "--policy") == "/policy/policy.yaml"
+    assert arg_value(args, "--log-format") == "json"
+    assert arg_value(args, "--shutdown-grace") == "20s"
+    assert arg_value(args, "--mode") is None
+    for optional in ("--max-body-bytes", "--request-timeout", "--header-read-timeout"):
+        assert optional not in args
+    # Only flags `stsguard serve` has.
+    known = {
+        "--addr",
+        "--probe-addr",
+        "--tls-cert",
+        "--tls-key",
+        "--policy",
+        "--mode",
+        "--log-format",
+        "--max-body-bytes",
+        "--request-timeout",
+        "--header-read-timeout",
+        "--shutdown-grace",
+    }
+    assert {a for a in args if a.startswith("-")} <= known
+    pod = rendered.deployment["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 30
+    assert rendered.container.get("command") is None  # the image's ENTRYPOINT runs stsguard
+
+
+def test_audit_mode_passes_mode_audit(chart):
+    args = render_mode(chart, "audit").args
+    assert arg_value(args, "--mode") == "audit"
+    assert arg_value(render(chart, {"mode": "enforce"}).args, "--mode") == "enforce"
+
+
+def test_custom_values_reach_the_deployment(chart):
+    rendered = render_mode(chart, "custom")
+    args = rendered.args
+    assert arg_value(args, "--log-format") == "text"
+    assert arg_value(args, "--shutdown-grace") == "25s"
+    assert arg_value(args, "--max-body-bytes") == "1048576"
+    assert arg_value(args, "--request-timeout") == "8s"
+    assert arg_value(args, "--header-read-timeout") == "3s"
+    assert {"name": "RUST_LOG", "value": "stsguard=debug"} in rendered.container["env"]
+    deploy = rendered.deployment
+    pod = deploy["spec"]["template"]["spec"]
+    assert deploy["spec"]["replicas"] == 3
+    assert pod["terminationGracePeriodSeconds"] == 40
+    assert pod["imagePullSecrets"] == [{"name": "registry-creds"}]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert pod["tolerations"] == MODES["custom"]["tolerations"]
+    annotations = deploy["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["example.com/team"] == "platform"
+    assert rendered.one("PodDisruptionBudget")["spec"]["minAvailable"] == 2
+    assert "maxUnavailable" not in rendered.one("PodDisruptionBudget")["spec"]
+
+
+def test_image_tag_and_affinity_overrides(chart):
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["infra"]}]}
+                ]
+            }
+        }
+    }
+    rendered = render(
+        chart,
+        {
+            "image": {"repository": "registry.local/stsguard", "tag": "dev", "pullPolicy": "Always"},
+            "affinity": affinity,
+            "podDisruptionBudget": {"enabled": False},
+        },
+    )
+    assert rendered.container["image"] == "registry.local/stsguard:dev"
+    assert rendered.container["imagePullPolicy"] == "Always"
+    assert rendered.deployment["spec"]["template"]["spec"]["affinity"] == affinity
+    assert rendered.all("PodDisruptionBudget") == []
+
+
+def test_chart_policy_copy_is_current():
+    copy = CHART_DIR / "files" / "default-policy.yaml"
+    assert copy.read_bytes() == DEFAULT_POLICY.read_bytes(), (
+        "charts/stsguard/files/default-policy.yaml differs from policies/default.yaml: "
+        "cp policies/default.yaml charts/stsguard/files/default-policy.yaml"
+    )
+
+
+def test_policy_defaults_to_the_repository_default(chart):
+    rendered = render_mode(chart, "default")
+    cm = rendered.one("ConfigMap")
+    assert set(cm["data"]) == {"policy.yaml"}
+    assert cm["data"]["policy.yaml"] == DEFAULT_POLICY.read_text()
+
+
+def test_policy_from_values(chart):
+    cm = render_mode(chart, "custom").one("ConfigMap")
+    assert cm["data"]["policy.yaml"] == CUSTOM_POLICY
+
+
+def test_policy_checksum_rolls_the_pods(chart):
+    def checksum(rendered: Rendered) -> str:
+        return rendered.deployment["spec"]["template"]["metadata"]["annotations"][
+            "checksum/policy"
+        ]
+
+    default = checksum(render_mode(chart, "default"))
+    custom = checksum(render_mode(chart, "custom"))
+    assert default == hashlib.sha256(DEFAULT_POLICY.read_bytes()).hexdigest()
+    assert custom == hashlib.sha256(CUSTOM_POLICY.encode()).hexdigest()
+    assert default != custom
+    # Same policy, same checksum: an unrelated change does not roll the pods for the policy.
+    assert checksum(render(chart, {"replicaCount": 4})) == default
+
+
+def test_notes_tell_how_to_check(chart):
+    notes = render_mode(chart, "default").notes
+    assert f"kubectl -n {NAMESPACE} rollout status deploy/{FULLNAME}" in notes
+    assert f"kubectl get validatingwebhookconfiguration {FULLNAME}" in notes
+    assert "--dry-run=server" in notes
+    assert "kind: StatefulSet" in notes and "serviceName" in notes
+    cm_notes = render_mode(chart, "cert-manager").notes
+    assert f"get certificate {FULLNAME}-serving" in cm_notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"replicas": 3}, "replicas"),  # unknown top-level key (replicaCount is right)
+        ({"mode": "loud"}, "/mode"),
+        ({"webhook": {"timeoutSeconds": "5"}}, "/webhook/timeoutSeconds"),
+        ({"webhook": {"timeoutSeconds": 31}}, "/webhook/timeoutSeconds"),
+        ({"webhook": {"failurePolicy": {"validating": "Maybe"}}}, "/webhook/failurePolicy/validating"),
+        ({"webhook": {"timeoutSecond": 5}}, "timeoutSecond"),  # typo one level down
+        ({"logFormat": "yaml"}, "/logFormat"),
+        ({"image": {"tag": 1}}, "/image/tag"),
+        ({"webhook": {"url": "http://10.0.0.5:8443"}}, "/webhook/url"),
+        ({"certManager": {"enable": True}}, "enable"),
+        ({"shutdownGrace": "20"}, "/shutdownGrace"),
+    ],
+)
+def test_schema_rejects_bad_values(chart, values, where):
+    with pytest.raises(helm_python.HelmValuesError) as raised:
+        render(chart, values)
+    assert where in str(raised.value)
+    report = helm_python.lint(CHART_DIR, values)
+    assert report["errors"], report
+    assert any(where in e for e in report["errors"])
+
+
+def test_schema_accepts_every_mode(chart):
+    for mode in MODES:
+        chart.validate_schema(chart.merge_values(values_for(mode)))
+
+
+def _walk_values(values: dict[str, Any], schema: dict[str, Any], definitions, path=""):
+    if "$ref" in schema:
+        schema = definitions[schema["$ref"].rsplit("/", 1)[1]]
+    props = schema.get("properties", {})
+    for key, value in values.items():
+        assert key in props, f"{path}/{key} is not in values.schema.json"
+        sub = props[key]
+        if "$ref" in sub:
+            sub = definitions[sub["$ref"].rsplit("/", 1)[1]]
+        if isinstance(value, dict) and "properties" in sub:
+            _walk_values(value, sub, definitions, f"{path}/{key}")
+
+
+def _walk_schema(schema: Any, path: str = "#"):
+    if isinstance(schema, dict):
+        if schema.get("type") == "object" and "properties" in schema:
+            assert schema.get("additionalProperties") is False, f"{path} accepts unknown keys"
+        for key, sub in schema.items():
+            _walk_schema(sub, f"{path}/{key}")
+    elif isinstance(schema, list):
+        for i, sub in enumerate(schema):
+            _walk_schema(sub, f"{path}/{i}")
+
+
+def test_schema_covers_every_value():
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    _walk_values(values, schema, schema.get("definitions", {}))
+    _walk_schema(schema)
+    # Every documented value has a type.
+    for key, sub in schema["properties"].items():
+        assert "type" in sub or "$ref" in sub, key
