@@ -3,11 +3,14 @@
 //! the same `evaluate` the validating webhook uses, with cross-object facts taken from the
 //! manifests themselves.
 
+use std::sync::Arc;
+
 use jiff::civil::Date;
 use k8s_openapi::api::{
     apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy},
     core::v1::Service,
 };
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{
@@ -23,8 +26,8 @@ use crate::{
 /// A document stsguard judges, typed.
 #[derive(Clone, Debug)]
 pub enum Object {
-    StatefulSet(Box<StatefulSet>),
-    Service(Box<Service>),
+    StatefulSet(Arc<StatefulSet>),
+    Service(Arc<Service>),
 }
 
 impl Object {
@@ -61,15 +64,21 @@ pub fn classify(value: &Value) -> Classified {
         .unwrap_or_default();
     match kind {
         "StatefulSet" if STATEFULSET_VERSIONS.contains(&api_version) => {
-            let mut value = value.clone();
-            // The typed StatefulSet accepts only apps/v1; the beta versions' fields read the same.
-            value["apiVersion"] = Value::from("apps/v1");
-            match serde_json::from_value::<StatefulSet>(value) {
+            let read = if api_version == "apps/v1" {
+                StatefulSet::deserialize(value)
+            } else {
+                // The typed StatefulSet accepts only apps/v1; the beta versions' fields read the
+                // same.
+                let mut value = value.clone();
+                value["apiVersion"] = Value::from("apps/v1");
+                StatefulSet::deserialize(value)
+            };
+            match read {
                 Ok(sts) if api_version == "apps/v1" => {
-                    Classified::Object(Object::StatefulSet(Box::new(sts)))
+                    Classified::Object(Object::StatefulSet(Arc::new(sts)))
                 }
                 Ok(sts) => Classified::Legacy(
-                    Object::StatefulSet(Box::new(sts)),
+                    Object::StatefulSet(Arc::new(sts)),
                     format!(
                         "{api_version} is no longer served (removed in Kubernetes 1.16); audited \
                          as apps/v1, which also requires spec.selector"
@@ -82,7 +91,7 @@ pub fn classify(value: &Value) -> Classified {
         }
         "Service" if api_version == "v1" => {
             match serde_json::from_value::<Service>(value.clone()) {
-                Ok(svc) => Classified::Object(Object::Service(Box::new(svc))),
+                Ok(svc) => Classified::Object(Object::Service(Arc::new(svc))),
                 Err(e) => Classified::Invalid(format!("not a valid v1 Service: {e}")),
             }
         }
@@ -147,28 +156,28 @@ pub fn audit(loaded: &Loaded, policy: &Policy, namespace: &str, today: Date) -> 
         ..AuditReport::default()
     };
     // Each object with the mutators applied to it and a note about its API version, if any.
-    let mut objects: Vec<(&Document, Object, Vec<&'static str>, Option<String>)> = Vec::new();
-    for doc in &loaded.documents {
+    let classified = crate::parallel::map(&loaded.documents, |doc| {
         let (object, note) = match classify(&doc.value) {
             Classified::Object(object) => (object, None),
             Classified::Legacy(object, note) => (object, Some(note)),
-            Classified::Other => {
-                report.skipped_documents += 1;
-                continue;
-            }
-            Classified::Invalid(message) => {
-                report.errors.push(InputError {
-                    file: doc.source.file.clone(),
-                    line: Some(doc.source.line),
-                    column: None,
-                    message,
-                });
-                continue;
-            }
+            other => return Err(other),
         };
         let ns = namespace_of(&object, namespace);
         let (object, mutated_by) = admit(object, &doc.value, &ns, policy, today);
-        objects.push((doc, object, mutated_by, note));
+        Ok((object, mutated_by, note))
+    });
+    let mut objects: Vec<(&Document, Object, Vec<&'static str>, Option<String>)> = Vec::new();
+    for (doc, classified) in loaded.documents.iter().zip(classified) {
+        match classified {
+            Ok((object, mutated_by, note)) => objects.push((doc, object, mutated_by, note)),
+            Err(Classified::Invalid(message)) => report.errors.push(InputError {
+                file: doc.source.file.clone(),
+                line: Some(doc.source.line),
+                column: None,
+                message,
+            }),
+            Err(_) => report.skipped_documents += 1,
+        }
     }
 
     let mut seen: std::collections::HashMap<(Target, String, String), &Source> =
@@ -194,8 +203,8 @@ pub fn audit(loaded: &Loaded, policy: &Policy, namespace: &str, today: Date) -> 
     let mut facts = InMemory::new();
     for (_, object, _, _) in &objects {
         match object {
-            Object::StatefulSet(s) => facts.add_statefulset(namespace, (**s).clone()),
-            Object::Service(s) => facts.add_service(namespace, (**s).clone()),
+            Object::StatefulSet(s) => facts.add_statefulset(namespace, s.clone()),
+            Object::Service(s) => facts.add_service(namespace, s.clone()),
         }
     }
     let lookup: &dyn Lookup = match policy.lookups {
@@ -203,17 +212,17 @@ pub fn audit(loaded: &Loaded, policy: &Policy, namespace: &str, today: Date) -> 
         Lookups::Off => &NoLookup,
     };
 
-    for (doc, object, mutated_by, note) in objects {
+    report.results = crate::parallel::map(&objects, |(doc, object, mutated_by, note)| {
         let subject = object.subject();
-        let ns = namespace_of(&object, namespace);
+        let ns = namespace_of(object, namespace);
         let input = Input {
             subject,
             old: None,
             namespace: &ns,
         };
         let mut verdict = evaluate(&input, lookup, policy, today);
-        verdict.notes.extend(note);
-        report.results.push(ObjectResult {
+        verdict.notes.extend(note.clone());
+        ObjectResult {
             source: doc.source.clone(),
             api_version: doc.value["apiVersion"]
                 .as_str()
@@ -222,10 +231,10 @@ pub fn audit(loaded: &Loaded, policy: &Policy, namespace: &str, today: Date) -> 
             target: subject.target(),
             name: subject.display_name().to_owned(),
             namespace: ns,
-            mutated_by,
+            mutated_by: mutated_by.clone(),
             verdict,
-        });
-    }
+        }
+    });
     report
 }
 
@@ -248,41 +257,44 @@ fn admit(
     policy: &Policy,
     today: Date,
 ) -> (Object, Vec<&'static str>) {
-    let Object::StatefulSet(mut sts) = object else {
+    let Object::StatefulSet(sts) = object else {
         return (object, vec![]);
     };
-    let mut patched = value.clone();
     // The API server defaults the retention policy before any webhook sees the object.
-    if let Some(spec) = sts
+    let defaulted = sts
         .spec
-        .as_mut()
-        .filter(|s| s.persistent_volume_claim_retention_policy.is_none())
-    {
-        spec.persistent_volume_claim_retention_policy =
-            Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
-                when_deleted: Some("Retain".to_owned()),
-                when_scaled: Some("Retain".to_owned()),
-            });
-        if let Some(spec) = patched.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.insert(
-                "persistentVolumeClaimRetentionPolicy".into(),
-                serde_json::json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-            );
+        .as_ref()
+        .is_some_and(|s| s.persistent_volume_claim_retention_policy.is_none());
+    let retain = || serde_json::json!({"whenDeleted": "Retain", "whenScaled": "Retain"});
+    let sts = if defaulted {
+        let mut sts = Arc::unwrap_or_clone(sts);
+        if let Some(spec) = sts.spec.as_mut() {
+            spec.persistent_volume_claim_retention_policy =
+                Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".to_owned()),
+                    when_scaled: Some("Retain".to_owned()),
+                });
         }
-    }
+        Arc::new(sts)
+    } else {
+        sts
+    };
     let mutation = mutate_statefulset(&sts, namespace, mutate::Operation::Create, policy, today);
-    let object = Object::StatefulSet(sts);
     if mutation.is_empty() {
-        return (object, vec![]);
+        return (Object::StatefulSet(sts), vec![]);
+    }
+    let mut patched = value.clone();
+    if defaulted && let Some(spec) = patched.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("persistentVolumeClaimRetentionPolicy".into(), retain());
     }
     let applied = json_patch::patch(&mut patched, &mutation.patch)
         .ok()
         .and_then(|()| serde_json::from_value::<StatefulSet>(patched).ok());
     match applied {
-        Some(sts) => (Object::StatefulSet(Box::new(sts)), mutation.applied),
+        Some(mutated) => (Object::StatefulSet(Arc::new(mutated)), mutation.applied),
         // A patch that does not apply to its own object would be a mutator bug; judge the
         // object as written rather than lose it.
-        None => (object, vec![]),
+        None => (Object::StatefulSet(sts), vec![]),
     }
 }
 

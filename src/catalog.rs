@@ -90,7 +90,7 @@ mod tests {
         assert_eq!(
             section(readme, "rules"),
             rules_markdown(),
-            "README's rule table is out of date; paste catalog::rules_markdown()"
+            "README's rule table is out of date; paste `stsguard rules --format markdown`"
         );
         assert_eq!(section(readme, "mutators"), mutators_markdown());
     }

@@ -10,6 +10,7 @@ pub mod exemption;
 pub mod lookup;
 pub mod manifest;
 pub mod mutate;
+pub mod parallel;
 pub mod policy;
 pub mod report;
 pub mod review;

@@ -4,7 +4,7 @@
 //! Rules never know where the facts come from: the webhook answers from its cluster caches, the
 //! offline audit from the manifests it was given, unit tests from a small map.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
 
@@ -18,12 +18,13 @@ pub enum Fact<T> {
     Unknown,
 }
 
-/// Where cross-object facts come from.
+/// Where cross-object facts come from. Objects are shared, not copied: caches hand out the
+/// `Arc`s they hold.
 pub trait Lookup: Send + Sync {
     /// The Service `name` in `namespace`.
-    fn service(&self, namespace: &str, name: &str) -> Fact<Service>;
+    fn service(&self, namespace: &str, name: &str) -> Fact<Arc<Service>>;
     /// The StatefulSets in `namespace` whose `spec.serviceName` is `service`.
-    fn statefulsets_naming(&self, namespace: &str, service: &str) -> Fact<Vec<StatefulSet>>;
+    fn statefulsets_naming(&self, namespace: &str, service: &str) -> Fact<Vec<Arc<StatefulSet>>>;
     /// Whether this lookup can answer at all; `false` means every answer is `Unknown`.
     fn available(&self) -> bool {
         true
@@ -35,10 +36,10 @@ pub trait Lookup: Send + Sync {
 pub struct NoLookup;
 
 impl Lookup for NoLookup {
-    fn service(&self, _: &str, _: &str) -> Fact<Service> {
+    fn service(&self, _: &str, _: &str) -> Fact<Arc<Service>> {
         Fact::Unknown
     }
-    fn statefulsets_naming(&self, _: &str, _: &str) -> Fact<Vec<StatefulSet>> {
+    fn statefulsets_naming(&self, _: &str, _: &str) -> Fact<Vec<Arc<StatefulSet>>> {
         Fact::Unknown
     }
     fn available(&self) -> bool {
@@ -46,11 +47,17 @@ impl Lookup for NoLookup {
     }
 }
 
+/// A namespace and a name.
+type Key = (String, String);
+
 /// Facts held in memory, keyed by namespace and name. What it does not hold is absent.
 #[derive(Clone, Debug, Default)]
 pub struct InMemory {
-    services: BTreeMap<(String, String), Service>,
-    statefulsets: BTreeMap<(String, String), StatefulSet>,
+    services: BTreeMap<Key, Arc<Service>>,
+    /// StatefulSets by namespace and name, and by namespace and the Service they name (with
+    /// their own names, to remove them when they are replaced).
+    statefulsets: BTreeMap<Key, Arc<StatefulSet>>,
+    naming: BTreeMap<Key, Vec<(String, Arc<StatefulSet>)>>,
 }
 
 impl InMemory {
@@ -59,56 +66,72 @@ impl InMemory {
     }
 
     /// Adds a Service; `namespace` is used where the object names none.
-    pub fn add_service(&mut self, namespace: &str, service: Service) {
-        let ns = service
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| namespace.to_owned());
-        let name = service.metadata.name.clone().unwrap_or_default();
-        self.services.insert((ns, name), service);
+    pub fn add_service(&mut self, namespace: &str, service: impl Into<Arc<Service>>) {
+        let service = service.into();
+        let key = key(&service.metadata, namespace);
+        self.services.insert(key, service);
     }
 
-    /// Adds a StatefulSet; `namespace` is used where the object names none.
-    pub fn add_statefulset(&mut self, namespace: &str, sts: StatefulSet) {
-        let ns = sts
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| namespace.to_owned());
-        let name = sts.metadata.name.clone().unwrap_or_default();
-        self.statefulsets.insert((ns, name), sts);
+    /// Adds a StatefulSet (replacing one of the same name); `namespace` is used where the
+    /// object names none.
+    pub fn add_statefulset(&mut self, namespace: &str, sts: impl Into<Arc<StatefulSet>>) {
+        let sts = sts.into();
+        let (ns, name) = key(&sts.metadata, namespace);
+        let replaced = self
+            .statefulsets
+            .insert((ns.clone(), name.clone()), sts.clone());
+        if let Some(old) = replaced
+            && let Some(list) = self.naming.get_mut(&(ns.clone(), service_of(&old)))
+        {
+            list.retain(|(n, _)| *n != name);
+        }
+        self.naming
+            .entry((ns, service_of(&sts)))
+            .or_default()
+            .push((name, sts));
     }
 
-    pub fn with_service(mut self, namespace: &str, service: Service) -> Self {
+    pub fn with_service(mut self, namespace: &str, service: impl Into<Arc<Service>>) -> Self {
         self.add_service(namespace, service);
         self
     }
 
-    pub fn with_statefulset(mut self, namespace: &str, sts: StatefulSet) -> Self {
+    pub fn with_statefulset(mut self, namespace: &str, sts: impl Into<Arc<StatefulSet>>) -> Self {
         self.add_statefulset(namespace, sts);
         self
     }
 }
 
+fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, namespace: &str) -> Key {
+    let ns = meta
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| namespace.to_owned());
+    (ns, meta.name.clone().unwrap_or_default())
+}
+
+fn service_of(sts: &StatefulSet) -> String {
+    sts.spec
+        .as_ref()
+        .and_then(|s| s.service_name.clone())
+        .unwrap_or_default()
+}
+
 impl Lookup for InMemory {
-    fn service(&self, namespace: &str, name: &str) -> Fact<Service> {
+    fn service(&self, namespace: &str, name: &str) -> Fact<Arc<Service>> {
         match self.services.get(&(namespace.to_owned(), name.to_owned())) {
             Some(svc) => Fact::Found(svc.clone()),
             None => Fact::Absent,
         }
     }
 
-    fn statefulsets_naming(&self, namespace: &str, service: &str) -> Fact<Vec<StatefulSet>> {
+    fn statefulsets_naming(&self, namespace: &str, service: &str) -> Fact<Vec<Arc<StatefulSet>>> {
         let naming = self
-            .statefulsets
-            .range((namespace.to_owned(), String::new())..)
-            .take_while(|((ns, _), _)| ns == namespace)
-            .filter(|(_, sts)| {
-                sts.spec.as_ref().and_then(|s| s.service_name.as_deref()) == Some(service)
-            })
-            .map(|(_, sts)| sts.clone())
-            .collect();
+            .naming
+            .get(&(namespace.to_owned(), service.to_owned()))
+            .map(|list| list.iter().map(|(_, sts)| sts.clone()).collect())
+            .unwrap_or_default();
         Fact::Found(naming)
     }
 }
@@ -149,6 +172,18 @@ mod tests {
             .map(|s| s.metadata.name.clone().unwrap())
             .collect();
         assert_eq!(names, ["one"]);
+    }
+
+    #[test]
+    fn a_replaced_statefulset_no_longer_names_its_old_service() {
+        let mut facts = InMemory::new();
+        facts.add_statefulset("a", sts(None, "one", "old"));
+        facts.add_statefulset("a", sts(None, "one", "new"));
+        assert_eq!(facts.statefulsets_naming("a", "old"), Fact::Found(vec![]));
+        let Fact::Found(found) = facts.statefulsets_naming("a", "new") else {
+            unreachable!()
+        };
+        assert_eq!(found.len(), 1);
     }
 
     #[test]

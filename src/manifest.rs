@@ -164,11 +164,16 @@ pub fn parse_into(loaded: &mut Loaded, file: &str, text: &str, json: bool) {
         }
         return;
     }
-    for chunk in split_documents(text) {
-        let Some(first) = first_content_line(chunk.text) else {
+    let chunks = split_documents(text);
+    let parsed = crate::parallel::map(&chunks, |chunk| {
+        let first = first_content_line(chunk.text)?;
+        Some((first, serde_saphyr::from_str::<Value>(chunk.text)))
+    });
+    for (chunk, parsed) in chunks.iter().zip(parsed) {
+        let Some((first, parsed)) = parsed else {
             continue;
         };
-        match serde_saphyr::from_str::<Value>(chunk.text) {
+        match parsed {
             Ok(Value::Null) => {}
             Ok(value) => push_value(loaded, file, chunk.line + first + 1, chunk.text, value),
             Err(e) => {

@@ -105,3 +105,37 @@ pub(super) fn render(report: &AuditReport, options: &Options) -> String {
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{audit::audit, manifest, policy::Policy, rules::Action};
+
+    #[test]
+    fn colour_only_when_asked() {
+        let mut loaded = manifest::Loaded::default();
+        manifest::parse_into(
+            &mut loaded,
+            "m.yaml",
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: x}\nspec: {}\n",
+            false,
+        );
+        let policy = Policy::builtin();
+        let report = audit(&loaded, &policy, "default", "2026-01-01".parse().unwrap());
+        let options = |color| Options {
+            policy: &policy,
+            fail_on: Action::Deny,
+            color,
+            openreports: false,
+        };
+        let plain = render(&report, &options(false));
+        assert!(!plain.contains('\x1b'), "{plain}");
+        assert!(
+            plain.contains("m.yaml:1  StatefulSet default/x  [denied]"),
+            "{plain}"
+        );
+        assert!(plain.ends_with("1 object: 1 denied, 0 with warnings, 0 passed; 0 other documents skipped; 0 input errors\n"));
+        let colored = render(&report, &options(true));
+        assert!(colored.contains("\x1b[31mdenied\x1b[0m"), "{colored}");
+    }
+}

@@ -4,7 +4,7 @@
 //! These rules need cluster facts; without them ([`Fact::Unknown`]) they report nothing and
 //! `evaluate` says they were skipped.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::{
     api::{
@@ -130,7 +130,7 @@ fn service_name(sts: &StatefulSet) -> Option<&str> {
         .filter(|n| !n.is_empty())
 }
 
-fn governing_service(sts: &StatefulSet, ctx: &Context) -> Option<(String, Fact<Service>)> {
+fn governing_service(sts: &StatefulSet, ctx: &Context) -> Option<(String, Fact<Arc<Service>>)> {
     let name = service_name(sts)?;
     Some((name.to_owned(), ctx.lookup.service(ctx.namespace, name)))
 }
@@ -216,7 +216,7 @@ fn check_selector(sts: &StatefulSet, ctx: &Context) -> Vec<Finding> {
 }
 
 /// The StatefulSets that name this Service, if the lookup can tell.
-fn governed(svc: &Service, ctx: &Context) -> Vec<StatefulSet> {
+fn governed(svc: &Service, ctx: &Context) -> Vec<Arc<StatefulSet>> {
     let Some(name) = svc.metadata.name.as_deref() else {
         return vec![];
     };
@@ -226,7 +226,7 @@ fn governed(svc: &Service, ctx: &Context) -> Vec<StatefulSet> {
     }
 }
 
-fn names(list: &[StatefulSet]) -> String {
+fn names(list: &[Arc<StatefulSet>]) -> String {
     list.iter()
         .map(|s| format!("{:?}", s.metadata.name.as_deref().unwrap_or_default()))
         .collect::<Vec<_>>()
