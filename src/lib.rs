@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod duration;
 pub mod evaluate;
 pub mod exemption;

@@ -4,7 +4,7 @@
 //! Rules never know where the facts come from: the webhook answers from its cluster caches, the
 //! offline audit from the manifests it was given, unit tests from a small map.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
 
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
 
@@ -29,6 +29,56 @@ pub trait Lookup: Send + Sync {
     fn available(&self) -> bool {
         true
     }
+
+    /// Confirms, with the source of truth, a fact this lookup says is absent. A cache can lag
+    /// behind a write made a moment ago; sources that cannot lag confirm nothing.
+    fn confirm<'a>(&'a self, _namespace: &'a str, _need: Need<'a>) -> BoxFuture<'a, Confirmed> {
+        Box::pin(std::future::ready(Confirmed::default()))
+    }
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The cross-object fact an object's review depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need<'a> {
+    /// A StatefulSet's review needs its governing Service.
+    Service(&'a str),
+    /// A Service's review needs the StatefulSets that name it.
+    Naming(&'a str),
+}
+
+/// Facts confirmed live, which take precedence over the lookup's own answers.
+#[derive(Clone, Debug, Default)]
+pub struct Confirmed {
+    pub service: Option<(Key, Fact<Arc<Service>>)>,
+    pub naming: Option<(Key, Fact<Vec<Arc<StatefulSet>>>)>,
+}
+
+/// A lookup with live confirmations laid over it.
+pub struct WithConfirmed<'a> {
+    pub base: &'a dyn Lookup,
+    pub confirmed: Confirmed,
+}
+
+impl Lookup for WithConfirmed<'_> {
+    fn service(&self, namespace: &str, name: &str) -> Fact<Arc<Service>> {
+        match &self.confirmed.service {
+            Some(((ns, n), fact)) if ns == namespace && n == name => fact.clone(),
+            _ => self.base.service(namespace, name),
+        }
+    }
+
+    fn statefulsets_naming(&self, namespace: &str, service: &str) -> Fact<Vec<Arc<StatefulSet>>> {
+        match &self.confirmed.naming {
+            Some(((ns, s), fact)) if ns == namespace && s == service => fact.clone(),
+            _ => self.base.statefulsets_naming(namespace, service),
+        }
+    }
+
+    fn available(&self) -> bool {
+        self.base.available()
+    }
 }
 
 /// The lookup used when there are no cluster facts: everything is unknown.
@@ -48,7 +98,7 @@ impl Lookup for NoLookup {
 }
 
 /// A namespace and a name.
-type Key = (String, String);
+pub type Key = (String, String);
 
 /// Facts held in memory, keyed by namespace and name. What it does not hold is absent.
 #[derive(Clone, Debug, Default)]
@@ -184,6 +234,21 @@ mod tests {
             unreachable!()
         };
         assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn confirmed_facts_take_precedence() {
+        let facts = InMemory::new();
+        let svc = Arc::new(Service::default());
+        let overlay = WithConfirmed {
+            base: &facts,
+            confirmed: Confirmed {
+                service: Some((("a".into(), "web".into()), Fact::Found(svc.clone()))),
+                naming: None,
+            },
+        };
+        assert_eq!(overlay.service("a", "web"), Fact::Found(svc));
+        assert_eq!(overlay.service("a", "other"), Fact::Absent);
     }
 
     #[test]

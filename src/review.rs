@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     evaluate::{Input, Outcome, Verdict, evaluate},
-    lookup::Lookup,
+    lookup::{Confirmed, Fact, Lookup, Need, WithConfirmed},
     mutate::{self, mutate_statefulset},
     policy::Policy,
     subject::Subject,
@@ -181,6 +181,53 @@ struct Head {
     dry_run: bool,
 }
 
+/// A review read from its body: what the log line needs, the response so far, and the typed
+/// request still to be decided. Owns its data, so parsing can run on a blocking thread.
+pub struct Parsed {
+    summary: Summary,
+    response: AdmissionResponse,
+    request: Typed,
+}
+
+enum Typed {
+    /// Answered already (skipped or invalid).
+    Done,
+    StatefulSet(Box<AdmissionRequest<StatefulSet>>),
+    Service(Box<AdmissionRequest<Service>>),
+    /// A Service being deleted, to warn about the StatefulSets it governs.
+    ServiceDelete(Box<AdmissionRequest<Service>>),
+}
+
+impl Parsed {
+    /// The namespace and cross-object fact the decision will depend on, if any.
+    fn need(&self) -> Option<(String, Need<'_>)> {
+        match &self.request {
+            Typed::StatefulSet(req) => {
+                let sts = req.object.as_ref()?;
+                let name = sts
+                    .spec
+                    .as_ref()?
+                    .service_name
+                    .as_deref()
+                    .filter(|n| !n.is_empty())?;
+                Some((
+                    namespace_of(req, &sts.metadata).to_owned(),
+                    Need::Service(name),
+                ))
+            }
+            Typed::Service(req) | Typed::ServiceDelete(req) => {
+                let svc = req.object.as_ref().or(req.old_object.as_ref())?;
+                let name = svc.metadata.name.as_deref().filter(|n| !n.is_empty())?;
+                Some((
+                    namespace_of(req, &svc.metadata).to_owned(),
+                    Need::Naming(name),
+                ))
+            }
+            Typed::Done => None,
+        }
+    }
+}
+
 /// Reviews AdmissionReview bodies against a policy and a source of cluster facts.
 #[derive(Clone)]
 pub struct Reviewer {
@@ -198,16 +245,13 @@ impl Reviewer {
     }
 
     /// Answers one review body.
-    pub fn review(&self, endpoint: Endpoint, body: &[u8]) -> Result<Answer, ReviewError> {
-        self.review_on(endpoint, body, today())
+    pub async fn review(&self, endpoint: Endpoint, body: &[u8]) -> Result<Answer, ReviewError> {
+        let parsed = self.parse(endpoint, body)?;
+        Ok(self.answer(endpoint, parsed, today()).await)
     }
 
-    pub fn review_on(
-        &self,
-        endpoint: Endpoint,
-        body: &[u8],
-        today: Date,
-    ) -> Result<Answer, ReviewError> {
+    /// Reads a body: routes on kind, operation and subresource, and parses the typed objects.
+    pub fn parse(&self, endpoint: Endpoint, body: &[u8]) -> Result<Parsed, ReviewError> {
         let envelope: Envelope = serde_json::from_slice(body).map_err(ReviewError::Malformed)?;
         if envelope.api_version != API_VERSION || envelope.kind != KIND {
             return Err(ReviewError::WrongType {
@@ -221,64 +265,117 @@ impl Reviewer {
         let operation = head
             .operation
             .ok_or(ReviewError::MissingField("operation"))?;
-        let mut summary = Summary {
-            uid: uid.clone(),
-            kind: gvk.kind.clone(),
-            namespace: head.namespace.clone().unwrap_or_default(),
-            name: head.name.clone(),
-            operation: operation_name(&operation),
-            sub_resource: head.sub_resource.clone(),
-            dry_run: head.dry_run,
-            decision: Decision::Skipped,
-            rules: vec![],
-            skipped: vec![],
-        };
-        let mut response = allowed(&uid);
-
-        let reviewed = matches!(operation, Operation::Create | Operation::Update)
-            && head.sub_resource.is_none();
-        let kind = (gvk.group.as_str(), gvk.kind.as_str());
-        match (reviewed, kind) {
-            (false, _) => {}
-            (true, ("apps", "StatefulSet")) => {
-                match parse::<StatefulSet>(body) {
-                    Ok(req) => self.statefulset(endpoint, &req, today, &mut response, &mut summary),
-                    Err(message) => invalid(&mut response, &mut summary, message),
-                };
-            }
-            (true, ("", "Service")) => match parse::<Service>(body) {
-                Ok(req) => self.service(endpoint, &req, today, &mut response, &mut summary),
-                Err(message) => invalid(&mut response, &mut summary, message),
+        let mut parsed = Parsed {
+            summary: Summary {
+                uid: uid.clone(),
+                kind: gvk.kind.clone(),
+                namespace: head.namespace.clone().unwrap_or_default(),
+                name: if head.name.is_empty() {
+                    "<generated>".to_owned()
+                } else {
+                    head.name.clone()
+                },
+                operation: operation_name(&operation),
+                sub_resource: head.sub_resource.clone(),
+                dry_run: head.dry_run,
+                decision: Decision::Skipped,
+                rules: vec![],
+                skipped: vec![],
             },
-            (true, (group, kind)) => {
+            response: allowed(&uid),
+            request: Typed::Done,
+        };
+
+        let writes = matches!(operation, Operation::Create | Operation::Update);
+        let kind = (gvk.group.as_str(), gvk.kind.as_str());
+        if head.sub_resource.is_some() {
+            return Ok(parsed);
+        }
+        match (operation, kind) {
+            (Operation::Delete, ("", "Service")) if endpoint == Endpoint::Validate => {
+                // Only a warning can come of it, so an unreadable old object is not an error.
+                if let Ok(req) = parse::<Service>(body) {
+                    parsed.request = Typed::ServiceDelete(Box::new(req));
+                }
+            }
+            (_, ("apps", "StatefulSet")) if writes => match parse::<StatefulSet>(body) {
+                Ok(req) => parsed.request = Typed::StatefulSet(Box::new(req)),
+                Err(message) => invalid(&mut parsed, message),
+            },
+            (_, ("", "Service")) if writes => match parse::<Service>(body) {
+                Ok(req) => parsed.request = Typed::Service(Box::new(req)),
+                Err(message) => invalid(&mut parsed, message),
+            },
+            (_, (group, kind)) if writes => {
                 let gk = if group.is_empty() {
                     kind.to_owned()
                 } else {
                     format!("{group}/{kind}")
                 };
                 tracing::warn!(uid = %uid, kind = %gk, "review of a kind stsguard does not check");
-                response.warnings = Some(vec![format!(
+                parsed.response.warnings = Some(vec![format!(
                     "stsguard reviews apps/StatefulSet and Service, not {gk}; allowed unchecked \
                      (check the webhook configuration's rules)"
                 )]);
             }
+            _ => {}
         }
-        if summary.name.is_empty() {
-            summary.name = "<generated>".to_owned();
+        Ok(parsed)
+    }
+
+    /// Gathers the cluster facts a parsed review depends on (confirming with the API server
+    /// what the cache says is absent), then decides.
+    pub async fn answer(&self, endpoint: Endpoint, parsed: Parsed, today: Date) -> Answer {
+        let confirmed = match parsed.need() {
+            Some((namespace, need)) if endpoint == Endpoint::Validate => {
+                self.lookup.confirm(&namespace, need).await
+            }
+            _ => Confirmed::default(),
+        };
+        let facts = WithConfirmed {
+            base: self.lookup.as_ref(),
+            confirmed,
+        };
+        self.decide(endpoint, parsed, &facts, today)
+    }
+
+    /// The decision, from the parsed review and the facts; no I/O.
+    pub fn decide(
+        &self,
+        endpoint: Endpoint,
+        parsed: Parsed,
+        facts: &dyn Lookup,
+        today: Date,
+    ) -> Answer {
+        let Parsed {
+            mut summary,
+            mut response,
+            request,
+        } = parsed;
+        match request {
+            Typed::Done => {}
+            Typed::StatefulSet(req) => {
+                self.statefulset(endpoint, &req, facts, today, &mut response, &mut summary)
+            }
+            Typed::Service(req) => {
+                self.service(endpoint, &req, facts, today, &mut response, &mut summary)
+            }
+            Typed::ServiceDelete(req) => service_delete(&req, facts, &mut response, &mut summary),
         }
-        Ok(Answer { response, summary })
+        Answer { response, summary }
     }
 
     fn statefulset(
         &self,
         endpoint: Endpoint,
         req: &AdmissionRequest<StatefulSet>,
+        facts: &dyn Lookup,
         today: Date,
         response: &mut AdmissionResponse,
         summary: &mut Summary,
     ) {
         let Some(sts) = req.object.as_ref() else {
-            return invalid(response, summary, "request.object is missing".to_owned());
+            return invalid_response(response, summary, "request.object is missing".to_owned());
         };
         let namespace = namespace_of(req, &sts.metadata);
         match endpoint {
@@ -288,8 +385,8 @@ impl Reviewer {
                     old: req.old_object.as_ref().map(Subject::StatefulSet),
                     namespace,
                 };
-                let verdict = evaluate(&input, self.lookup.as_ref(), &self.policy, today);
-                self.judge(&Subject::StatefulSet(sts), &verdict, response, summary);
+                let verdict = evaluate(&input, facts, &self.policy, today);
+                judge(&Subject::StatefulSet(sts), &verdict, response, summary);
             }
             Endpoint::Mutate => {
                 let operation = match req.operation {
@@ -322,12 +419,13 @@ impl Reviewer {
         &self,
         endpoint: Endpoint,
         req: &AdmissionRequest<Service>,
+        facts: &dyn Lookup,
         today: Date,
         response: &mut AdmissionResponse,
         summary: &mut Summary,
     ) {
         let Some(svc) = req.object.as_ref() else {
-            return invalid(response, summary, "request.object is missing".to_owned());
+            return invalid_response(response, summary, "request.object is missing".to_owned());
         };
         if endpoint == Endpoint::Mutate {
             // No Service mutator is enabled by default; the object passes unchanged.
@@ -339,59 +437,95 @@ impl Reviewer {
             old: req.old_object.as_ref().map(Subject::Service),
             namespace: namespace_of(req, &svc.metadata),
         };
-        let verdict = evaluate(&input, self.lookup.as_ref(), &self.policy, today);
-        self.judge(&Subject::Service(svc), &verdict, response, summary);
-    }
-
-    /// Turns a verdict into the response: denial message, warnings and audit annotations.
-    fn judge(
-        &self,
-        subject: &Subject,
-        verdict: &Verdict,
-        response: &mut AdmissionResponse,
-        summary: &mut Summary,
-    ) {
-        summary.rules = verdict.rule_ids();
-        summary.skipped = verdict.skipped.clone();
-        let mut warnings: Vec<String> = verdict
-            .violations
-            .iter()
-            .filter(|v| v.outcome != Outcome::Denied)
-            .map(ToString::to_string)
-            .collect();
-        warnings.extend(verdict.notes.iter().cloned());
-
-        let mut annotations: HashMap<String, String> = HashMap::new();
-        for v in verdict
-            .violations
-            .iter()
-            .filter(|v| v.outcome == Outcome::Audited)
-        {
-            annotations
-                .entry(format!("stsguard.io/{}", v.rule.id))
-                .and_modify(|m| {
-                    m.push_str("; ");
-                    m.push_str(&v.finding.message);
-                })
-                .or_insert_with(|| format!("{}: {}", v.finding.path, v.finding.message));
-        }
-        response.audit_annotations = annotations;
-
-        if !verdict.allowed() {
-            summary.decision = Decision::Denied;
-            response.allowed = false;
-            response.result =
-                Status::failure(&denial_message(subject, verdict), "Forbidden").with_code(403);
-        } else if warnings.is_empty() {
-            summary.decision = Decision::Allowed;
-        } else {
-            summary.decision = Decision::Warned;
-        }
-        if !warnings.is_empty() {
-            response.warnings = Some(warnings);
-        }
+        let verdict = evaluate(&input, facts, &self.policy, today);
+        judge(&Subject::Service(svc), &verdict, response, summary);
     }
 }
+
+/// A Service DELETE is always allowed; deleting a governing Service gets a warning naming the
+/// StatefulSets whose pods lose their DNS names.
+fn service_delete(
+    req: &AdmissionRequest<Service>,
+    facts: &dyn Lookup,
+    response: &mut AdmissionResponse,
+    summary: &mut Summary,
+) {
+    let Some(svc) = req.old_object.as_ref() else {
+        return;
+    };
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    let Fact::Found(governed) = facts.statefulsets_naming(namespace_of(req, &svc.metadata), name)
+    else {
+        return;
+    };
+    if governed.is_empty() {
+        return;
+    }
+    let names: Vec<String> = governed
+        .iter()
+        .map(|s| format!("{:?}", s.metadata.name.as_deref().unwrap_or_default()))
+        .collect();
+    response.warnings = Some(vec![format!(
+        "deleting Service {name:?} leaves StatefulSet {} without its governing Service: their \
+         pods lose their stable DNS names until a headless Service of that name exists again",
+        names.join(", ")
+    )]);
+    summary.decision = Decision::Warned;
+}
+
+/// Turns a verdict into the response: denial message, warnings and audit annotations.
+fn judge(
+    subject: &Subject,
+    verdict: &Verdict,
+    response: &mut AdmissionResponse,
+    summary: &mut Summary,
+) {
+    summary.rules = verdict.rule_ids();
+    summary.skipped = verdict.skipped.clone();
+    let mut warnings: Vec<String> = verdict
+        .violations
+        .iter()
+        .filter(|v| v.outcome != Outcome::Denied)
+        .map(ToString::to_string)
+        .collect();
+    warnings.extend(verdict.notes.iter().cloned());
+    if !verdict.skipped.is_empty() {
+        warnings.push(format!("{SKIPPED_NOTE}: {}", verdict.skipped.join(", ")));
+    }
+
+    let mut annotations: HashMap<String, String> = HashMap::new();
+    for v in verdict
+        .violations
+        .iter()
+        .filter(|v| v.outcome == Outcome::Audited)
+    {
+        annotations
+            .entry(format!("stsguard.io/{}", v.rule.id))
+            .and_modify(|m| {
+                m.push_str("; ");
+                m.push_str(&v.finding.message);
+            })
+            .or_insert_with(|| format!("{}: {}", v.finding.path, v.finding.message));
+    }
+    response.audit_annotations = annotations;
+
+    if !verdict.allowed() {
+        summary.decision = Decision::Denied;
+        response.allowed = false;
+        response.result =
+            Status::failure(&denial_message(subject, verdict), "Forbidden").with_code(403);
+    } else if verdict.violations.is_empty() && verdict.notes.is_empty() {
+        summary.decision = Decision::Allowed;
+    } else {
+        summary.decision = Decision::Warned;
+    }
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings);
+    }
+}
+
+/// Starts the warning that says which cross-object rules could not run.
+pub const SKIPPED_NOTE: &str = "cluster lookups unavailable, not checked";
 
 /// The status message of a denial: every deny-level violation with its path and fix.
 fn denial_message(subject: &Subject, verdict: &Verdict) -> String {
@@ -451,7 +585,11 @@ fn allowed(uid: &str) -> AdmissionResponse {
     response
 }
 
-fn invalid(response: &mut AdmissionResponse, summary: &mut Summary, message: String) {
+fn invalid(parsed: &mut Parsed, message: String) {
+    invalid_response(&mut parsed.response, &mut parsed.summary, message);
+}
+
+fn invalid_response(response: &mut AdmissionResponse, summary: &mut Summary, message: String) {
     tracing::warn!(uid = %summary.uid, %message, "invalid review");
     response.allowed = false;
     response.result = Status::failure(&message, "BadRequest").with_code(400);

@@ -29,7 +29,10 @@ use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::review::{Answer, Endpoint, Reviewer};
+use crate::{
+    cluster::Health,
+    review::{Answer, Endpoint, Reviewer, today},
+};
 
 /// Limits and timeouts of the webhook listener.
 #[derive(Clone, Debug)]
@@ -65,17 +68,47 @@ struct AppState {
     max_body_bytes: usize,
 }
 
-/// Whether the webhook is ready to take reviews; `/readyz` reports it.
+/// Whether the webhook is ready to take reviews, for `/readyz`: its listener is accepting and,
+/// with cluster lookups, every cache has had its first full sync.
 #[derive(Clone, Debug, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    serving: Arc<AtomicBool>,
+    cluster: Option<Arc<Health>>,
+}
 
 impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+    /// Readiness that also waits for these caches.
+    pub fn with_cluster(health: Arc<Health>) -> Self {
+        Readiness {
+            serving: Arc::default(),
+            cluster: Some(health),
+        }
+    }
+
+    pub fn set(&self, serving: bool) {
+        self.serving.store(serving, Ordering::SeqCst);
     }
 
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.serving.load(Ordering::SeqCst) && self.cluster.as_ref().is_none_or(|h| h.synced())
+    }
+
+    /// The `/readyz` body: the verdict, then how each watch is doing.
+    fn report(&self) -> String {
+        let mut out = String::from(match (self.serving.load(Ordering::SeqCst), self.get()) {
+            (false, _) => "not ready: not serving (starting or shutting down)\n",
+            (true, false) => "not ready: waiting for the first sync of the cluster caches\n",
+            (true, true) => "ready\n",
+        });
+        match &self.cluster {
+            Some(health) => {
+                for watch in health.states() {
+                    out.push_str(&format!("{watch}\n"));
+                }
+            }
+            None => out.push_str("cluster lookups: off\n"),
+        }
+        out
     }
 }
 
@@ -103,11 +136,12 @@ pub fn probe_app(readiness: Readiness) -> Router {
         .route(
             "/readyz",
             get(|State(ready): State<Readiness>| async move {
-                if ready.get() {
-                    (StatusCode::OK, "ready\n")
+                let status = if ready.get() {
+                    StatusCode::OK
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                }
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                (status, ready.report())
             }),
         )
         .fallback(not_found)
@@ -154,21 +188,23 @@ async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Respon
         }
     };
 
-    let result = if body.len() > INLINE_BODY_BYTES {
+    let parsed = if body.len() > INLINE_BODY_BYTES {
         let reviewer = state.reviewer.clone();
-        match tokio::task::spawn_blocking(move || reviewer.review(endpoint, &body)).await {
-            Ok(result) => result,
+        match tokio::task::spawn_blocking(move || reviewer.parse(endpoint, &body)).await {
+            Ok(parsed) => parsed,
             Err(e) => {
                 tracing::error!(error = %e, "review task failed");
                 return text(StatusCode::INTERNAL_SERVER_ERROR, "review failed\n");
             }
         }
     } else {
-        state.reviewer.review(endpoint, &body)
+        state.reviewer.parse(endpoint, &body)
     };
-
-    match result {
-        Ok(answer) => respond(endpoint, answer, started),
+    match parsed {
+        Ok(parsed) => {
+            let answer = state.reviewer.answer(endpoint, parsed, today()).await;
+            respond(endpoint, answer, started)
+        }
         Err(e) => {
             tracing::warn!(endpoint = endpoint.as_str(), error = %e, "rejected request");
             text(StatusCode::BAD_REQUEST, &format!("{e}\n"))
@@ -247,6 +283,7 @@ impl Server {
         tls: Arc<rustls::ServerConfig>,
         reviewer: Reviewer,
         limits: Limits,
+        readiness: Readiness,
     ) -> io::Result<Server> {
         let tls_listener = TcpListener::bind(addr)
             .await
@@ -254,7 +291,6 @@ impl Server {
         let probe_listener = TcpListener::bind(probe_addr)
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {probe_addr}: {e}")))?;
-        let readiness = Readiness::default();
         Ok(Server {
             tls_listener,
             probe_listener,

@@ -6,11 +6,12 @@ use clap::Args;
 
 use super::{ModeArg, RuleArg, load_policy};
 use crate::{
+    cluster::{self, Cluster, ClusterError},
     duration,
-    lookup::NoLookup,
-    policy::PolicyError,
+    lookup::{Lookup, NoLookup},
+    policy::{Lookups, PolicyError},
     review::Reviewer,
-    server::{Limits, Server, shutdown_signal},
+    server::{Limits, Readiness, Server, shutdown_signal},
     tls::{self, CertResolver, TlsError},
 };
 
@@ -41,6 +42,19 @@ pub struct ServeArgs {
     /// Overrides a rule's action, e.g. `--rule sts-pod-anti-affinity=warn` (repeatable).
     #[arg(long = "rule", value_name = "ID=ACTION")]
     pub rules: Vec<RuleArg>,
+    /// Kubeconfig for cluster lookups; without it, in-cluster configuration or
+    /// KUBECONFIG/~/.kube/config, and no lookups when there is none.
+    #[arg(long, env = "STSGUARD_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch only these namespaces (comma-separated or repeated); all namespaces when not given.
+    #[arg(long, env = "STSGUARD_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Run without cluster lookups (as policy `lookups: off` does); cross-object rules are skipped.
+    #[arg(long, env = "STSGUARD_NO_CLUSTER")]
+    pub no_cluster: bool,
+    /// Deadline of the live API call that confirms an object the cache says is missing.
+    #[arg(long, env = "STSGUARD_LOOKUP_TIMEOUT", default_value = "1s", value_parser = duration::parse)]
+    pub lookup_timeout: Duration,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "STSGUARD_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -64,6 +78,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error("--max-body-bytes must be above 0")]
     ZeroBodyLimit,
 }
@@ -101,15 +117,15 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Server, StartError> {
         header_read_timeout: args.header_read_timeout,
         shutdown_grace: args.shutdown_grace,
     };
-    // Cluster lookups arrive with the cluster-aware checks; until then rules that need them
-    // are skipped.
-    let reviewer = Reviewer::new(Arc::new(policy), Arc::new(NoLookup));
+    let (lookup, readiness) = lookups(args, policy.lookups).await?;
+    let reviewer = Reviewer::new(Arc::new(policy), lookup);
     let server = Server::bind(
         args.addr,
         args.probe_addr,
         Arc::new(tls_config),
         reviewer,
         limits,
+        readiness,
     )
     .await?;
     Ok(server)
@@ -133,6 +149,39 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
             tracing::error!(error = %e, "stsguard could not start");
             eprintln!("stsguard: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The source of cluster facts, and the readiness that waits for it.
+async fn lookups(
+    args: &ServeArgs,
+    policy: Lookups,
+) -> Result<(Arc<dyn Lookup>, Readiness), StartError> {
+    if args.no_cluster || policy == Lookups::Off {
+        tracing::info!(
+            "cluster lookups off (--no-cluster or policy lookups: off): cross-object rules are \
+             skipped and answers say so"
+        );
+        return Ok((Arc::new(NoLookup), Readiness::default()));
+    }
+    match cluster::client(args.kubeconfig.as_deref()).await? {
+        Ok(client) => {
+            let cluster = Cluster::start(client, &args.namespaces, args.lookup_timeout);
+            let readiness = Readiness::with_cluster(cluster.health());
+            tracing::info!(
+                namespaces = %if args.namespaces.is_empty() { "all".to_owned() } else { args.namespaces.join(",") },
+                "cluster lookups on: watching Services and StatefulSets; ready after the first sync"
+            );
+            Ok((Arc::new(cluster), readiness))
+        }
+        Err(why) => {
+            tracing::info!(
+                reason = %why,
+                "no kubeconfig and not inside a cluster: running without cluster lookups; \
+                 cross-object rules are skipped and answers say so"
+            );
+            Ok((Arc::new(NoLookup), Readiness::default()))
         }
     }
 }

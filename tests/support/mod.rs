@@ -19,7 +19,7 @@ use stsguard::{
     lookup::{Lookup, NoLookup},
     policy::Policy,
     review::Reviewer,
-    server::{Limits, Server},
+    server::{Limits, Readiness, Server},
     tls::{self, CertResolver},
 };
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -38,6 +38,15 @@ impl TestServer {
     }
 
     pub async fn start_with(policy: Policy, lookup: Arc<dyn Lookup>, limits: Limits) -> TestServer {
+        Self::start_full(policy, lookup, limits, Readiness::default()).await
+    }
+
+    pub async fn start_full(
+        policy: Policy,
+        lookup: Arc<dyn Lookup>,
+        limits: Limits,
+        readiness: Readiness,
+    ) -> TestServer {
         let generated = tls::generate(
             &["localhost".to_owned()],
             &["127.0.0.1".parse().unwrap()],
@@ -59,6 +68,7 @@ impl TestServer {
             Arc::new(config),
             reviewer,
             limits,
+            readiness,
         )
         .await
         .unwrap();
@@ -229,8 +239,16 @@ pub fn patch_of(review: &Value) -> Option<json_patch::Patch> {
     Some(serde_json::from_slice(&bytes).expect("patch is a JSON Patch"))
 }
 
-/// The warnings of a review response, joined for `contains` checks.
+/// The warnings of a review response, without the note that cluster lookups were unavailable.
 pub fn warnings(review: &Value) -> Vec<String> {
+    all_warnings(review)
+        .into_iter()
+        .filter(|w| !w.starts_with(stsguard::review::SKIPPED_NOTE))
+        .collect()
+}
+
+/// Every warning of a review response.
+pub fn all_warnings(review: &Value) -> Vec<String> {
     review["response"]["warnings"]
         .as_array()
         .map(|w| w.iter().map(|s| s.as_str().unwrap().to_owned()).collect())

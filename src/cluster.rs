@@ -1,0 +1,390 @@
+//! Live cluster facts: a kube client and reflector caches of Services and StatefulSets (all
+//! namespaces, or those named), stripped of bulk before caching, answering the [`Lookup`] trait.
+//! Where a cache says an object is absent, [`Lookup::confirm`] asks the API server once, under a
+//! short deadline, because a cache can lag behind a write made a moment ago.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Debug,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::{apps::v1::StatefulSet, core::v1::Service},
+};
+use kube::{
+    Api, Client, Config, Resource, ResourceExt,
+    api::ListParams,
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+
+use crate::lookup::{BoxFuture, Confirmed, Fact, Lookup, Need};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot read kubeconfig {path}: {message}")]
+    Kubeconfig { path: String, message: String },
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(String),
+}
+
+/// A client for the cluster: from `kubeconfig` when given (an unreadable file is an error), else
+/// in-cluster configuration or `KUBECONFIG`/`~/.kube/config`. `Ok(None)` with the reason when
+/// there is no cluster to talk to.
+pub async fn client(kubeconfig: Option<&Path>) -> Result<Result<Client, String>, ClusterError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let err = |e: &dyn std::fmt::Display| ClusterError::Kubeconfig {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            };
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| err(&e))?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| err(&e))?
+        }
+        None => match Config::infer().await {
+            Ok(config) => config,
+            Err(e) => return Ok(Err(e.to_string())),
+        },
+    };
+    Client::try_from(config)
+        .map(Ok)
+        .map_err(|e| ClusterError::Client(e.to_string()))
+}
+
+/// How one watch is doing, for `/readyz` and the logs.
+#[derive(Clone, Debug)]
+pub struct WatchState {
+    pub kind: &'static str,
+    /// `None`: all namespaces.
+    pub namespace: Option<String>,
+    pub synced: bool,
+    pub objects: usize,
+    /// The last error, while the watch has not recovered from it.
+    pub error: Option<String>,
+    pub since: Instant,
+}
+
+impl std::fmt::Display for WatchState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scope = self.namespace.as_deref().unwrap_or("all namespaces");
+        write!(f, "{} ({scope}): ", self.kind)?;
+        match (&self.error, self.synced) {
+            (Some(e), _) => write!(
+                f,
+                "reconnecting for {}s after: {e}",
+                self.since.elapsed().as_secs()
+            ),
+            (None, true) => write!(f, "synced, {} objects", self.objects),
+            (None, false) => write!(f, "waiting for the first list"),
+        }
+    }
+}
+
+/// The state of every watch.
+#[derive(Debug, Default)]
+pub struct Health {
+    watches: Mutex<Vec<WatchState>>,
+}
+
+impl Health {
+    fn register(&self, kind: &'static str, namespace: Option<String>) -> usize {
+        let mut watches = self.lock();
+        watches.push(WatchState {
+            kind,
+            namespace,
+            synced: false,
+            objects: 0,
+            error: None,
+            since: Instant::now(),
+        });
+        watches.len() - 1
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<WatchState>> {
+        self.watches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether every cache has been filled by a first complete list.
+    pub fn synced(&self) -> bool {
+        let watches = self.lock();
+        !watches.is_empty() && watches.iter().all(|w| w.synced)
+    }
+
+    pub fn states(&self) -> Vec<WatchState> {
+        self.lock().clone()
+    }
+
+    fn update(&self, index: usize, change: impl FnOnce(&mut WatchState)) {
+        if let Some(state) = self.lock().get_mut(index) {
+            change(state);
+        }
+    }
+}
+
+/// Caches of one kind: one for all namespaces, or one per watched namespace.
+#[derive(Clone)]
+struct Caches<K: Resource<DynamicType = ()> + Clone + 'static> {
+    all: Option<Store<K>>,
+    by_namespace: BTreeMap<String, Store<K>>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Caches<K> {
+    fn for_namespace(&self, namespace: &str) -> Option<&Store<K>> {
+        self.all
+            .as_ref()
+            .or_else(|| self.by_namespace.get(namespace))
+    }
+}
+
+/// Cluster facts from reflector caches.
+pub struct Cluster {
+    client: Client,
+    services: Caches<Service>,
+    statefulsets: Caches<StatefulSet>,
+    health: Arc<Health>,
+    confirm_timeout: Duration,
+}
+
+impl Cluster {
+    /// Starts the watches (all namespaces when `namespaces` is empty) on the current runtime.
+    /// They run for the life of the process and recover by themselves: re-list after
+    /// `410 Gone`, back off on errors.
+    pub fn start(client: Client, namespaces: &[String], confirm_timeout: Duration) -> Cluster {
+        let health = Arc::new(Health::default());
+        let services = caches(&client, namespaces, &health, "services", slim_service);
+        let statefulsets = caches(
+            &client,
+            namespaces,
+            &health,
+            "statefulsets",
+            slim_statefulset,
+        );
+        Cluster {
+            client,
+            services,
+            statefulsets,
+            health,
+            confirm_timeout,
+        }
+    }
+
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    fn synced(&self) -> bool {
+        self.health.synced()
+    }
+}
+
+fn caches<K>(
+    client: &Client,
+    namespaces: &[String],
+    health: &Arc<Health>,
+    kind: &'static str,
+    slim: fn(&mut K),
+) -> Caches<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    if namespaces.is_empty() {
+        let index = health.register(kind, None);
+        let store = watch(Api::all(client.clone()), health.clone(), index, slim);
+        return Caches {
+            all: Some(store),
+            by_namespace: BTreeMap::new(),
+        };
+    }
+    let by_namespace = namespaces
+        .iter()
+        .map(|ns| {
+            let index = health.register(kind, Some(ns.clone()));
+            let store = watch(
+                Api::namespaced(client.clone(), ns),
+                health.clone(),
+                index,
+                slim,
+            );
+            (ns.clone(), store)
+        })
+        .collect();
+    Caches {
+        all: None,
+        by_namespace,
+    }
+}
+
+/// Spawns a reflector for `api` and returns its store.
+fn watch<K>(api: Api<K>, health: Arc<Health>, index: usize, slim: fn(&mut K)) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let store = reader.clone();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(move |obj: &mut K| {
+            obj.managed_fields_mut().clear();
+            obj.annotations_mut()
+                .remove("kubectl.kubernetes.io/last-applied-configuration");
+            slim(obj);
+        })
+        .reflect(writer);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::InitDone) => health.update(index, |w| {
+                    if !w.synced || w.error.is_some() {
+                        tracing::info!(kind = w.kind, namespace = ?w.namespace, objects = reader.len(), "cache synced");
+                    }
+                    w.synced = true;
+                    w.error = None;
+                    w.objects = reader.len();
+                    w.since = Instant::now();
+                }),
+                Ok(_) => health.update(index, |w| {
+                    if w.error.take().is_some() {
+                        tracing::info!(kind = w.kind, namespace = ?w.namespace, "watch recovered");
+                        w.since = Instant::now();
+                    }
+                    w.objects = reader.len();
+                }),
+                Err(e) => health.update(index, |w| {
+                    // One log line per outage, not one per retry.
+                    if w.error.is_none() {
+                        tracing::warn!(kind = w.kind, namespace = ?w.namespace, error = %e,
+                            "watch failed; serving from the cache while it reconnects");
+                        w.since = Instant::now();
+                    }
+                    w.error = Some(e.to_string());
+                }),
+            }
+        }
+    });
+    store
+}
+
+/// Only what the rules read is cached: status is dropped with managedFields and the
+/// last-applied annotation.
+fn slim_service(svc: &mut Service) {
+    svc.status = None;
+}
+
+fn slim_statefulset(sts: &mut StatefulSet) {
+    sts.status = None;
+}
+
+fn service_name(sts: &StatefulSet) -> Option<&str> {
+    sts.spec.as_ref().and_then(|s| s.service_name.as_deref())
+}
+
+impl Lookup for Cluster {
+    fn service(&self, namespace: &str, name: &str) -> Fact<Arc<Service>> {
+        match self.services.for_namespace(namespace) {
+            Some(store) if self.synced() => {
+                match store.get(&ObjectRef::new(name).within(namespace)) {
+                    Some(svc) => Fact::Found(svc),
+                    None => Fact::Absent,
+                }
+            }
+            _ => Fact::Unknown,
+        }
+    }
+
+    fn statefulsets_naming(&self, namespace: &str, service: &str) -> Fact<Vec<Arc<StatefulSet>>> {
+        match self.statefulsets.for_namespace(namespace) {
+            Some(store) if self.synced() => Fact::Found(store.state_filter(|sts| {
+                sts.metadata.namespace.as_deref() == Some(namespace)
+                    && service_name(sts) == Some(service)
+            })),
+            _ => Fact::Unknown,
+        }
+    }
+
+    fn available(&self) -> bool {
+        self.synced()
+    }
+
+    fn confirm<'a>(&'a self, namespace: &'a str, need: Need<'a>) -> BoxFuture<'a, Confirmed> {
+        Box::pin(async move {
+            let key = (
+                namespace.to_owned(),
+                match need {
+                    Need::Service(name) | Need::Naming(name) => name.to_owned(),
+                },
+            );
+            match need {
+                Need::Service(name) if matches!(self.service(namespace, name), Fact::Absent) => {
+                    let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
+                    match tokio::time::timeout(self.confirm_timeout, api.get_opt(name)).await {
+                        Ok(Ok(found)) => {
+                            if found.is_some() {
+                                tracing::debug!(%namespace, %name, "the cache lagged: Service exists");
+                            }
+                            let fact = found.map_or(Fact::Absent, |svc| Fact::Found(Arc::new(svc)));
+                            Confirmed {
+                                service: Some((key, fact)),
+                                naming: None,
+                            }
+                        }
+                        Ok(Err(e)) => unconfirmed(namespace, name, &e.to_string()),
+                        Err(_) => unconfirmed(namespace, name, "deadline passed"),
+                    }
+                }
+                Need::Naming(service) if matches!(self.statefulsets_naming(namespace, service), Fact::Found(ref v) if v.is_empty()) =>
+                {
+                    let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), namespace);
+                    match tokio::time::timeout(
+                        self.confirm_timeout,
+                        api.list(&ListParams::default()),
+                    )
+                    .await
+                    {
+                        Ok(Ok(list)) => {
+                            let naming: Vec<Arc<StatefulSet>> = list
+                                .items
+                                .into_iter()
+                                .filter(|sts| service_name(sts) == Some(service))
+                                .map(Arc::new)
+                                .collect();
+                            if !naming.is_empty() {
+                                tracing::debug!(%namespace, %service, "the cache lagged: a StatefulSet names this Service");
+                            }
+                            Confirmed {
+                                service: None,
+                                naming: Some((key, Fact::Found(naming))),
+                            }
+                        }
+                        Ok(Err(e)) => unconfirmed(namespace, service, &e.to_string()),
+                        Err(_) => unconfirmed(namespace, service, "deadline passed"),
+                    }
+                }
+                _ => Confirmed::default(),
+            }
+        })
+    }
+}
+
+fn unconfirmed(namespace: &str, name: &str, why: &str) -> Confirmed {
+    tracing::warn!(%namespace, %name, why, "could not confirm an absent object with the API server; using the cache");
+    Confirmed::default()
+}
