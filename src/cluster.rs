@@ -19,6 +19,7 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Config, Resource, ResourceExt,
     api::ListParams,
+    client::ClientBuilder,
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{
         WatchStreamExt,
@@ -27,6 +28,7 @@ use kube::{
     },
 };
 use serde::de::DeserializeOwned;
+use tower::Layer;
 
 use crate::lookup::{BoxFuture, Confirmed, Fact, Lookup, Need};
 
@@ -38,10 +40,10 @@ pub enum ClusterError {
     Client(String),
 }
 
-/// A client for the cluster: from `kubeconfig` when given (an unreadable file is an error), else
-/// in-cluster configuration or `KUBECONFIG`/`~/.kube/config`. `Ok(None)` with the reason when
+/// The cluster's client configuration: from `kubeconfig` when given (an unreadable file is an
+/// error), else in-cluster configuration or `KUBECONFIG`/`~/.kube/config`. `Ok(Err(reason))` when
 /// there is no cluster to talk to.
-pub async fn client(kubeconfig: Option<&Path>) -> Result<Result<Client, String>, ClusterError> {
+pub async fn config(kubeconfig: Option<&Path>) -> Result<Result<Config, String>, ClusterError> {
     let config = match kubeconfig {
         Some(path) => {
             let err = |e: &dyn std::fmt::Display| ClusterError::Kubeconfig {
@@ -58,15 +60,78 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Result<Client, String>,
             Err(e) => return Ok(Err(e.to_string())),
         },
     };
-    Client::try_from(config)
-        .map(Ok)
-        .map_err(|e| ClusterError::Client(e.to_string()))
+    Ok(Ok(config))
+}
+
+/// A client for `config` whose watch requests report to `health` when they connect: the
+/// watcher itself says nothing when a quiet watch resumes after an outage.
+pub fn client(config: Config, health: Arc<Health>) -> Result<Client, ClusterError> {
+    let builder =
+        ClientBuilder::try_from(config).map_err(|e| ClusterError::Client(e.to_string()))?;
+    Ok(builder.with_layer(&WatchProbeLayer(health)).build())
+}
+
+struct WatchProbeLayer(Arc<Health>);
+
+impl<S> Layer<S> for WatchProbeLayer {
+    type Service = WatchProbe<S>;
+
+    fn layer(&self, inner: S) -> WatchProbe<S> {
+        WatchProbe {
+            inner,
+            health: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct WatchProbe<S> {
+    inner: S,
+    health: Arc<Health>,
+}
+
+impl<S, B> tower::Service<http::Request<kube::client::Body>> for WatchProbe<S>
+where
+    S: tower::Service<http::Request<kube::client::Body>, Response = http::Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<http::Response<B>, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
+        let watch = request
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "watch=true"));
+        let path = request.uri().path().to_owned();
+        let health = self.health.clone();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            if watch && response.status().is_success() {
+                health.watch_connected(&path);
+            }
+            Ok(response)
+        })
+    }
 }
 
 /// How one watch is doing, for `/readyz` and the logs.
 #[derive(Clone, Debug)]
 pub struct WatchState {
     pub kind: &'static str,
+    /// The API path this watch lists and watches.
+    path: String,
     /// `None`: all namespaces.
     pub namespace: Option<String>,
     pub synced: bool,
@@ -100,9 +165,19 @@ pub struct Health {
 
 impl Health {
     fn register(&self, kind: &'static str, namespace: Option<String>) -> usize {
+        let prefix = if kind == "statefulsets" {
+            "/apis/apps/v1"
+        } else {
+            "/api/v1"
+        };
+        let path = match &namespace {
+            Some(ns) => format!("{prefix}/namespaces/{ns}/{kind}"),
+            None => format!("{prefix}/{kind}"),
+        };
         let mut watches = self.lock();
         watches.push(WatchState {
             kind,
+            path,
             namespace,
             synced: false,
             objects: 0,
@@ -124,6 +199,16 @@ impl Health {
 
     pub fn states(&self) -> Vec<WatchState> {
         self.lock().clone()
+    }
+
+    /// A watch request for `path` was answered: the watch is connected again.
+    fn watch_connected(&self, path: &str) {
+        for w in self.lock().iter_mut().filter(|w| w.path == path) {
+            if w.error.take().is_some() {
+                tracing::info!(kind = w.kind, namespace = ?w.namespace, "watch reconnected");
+                w.since = Instant::now();
+            }
+        }
     }
 
     fn update(&self, index: usize, change: impl FnOnce(&mut WatchState)) {
@@ -161,8 +246,13 @@ impl Cluster {
     /// Starts the watches (all namespaces when `namespaces` is empty) on the current runtime.
     /// They run for the life of the process and recover by themselves: re-list after
     /// `410 Gone`, back off on errors.
-    pub fn start(client: Client, namespaces: &[String], confirm_timeout: Duration) -> Cluster {
+    pub fn start(
+        config: Config,
+        namespaces: &[String],
+        confirm_timeout: Duration,
+    ) -> Result<Cluster, ClusterError> {
         let health = Arc::new(Health::default());
+        let client = client(config, health.clone())?;
         let services = caches(&client, namespaces, &health, "services", slim_service);
         let statefulsets = caches(
             &client,
@@ -171,13 +261,13 @@ impl Cluster {
             "statefulsets",
             slim_statefulset,
         );
-        Cluster {
+        Ok(Cluster {
             client,
             services,
             statefulsets,
             health,
             confirm_timeout,
-        }
+        })
     }
 
     pub fn health(&self) -> Arc<Health> {
@@ -320,8 +410,8 @@ impl Lookup for Cluster {
         }
     }
 
-    fn available(&self) -> bool {
-        self.synced()
+    fn available(&self, namespace: &str) -> bool {
+        self.synced() && self.services.for_namespace(namespace).is_some()
     }
 
     fn confirm<'a>(&'a self, namespace: &'a str, need: Need<'a>) -> BoxFuture<'a, Confirmed> {

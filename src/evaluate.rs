@@ -186,7 +186,7 @@ fn run_rules(
         if policy.strongest_action(rule) == Action::Off {
             continue;
         }
-        if rule.needs_lookup && !ctx.lookup.available() {
+        if rule.needs_lookup && !ctx.lookup.available(ctx.namespace) {
             verdict.skipped.push(rule.id);
             continue;
         }

@@ -25,8 +25,9 @@ pub trait Lookup: Send + Sync {
     fn service(&self, namespace: &str, name: &str) -> Fact<Arc<Service>>;
     /// The StatefulSets in `namespace` whose `spec.serviceName` is `service`.
     fn statefulsets_naming(&self, namespace: &str, service: &str) -> Fact<Vec<Arc<StatefulSet>>>;
-    /// Whether this lookup can answer at all; `false` means every answer is `Unknown`.
-    fn available(&self) -> bool {
+    /// Whether this lookup can answer for `namespace`; `false` means every answer there is
+    /// `Unknown`.
+    fn available(&self, _namespace: &str) -> bool {
         true
     }
 
@@ -76,8 +77,8 @@ impl Lookup for WithConfirmed<'_> {
         }
     }
 
-    fn available(&self) -> bool {
-        self.base.available()
+    fn available(&self, namespace: &str) -> bool {
+        self.base.available(namespace)
     }
 }
 
@@ -92,7 +93,7 @@ impl Lookup for NoLookup {
     fn statefulsets_naming(&self, _: &str, _: &str) -> Fact<Vec<Arc<StatefulSet>>> {
         Fact::Unknown
     }
-    fn available(&self) -> bool {
+    fn available(&self, _: &str) -> bool {
         false
     }
 }
@@ -255,6 +256,6 @@ mod tests {
     fn missing_service_is_absent_and_no_lookup_is_unknown() {
         assert_eq!(InMemory::new().service("a", "svc"), Fact::Absent);
         assert_eq!(NoLookup.service("a", "svc"), Fact::Unknown);
-        assert!(!NoLookup.available());
+        assert!(!NoLookup.available("a"));
     }
 }

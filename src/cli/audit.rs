@@ -5,6 +5,8 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 use clap::{Args, ValueEnum};
 
 use super::{ModeArg, RuleArg, load_policy};
+
+mod live;
 use crate::{
     audit::audit,
     manifest,
@@ -16,8 +18,20 @@ use crate::{
 #[derive(Clone, Debug, Args)]
 pub struct AuditArgs {
     /// Manifest file or directory (searched for *.yaml, *.yml, *.json); `-` reads stdin.
-    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "PATH",
+        required_unless_present = "cluster",
+        conflicts_with = "cluster"
+    )]
     pub files: Vec<PathBuf>,
+    /// Audit the StatefulSets and Services of the live cluster (read-only: list).
+    #[arg(long)]
+    pub cluster: bool,
+    /// Kubeconfig for --cluster; without it, in-cluster configuration or KUBECONFIG/~/.kube/config.
+    #[arg(long, env = "STSGUARD_KUBECONFIG", requires = "cluster")]
+    pub kubeconfig: Option<PathBuf>,
     /// Policy file; the built-in policy when not given.
     #[arg(long, env = "STSGUARD_POLICY")]
     pub policy: Option<PathBuf>,
@@ -27,9 +41,10 @@ pub struct AuditArgs {
     /// Overrides a rule's action, e.g. `--rule sts-pod-anti-affinity=warn` (repeatable).
     #[arg(long = "rule", value_name = "ID=ACTION")]
     pub rules: Vec<RuleArg>,
-    /// Namespace of objects that name none.
-    #[arg(short = 'n', long, default_value = "default")]
-    pub namespace: String,
+    /// Namespace of objects that name none (default `default`); with --cluster, the only
+    /// namespace audited (default: all).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
     /// Report format.
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub format: Format,
@@ -75,8 +90,19 @@ pub(super) fn run(args: &AuditArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let loaded = manifest::load(&args.files, &mut std::io::stdin().lock());
-    let report = audit(&loaded, &policy, &args.namespace, today());
+    let loaded = if args.cluster {
+        match live::load(args.kubeconfig.as_deref(), args.namespace.as_deref()) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                eprintln!("stsguard: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        manifest::load(&args.files, &mut std::io::stdin().lock())
+    };
+    let namespace = args.namespace.as_deref().unwrap_or("default");
+    let report = audit(&loaded, &policy, namespace, today());
     let options = report::Options {
         policy: &policy,
         fail_on: args.fail_on.into(),

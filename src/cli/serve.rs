@@ -165,9 +165,9 @@ async fn lookups(
         );
         return Ok((Arc::new(NoLookup), Readiness::default()));
     }
-    match cluster::client(args.kubeconfig.as_deref()).await? {
-        Ok(client) => {
-            let cluster = Cluster::start(client, &args.namespaces, args.lookup_timeout);
+    match cluster::config(args.kubeconfig.as_deref()).await? {
+        Ok(config) => {
+            let cluster = Cluster::start(config, &args.namespaces, args.lookup_timeout)?;
             let readiness = Readiness::with_cluster(cluster.health());
             tracing::info!(
                 namespaces = %if args.namespaces.is_empty() { "all".to_owned() } else { args.namespaces.join(",") },

@@ -2,6 +2,8 @@
 //! client (hyper + rustls) that speaks HTTP/1.1 or HTTP/2 to it.
 #![allow(dead_code)]
 
+pub mod apiserver;
+
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};

@@ -1,0 +1,431 @@
+//! A fake Kubernetes API server, served over real HTTP from the test: the list/watch protocol
+//! for Services and StatefulSets (JSON lists with resourceVersion, newline-delimited watch event
+//! streams resumed from a resourceVersion, bookmarks, `410 Gone` once history is compacted), GET
+//! of single objects, and the faults tests need (dropped watches, a stopped server, a cache that
+//! lags). The kube client under test is not mocked: it talks to this server.
+
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{Request, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use serde_json::{Value, json};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch},
+    task::JoinSet,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Service,
+    StatefulSet,
+}
+
+impl Kind {
+    fn api_version(self) -> &'static str {
+        match self {
+            Kind::Service => "v1",
+            Kind::StatefulSet => "apps/v1",
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Service => "Service",
+            Kind::StatefulSet => "StatefulSet",
+        }
+    }
+    fn of(value: &Value) -> Kind {
+        match value["kind"].as_str() {
+            Some("Service") => Kind::Service,
+            Some("StatefulSet") => Kind::StatefulSet,
+            other => panic!("the fake API server holds Services and StatefulSets, not {other:?}"),
+        }
+    }
+}
+
+struct WatchStream {
+    kind: Kind,
+    namespace: Option<String>,
+    tx: mpsc::UnboundedSender<Bytes>,
+}
+
+#[derive(Default)]
+struct Inner {
+    revision: u64,
+    /// Objects by kind, namespace and name.
+    objects: BTreeMap<(Kind, String, String), Value>,
+    /// Watch events after `compacted`, oldest first: (resourceVersion, kind, namespace, event).
+    history: Vec<(u64, Kind, String, Value)>,
+    compacted: u64,
+    watches: Vec<WatchStream>,
+    requests: Vec<String>,
+}
+
+/// The server's state; it outlives restarts of the listener.
+#[derive(Clone)]
+pub struct FakeApiServer {
+    inner: Arc<Mutex<Inner>>,
+    /// Lists wait while this is false (to hold caches before their first sync).
+    lists_open: watch::Sender<bool>,
+    addr: SocketAddr,
+    running: Arc<Mutex<Option<JoinSet<()>>>>,
+}
+
+impl FakeApiServer {
+    pub async fn start() -> FakeApiServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = FakeApiServer {
+            inner: Arc::default(),
+            lists_open: watch::channel(true).0,
+            addr,
+            running: Arc::default(),
+        };
+        server.serve(listener);
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kube client configuration for this server.
+    pub fn config(&self) -> kube::Config {
+        kube::Config::new(self.url().parse().unwrap())
+    }
+
+    /// A kubeconfig file pointing at this server.
+    pub fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"{}\"}}\n\
+                 users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake}}\n\
+                 current-context: fake\n",
+                self.url()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let router = Router::new().fallback(handle).with_state(self.clone());
+        let mut tasks = JoinSet::new();
+        let connections = Arc::new(Mutex::new(JoinSet::new()));
+        let held = connections.clone();
+        tasks.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let service = TowerToHyperService::new(router.clone());
+                held.lock().unwrap().spawn(async move {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        // Dropping the connection set aborts every connection: an outage, not a graceful stop.
+        tasks.spawn(async move {
+            std::future::pending::<()>().await;
+            drop(connections);
+        });
+        *self.running.lock().unwrap() = Some(tasks);
+    }
+
+    /// Stops listening and cuts every connection, as an API server that goes away.
+    pub fn stop(&self) {
+        if let Some(mut tasks) = self.running.lock().unwrap().take() {
+            tasks.abort_all();
+        }
+        self.inner.lock().unwrap().watches.clear();
+    }
+
+    /// Listens again on the same address, with the same objects.
+    pub async fn restart(&self) {
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        self.serve(listener);
+    }
+
+    /// Holds (false) or releases (true) list requests.
+    pub fn open_lists(&self, open: bool) {
+        self.lists_open.send_replace(open);
+    }
+
+    /// Creates or replaces an object and tells the watches.
+    pub fn apply(&self, object: Value) {
+        self.record(object, false);
+    }
+
+    pub fn delete(&self, kind: Kind, namespace: &str, name: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(mut object) =
+            inner
+                .objects
+                .remove(&(kind, namespace.to_owned(), name.to_owned()))
+        {
+            inner.revision += 1;
+            let rv = inner.revision;
+            object["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let event = json!({"type": "DELETED", "object": object});
+            broadcast(&mut inner, rv, kind, namespace, event);
+        }
+    }
+
+    /// Stores an object without telling the watches: a cache that lags behind a write.
+    pub fn apply_unannounced(&self, object: Value) {
+        self.record(object, true);
+    }
+
+    fn record(&self, mut object: Value, silently: bool) {
+        let kind = Kind::of(&object);
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_owned();
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        let mut inner = self.inner.lock().unwrap();
+        inner.revision += 1;
+        let rv = inner.revision;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        object["metadata"]["namespace"] = json!(namespace);
+        let key = (kind, namespace.clone(), name);
+        let event_type = if inner.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        inner.objects.insert(key, object.clone());
+        if !silently {
+            let event = json!({"type": event_type, "object": object});
+            broadcast(&mut inner, rv, kind, &namespace, event);
+        }
+    }
+
+    /// Forgets the watch history, as etcd compaction does: a watch resumed from any earlier
+    /// resourceVersion gets 410 Gone and must list again.
+    pub fn compact(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.revision += 1;
+        inner.compacted = inner.revision;
+        inner.history.clear();
+    }
+
+    /// Ends every watch stream (the client resumes from its last resourceVersion).
+    pub fn drop_watches(&self) {
+        self.inner.lock().unwrap().watches.clear();
+    }
+
+    /// The requests served so far (`METHOD path?query`).
+    pub fn requests(&self) -> Vec<String> {
+        self.inner.lock().unwrap().requests.clone()
+    }
+}
+
+fn broadcast(inner: &mut Inner, rv: u64, kind: Kind, namespace: &str, event: Value) {
+    let line = Bytes::from(format!("{event}\n"));
+    inner.history.push((rv, kind, namespace.to_owned(), event));
+    inner.watches.retain(|w| {
+        if w.kind != kind || w.namespace.as_deref().is_some_and(|ns| ns != namespace) {
+            return true;
+        }
+        w.tx.send(line.clone()).is_ok()
+    });
+}
+
+/// The resource path: kind, namespace and name, from `/api/v1/...` or `/apis/apps/v1/...`.
+fn route(path: &str) -> Option<(Kind, Option<String>, Option<String>)> {
+    let rest = path
+        .strip_prefix("/api/v1/")
+        .map(|r| (r, "services", Kind::Service))
+        .or_else(|| {
+            path.strip_prefix("/apis/apps/v1/")
+                .map(|r| (r, "statefulsets", Kind::StatefulSet))
+        })?;
+    let (rest, plural, kind) = rest;
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        [p] if *p == plural => Some((kind, None, None)),
+        ["namespaces", ns, p] if *p == plural => Some((kind, Some((*ns).to_owned()), None)),
+        ["namespaces", ns, p, name] if *p == plural => {
+            Some((kind, Some((*ns).to_owned()), Some((*name).to_owned())))
+        }
+        _ => None,
+    }
+}
+
+fn query(request: &Request, key: &str) -> Option<String> {
+    request.uri().query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == key).then(|| v.to_owned())
+    })
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+async fn handle(State(server): State<FakeApiServer>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    server
+        .inner
+        .lock()
+        .unwrap()
+        .requests
+        .push(format!("{} {}", request.method(), request.uri()));
+    let Some((kind, namespace, name)) = route(&path) else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            &status(404, "NotFound", "no such path"),
+        );
+    };
+    if let Some(name) = name {
+        let inner = server.inner.lock().unwrap();
+        let key = (kind, namespace.clone().unwrap_or_default(), name.clone());
+        return match inner.objects.get(&key) {
+            Some(object) => reply(StatusCode::OK, object),
+            None => reply(
+                StatusCode::NOT_FOUND,
+                &status(
+                    404,
+                    "NotFound",
+                    &format!("{} {name:?} not found", kind.name()),
+                ),
+            ),
+        };
+    }
+    if query(&request, "watch").as_deref() == Some("true")
+        || query(&request, "watch").as_deref() == Some("1")
+    {
+        let from: u64 = query(&request, "resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let bookmarks = query(&request, "allowWatchBookmarks").as_deref() == Some("true");
+        return watch_stream(&server, kind, namespace, from, bookmarks);
+    }
+
+    let mut open = server.lists_open.subscribe();
+    let _ = open.wait_for(|open| *open).await;
+    let inner = server.inner.lock().unwrap();
+    // Pages as the real API server does: `limit` objects, then a `continue` token (here the
+    // index of the next object) that the client sends back.
+    let limit: usize = query(&request, "limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX);
+    let start: usize = query(&request, "continue")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let matching = inner
+        .objects
+        .iter()
+        .filter(|((k, ns, _), _)| *k == kind && namespace.as_ref().is_none_or(|n| n == ns));
+    let items: Vec<Value> = matching
+        .clone()
+        .skip(start)
+        .take(limit)
+        .map(|(_, o)| o.clone())
+        .collect();
+    let more = matching.count() > start + items.len();
+    let mut metadata = json!({"resourceVersion": inner.revision.to_string()});
+    if more {
+        metadata["continue"] = json!((start + items.len()).to_string());
+    }
+    let list = json!({
+        "apiVersion": kind.api_version(),
+        "kind": format!("{}List", kind.name()),
+        "metadata": metadata,
+        "items": items,
+    });
+    reply(StatusCode::OK, &list)
+}
+
+fn reply(code: StatusCode, body: &Value) -> Response {
+    (
+        code,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn watch_stream(
+    server: &FakeApiServer,
+    kind: Kind,
+    namespace: Option<String>,
+    from: u64,
+    bookmarks: bool,
+) -> Response {
+    let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+    let mut inner = server.inner.lock().unwrap();
+    if from < inner.compacted {
+        let gone = json!({"type": "ERROR", "object": status(410, "Expired",
+            &format!("too old resource version: {from} ({})", inner.compacted))});
+        let _ = tx.send(Bytes::from(format!("{gone}\n")));
+        drop(tx);
+    } else {
+        for (rv, k, ns, event) in &inner.history {
+            if *rv > from && *k == kind && namespace.as_ref().is_none_or(|n| n == ns) {
+                let _ = tx.send(Bytes::from(format!("{event}\n")));
+            }
+        }
+        if bookmarks {
+            let bookmark = json!({"type": "BOOKMARK", "object": {
+                "apiVersion": kind.api_version(), "kind": kind.name(),
+                "metadata": {"resourceVersion": inner.revision.to_string()}}});
+            let _ = tx.send(Bytes::from(format!("{bookmark}\n")));
+        }
+        inner.watches.push(WatchStream {
+            kind,
+            namespace,
+            tx,
+        });
+    }
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|line| (Ok::<_, Infallible>(line), rx))
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
