@@ -4,20 +4,22 @@
 //! Mutations are data: the webhook sends the operations as an RFC 6902 patch, `stsguard mutate`
 //! applies them to manifests. Running a mutation on its own result yields no operations.
 
+use jiff::civil::Date;
 use json_patch::{AddOperation, PatchOperation, jsonptr::PointerBuf};
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
 use serde_json::Value;
 
 use crate::{
     exemption::ObjectExemption,
+    lookup::Lookup,
     policy::{Defaults, Policy},
     subject::Subject,
 };
-use jiff::civil::Date;
 
 mod complete_volume_claim_templates;
 mod default_pvc_retention;
 mod inject_volume_claim_templates;
+mod make_headless;
 
 /// The annotation that records which mutators changed an object.
 pub const MUTATED: &str = "stsguard.io/mutated";
@@ -30,7 +32,14 @@ pub struct Mutator {
     pub default_enabled: bool,
     /// Whether it only touches fields that may change after creation, and so runs on UPDATE.
     pub mutable_fields_only: bool,
-    pub apply: fn(&StatefulSet, &Defaults) -> Vec<PatchOperation>,
+    pub apply: Apply,
+}
+
+/// What a mutator changes, with what it needs to know.
+pub enum Apply {
+    StatefulSet(fn(&StatefulSet, &Defaults) -> Vec<PatchOperation>),
+    /// Service mutators may ask for cross-object facts (in `namespace`).
+    Service(fn(&Service, &str, &dyn Lookup) -> Vec<PatchOperation>),
 }
 
 impl std::fmt::Debug for Mutator {
@@ -46,6 +55,7 @@ pub static MUTATORS: &[Mutator] = &[
     inject_volume_claim_templates::MUTATOR,
     complete_volume_claim_templates::MUTATOR,
     default_pvc_retention::MUTATOR,
+    make_headless::MUTATOR,
 ];
 
 pub fn find(id: &str) -> Option<&'static Mutator> {
@@ -81,7 +91,56 @@ pub fn mutate_statefulset(
     policy: &Policy,
     today: Date,
 ) -> Mutation {
-    let subject = Subject::StatefulSet(sts);
+    run(
+        Subject::StatefulSet(sts),
+        namespace,
+        operation,
+        policy,
+        today,
+        |apply| match apply {
+            Apply::StatefulSet(f) => f(sts, &policy.defaults),
+            Apply::Service(_) => vec![],
+        },
+    )
+}
+
+/// Runs the enabled mutators on a Service, with cross-object facts from `lookup`.
+pub fn mutate_service(
+    svc: &Service,
+    namespace: &str,
+    operation: Operation,
+    policy: &Policy,
+    lookup: &dyn Lookup,
+    today: Date,
+) -> Mutation {
+    run(
+        Subject::Service(svc),
+        namespace,
+        operation,
+        policy,
+        today,
+        |apply| match apply {
+            Apply::Service(f) => f(svc, namespace, lookup),
+            Apply::StatefulSet(_) => vec![],
+        },
+    )
+}
+
+/// Whether any enabled mutator looks at Services (and so needs cluster facts).
+pub fn mutates_services(policy: &Policy) -> bool {
+    MUTATORS
+        .iter()
+        .any(|m| matches!(m.apply, Apply::Service(_)) && policy.mutator_enabled(m.id))
+}
+
+fn run(
+    subject: Subject,
+    namespace: &str,
+    operation: Operation,
+    policy: &Policy,
+    today: Date,
+    apply: impl Fn(&Apply) -> Vec<PatchOperation>,
+) -> Mutation {
     let exemption = ObjectExemption::of(&subject, today);
     let mut mutation = Mutation::default();
     for mutator in MUTATORS {
@@ -92,7 +151,7 @@ pub fn mutate_statefulset(
         if !runs {
             continue;
         }
-        let ops = (mutator.apply)(sts, &policy.defaults);
+        let ops = apply(&mutator.apply);
         if !ops.is_empty() {
             mutation.patch.extend(ops);
             mutation.applied.push(mutator.id);

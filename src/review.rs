@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     evaluate::{Input, Outcome, Verdict, evaluate},
     lookup::{Confirmed, Fact, Lookup, Need, WithConfirmed},
-    mutate::{self, mutate_statefulset},
+    mutate::{self, mutate_service, mutate_statefulset},
     policy::Policy,
     subject::Subject,
 };
@@ -326,10 +326,14 @@ impl Reviewer {
     /// Gathers the cluster facts a parsed review depends on (confirming with the API server
     /// what the cache says is absent), then decides.
     pub async fn answer(&self, endpoint: Endpoint, parsed: Parsed, today: Date) -> Answer {
+        // Mutation needs facts only for Service mutators; StatefulSet mutators need none.
+        let needs_facts = match (&parsed.request, endpoint) {
+            (_, Endpoint::Validate) => true,
+            (Typed::Service(_), Endpoint::Mutate) => mutate::mutates_services(&self.policy),
+            _ => false,
+        };
         let confirmed = match parsed.need() {
-            Some((namespace, need)) if endpoint == Endpoint::Validate => {
-                self.lookup.confirm(&namespace, need).await
-            }
+            Some((namespace, need)) if needs_facts => self.lookup.confirm(&namespace, need).await,
             _ => Confirmed::default(),
         };
         let facts = WithConfirmed {
@@ -394,23 +398,7 @@ impl Reviewer {
                     _ => mutate::Operation::Create,
                 };
                 let mutation = mutate_statefulset(sts, namespace, operation, &self.policy, today);
-                if mutation.is_empty() {
-                    summary.decision = Decision::Allowed;
-                    return;
-                }
-                summary.rules = mutation.applied.clone();
-                let patch = json_patch::Patch(mutation.patch);
-                match std::mem::replace(response, allowed("")).with_patch(patch) {
-                    Ok(patched) => {
-                        *response = patched;
-                        summary.decision = Decision::Mutated;
-                    }
-                    Err(e) => {
-                        *response = allowed(&summary.uid);
-                        tracing::error!(error = %e, "cannot serialize patch; object left unchanged");
-                        summary.decision = Decision::Allowed;
-                    }
-                }
+                patch(response, summary, mutation);
             }
         }
     }
@@ -427,18 +415,43 @@ impl Reviewer {
         let Some(svc) = req.object.as_ref() else {
             return invalid_response(response, summary, "request.object is missing".to_owned());
         };
+        let namespace = namespace_of(req, &svc.metadata);
         if endpoint == Endpoint::Mutate {
-            // No Service mutator is enabled by default; the object passes unchanged.
-            summary.decision = Decision::Allowed;
-            return;
+            let operation = match req.operation {
+                Operation::Update => mutate::Operation::Update,
+                _ => mutate::Operation::Create,
+            };
+            let mutation = mutate_service(svc, namespace, operation, &self.policy, facts, today);
+            return patch(response, summary, mutation);
         }
         let input = Input {
             subject: Subject::Service(svc),
             old: req.old_object.as_ref().map(Subject::Service),
-            namespace: namespace_of(req, &svc.metadata),
+            namespace,
         };
         let verdict = evaluate(&input, facts, &self.policy, today);
         judge(&Subject::Service(svc), &verdict, response, summary);
+    }
+}
+
+/// Puts a mutation into the response as a JSON Patch; an empty one leaves the response as is.
+fn patch(response: &mut AdmissionResponse, summary: &mut Summary, mutation: mutate::Mutation) {
+    if mutation.is_empty() {
+        summary.decision = Decision::Allowed;
+        return;
+    }
+    summary.rules = mutation.applied.clone();
+    let patch = json_patch::Patch(mutation.patch);
+    match std::mem::replace(response, allowed("")).with_patch(patch) {
+        Ok(patched) => {
+            *response = patched;
+            summary.decision = Decision::Mutated;
+        }
+        Err(e) => {
+            *response = allowed(&summary.uid);
+            tracing::error!(error = %e, "cannot serialize patch; object left unchanged");
+            summary.decision = Decision::Allowed;
+        }
     }
 }
 

@@ -507,6 +507,25 @@ fn mutate_applies_the_webhook_changes_and_keeps_the_rest() {
         "{diff}"
     );
 
+    // With svc-make-headless on, a Service the input's StatefulSet names becomes headless.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "mutators: {svc-make-headless: true}\n").unwrap();
+    let service = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: cap}\nspec:\n  selector: {app: db}\n";
+    let with_service = format!("{service}---\n{input}");
+    let out = stsguard(
+        &["mutate", "-f", "-", "--policy", policy.to_str().unwrap()],
+        Some(with_service.as_bytes()),
+    );
+    let text = stdout(&out);
+    let first: Value = serde_saphyr::from_str(text.split("---\n").next().unwrap()).unwrap();
+    assert_eq!(first["spec"]["clusterIP"], "None", "{text}");
+    let default_policy = stdout(&stsguard(
+        &["mutate", "-f", "-"],
+        Some(with_service.as_bytes()),
+    ));
+    assert!(default_policy.starts_with(service), "off by default");
+
     let bad = stsguard(&["mutate", "-f", "-"], Some(b"kind: [\n"));
     assert_eq!(bad.status.code(), Some(2));
     assert!(bad.stdout.is_empty(), "nothing half-done on stdout");

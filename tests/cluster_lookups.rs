@@ -38,16 +38,14 @@ fn statefulset(name: &str, service: &str) -> Value {
 }
 
 async fn webhook(fake: &FakeApiServer, namespaces: &[&str]) -> TestServer {
+    webhook_with(fake, namespaces, Policy::builtin()).await
+}
+
+async fn webhook_with(fake: &FakeApiServer, namespaces: &[&str], policy: Policy) -> TestServer {
     let namespaces: Vec<String> = namespaces.iter().map(|s| (*s).to_owned()).collect();
     let cluster = Cluster::start(fake.config(), &namespaces, Duration::from_secs(1)).unwrap();
     let readiness = Readiness::with_cluster(cluster.health());
-    TestServer::start_full(
-        Policy::builtin(),
-        Arc::new(cluster),
-        Limits::default(),
-        readiness,
-    )
-    .await
+    TestServer::start_full(policy, Arc::new(cluster), Limits::default(), readiness).await
 }
 
 async fn readyz(server: &TestServer) -> (u16, String) {
@@ -581,4 +579,52 @@ async fn lists_are_paged_through_continue_tokens() {
             "{requests:#?}"
         );
     }
+}
+
+#[tokio::test]
+async fn svc_make_headless_makes_a_named_service_headless_at_creation() {
+    let fake = FakeApiServer::start().await;
+    fake.apply(statefulset("cache", "cache"));
+    let policy = Policy::from_yaml("mutators: {svc-make-headless: true}", "test").unwrap();
+    let server = webhook_with(&fake, &[], policy).await;
+    ready(&server).await;
+
+    // At mutation the API server has not allocated a cluster IP yet.
+    let mut review: Value =
+        serde_json::from_slice(&fixture("validate-Service-CREATE-cap-cache-1")).unwrap();
+    for field in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+        review["request"]["object"]["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove(field);
+    }
+    let mutate = |review: Value| {
+        let server = &server;
+        async move {
+            client(server, Http::Two)
+                .post(&server.url("/mutate"), serde_json::to_vec(&review).unwrap())
+                .await
+                .json()
+        }
+    };
+    let answer = mutate(review.clone()).await;
+    let patch = support::patch_of(&answer).expect("a patch");
+    let object = &mut review["request"]["object"];
+    json_patch::patch(object, &patch).unwrap();
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(object.clone()).unwrap();
+    assert_eq!(svc.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    assert_eq!(
+        svc.metadata.annotations.unwrap()["stsguard.io/mutated"],
+        "svc-make-headless"
+    );
+
+    // Named by no StatefulSet: left alone.
+    let mut other = review.clone();
+    other["request"]["object"]["metadata"]["name"] = json!("memcached");
+    other["request"]["object"]["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("clusterIP");
+    assert!(support::patch_of(&mutate(other).await).is_none());
+    server.stop().await;
 }

@@ -9,8 +9,9 @@ use serde_json::Value;
 use super::load_policy;
 use crate::{
     audit::{Classified, Object, classify},
+    lookup::InMemory,
     manifest::{self, InputError},
-    mutate::{self, mutate_statefulset},
+    mutate::{self, mutate_service, mutate_statefulset},
     policy::Policy,
     review::today,
 };
@@ -74,10 +75,22 @@ pub(super) fn run(args: &MutateArgs) -> ExitCode {
         }
     }
 
+    // Service mutators learn which StatefulSets name a Service from the same input.
+    let mut facts = InMemory::new();
+    for (file, text, json) in &inputs {
+        let mut loaded = manifest::Loaded::default();
+        manifest::parse_into(&mut loaded, file, text, *json);
+        for doc in loaded.documents {
+            if let Classified::Object(Object::StatefulSet(sts)) = classify(&doc.value) {
+                facts.add_statefulset(&args.namespace, sts);
+            }
+        }
+    }
+
     let mut out = String::new();
     for (file, text, json) in &inputs {
         let mutated = manifest::rewrite(file, text, *json, |_, value| {
-            mutate_value(value, &args.namespace, &policy)
+            mutate_value(value, &args.namespace, &policy, &facts)
         });
         match mutated {
             Ok((_, rewrites)) if args.diff => {
@@ -107,17 +120,28 @@ pub(super) fn run(args: &MutateArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Applies the CREATE mutators to a StatefulSet document; other documents are left alone.
-fn mutate_value(value: &mut Value, default_namespace: &str, policy: &Policy) -> bool {
-    let Classified::Object(Object::StatefulSet(sts)) = classify(value) else {
+/// Applies the CREATE mutators to a StatefulSet or Service document; other documents are left
+/// alone.
+fn mutate_value(
+    value: &mut Value,
+    default_namespace: &str,
+    policy: &Policy,
+    facts: &InMemory,
+) -> bool {
+    let Classified::Object(object) = classify(value) else {
         return false;
     };
-    let namespace = sts
-        .metadata
+    let subject = object.subject();
+    let namespace = subject
+        .metadata()
         .namespace
         .clone()
         .unwrap_or_else(|| default_namespace.to_owned());
-    let mutation = mutate_statefulset(&sts, &namespace, mutate::Operation::Create, policy, today());
+    let create = mutate::Operation::Create;
+    let mutation = match &object {
+        Object::StatefulSet(sts) => mutate_statefulset(sts, &namespace, create, policy, today()),
+        Object::Service(svc) => mutate_service(svc, &namespace, create, policy, facts, today()),
+    };
     !mutation.is_empty() && json_patch::patch(value, &mutation.patch).is_ok()
 }
 

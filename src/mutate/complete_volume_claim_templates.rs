@@ -5,7 +5,7 @@ use json_patch::PatchOperation;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use serde_json::json;
 
-use super::{Mutator, add};
+use super::{Apply, Mutator, add};
 use crate::policy::Defaults;
 
 pub(super) const MUTATOR: Mutator = Mutator {
@@ -15,7 +15,7 @@ pub(super) const MUTATOR: Mutator = Mutator {
     why: "A template without them can never be turned into a claim, so the pods never start.",
     default_enabled: true,
     mutable_fields_only: false,
-    apply,
+    apply: Apply::StatefulSet(apply),
 };
 
 fn apply(sts: &StatefulSet, defaults: &Defaults) -> Vec<PatchOperation> {

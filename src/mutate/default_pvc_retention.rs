@@ -4,7 +4,7 @@ use json_patch::PatchOperation;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use serde_json::json;
 
-use super::{Mutator, add};
+use super::{Apply, Mutator, add};
 use crate::policy::Defaults;
 
 pub(super) const MUTATOR: Mutator = Mutator {
@@ -16,7 +16,7 @@ pub(super) const MUTATOR: Mutator = Mutator {
           other defaults and for `stsguard mutate` on manifests.",
     default_enabled: true,
     mutable_fields_only: true,
-    apply,
+    apply: Apply::StatefulSet(apply),
 };
 
 const FIELD: &str = "persistentVolumeClaimRetentionPolicy";

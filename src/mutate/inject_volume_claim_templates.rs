@@ -5,7 +5,7 @@ use json_patch::PatchOperation;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use serde_json::{Map, Value, json};
 
-use super::{Mutator, add};
+use super::{Apply, Mutator, add};
 use crate::{policy::Defaults, rules::unresolved_mounts};
 
 pub(super) const MUTATOR: Mutator = Mutator {
@@ -16,7 +16,7 @@ pub(super) const MUTATOR: Mutator = Mutator {
           persistent volume under the mount's name.",
     default_enabled: true,
     mutable_fields_only: false,
-    apply,
+    apply: Apply::StatefulSet(apply),
 };
 
 fn apply(sts: &StatefulSet, defaults: &Defaults) -> Vec<PatchOperation> {

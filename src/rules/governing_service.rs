@@ -265,17 +265,21 @@ fn check_svc_type(svc: &Service, ctx: &Context) -> Vec<Finding> {
         return vec![];
     }
     let governed = governed(svc, ctx);
-    if governed.is_empty() {
+    let Some(first) = governed.first() else {
         return vec![];
-    }
-    vec![Finding::new(
-        "spec.type",
-        format!(
-            "governing Service of StatefulSet {} has type {kind}; expose the pods through a \
-             separate Service",
-            names(&governed)
-        ),
-    )]
+    };
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    vec![
+        Finding::new(
+            "spec.type",
+            format!(
+                "governing Service of StatefulSet {} has type {kind}; expose the pods through a \
+                 separate Service",
+                names(&governed)
+            ),
+        )
+        .fix(paste_fix(first, ctx.namespace, name)),
+    ]
 }
 
 fn check_svc_publish(svc: &Service, ctx: &Context) -> Vec<Finding> {
@@ -288,17 +292,25 @@ fn check_svc_publish(svc: &Service, ctx: &Context) -> Vec<Finding> {
         return vec![];
     }
     let governed = governed(svc, ctx);
-    if governed.is_empty() {
+    let Some(first) = governed.first() else {
         return vec![];
+    };
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    let mut fixed = headless_service_for(first, ctx.namespace, name);
+    if let Some(spec) = fixed.spec.as_mut() {
+        spec.publish_not_ready_addresses = Some(true);
     }
-    vec![Finding::new(
-        "spec.publishNotReadyAddresses",
-        format!(
-            "governing Service of StatefulSet {} does not publish not-ready pods, so members \
-             cannot find their peers by DNS before they are Ready",
-            names(&governed)
-        ),
-    )]
+    vec![
+        Finding::new(
+            "spec.publishNotReadyAddresses",
+            format!(
+                "governing Service of StatefulSet {} does not publish not-ready pods, so members \
+                 cannot find their peers by DNS before they are Ready",
+                names(&governed)
+            ),
+        )
+        .fix(render_fix(&fixed)),
+    ]
 }
 
 fn pod_labels(sts: &StatefulSet) -> &BTreeMap<String, String> {
@@ -364,8 +376,11 @@ pub(crate) fn headless_service_for(sts: &StatefulSet, namespace: &str, name: &st
 }
 
 fn paste_fix(sts: &StatefulSet, namespace: &str, name: &str) -> String {
-    let svc = headless_service_for(sts, namespace, name);
-    let yaml = serde_saphyr::to_string(&svc).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+    render_fix(&headless_service_for(sts, namespace, name))
+}
+
+fn render_fix(svc: &Service) -> String {
+    let yaml = serde_saphyr::to_string(svc).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
     format!("apply this headless Service:\n{yaml}")
 }
 
@@ -451,9 +466,17 @@ mod tests {
     fn governing_service_type_and_publishing_are_checked() {
         let facts = InMemory::new().with_statefulset("ns", sts().build());
         let node_port = svc().set("/spec/type", json!("NodePort"));
-        assert_eq!(check_svc_with(check_svc_type, node_port, &facts).len(), 1);
+        let found = check_svc_with(check_svc_type, node_port, &facts);
+        assert!(found[0].fix.as_deref().unwrap().contains("clusterIP: None"));
         assert!(check_svc_with(check_svc_type, svc(), &facts).is_empty());
-        assert_eq!(check_svc_with(check_svc_publish, svc(), &facts).len(), 1);
+        let found = check_svc_with(check_svc_publish, svc(), &facts);
+        assert!(
+            found[0]
+                .fix
+                .as_deref()
+                .unwrap()
+                .contains("publishNotReadyAddresses: true")
+        );
         let publishing = svc().set("/spec/publishNotReadyAddresses", json!(true));
         assert!(check_svc_with(check_svc_publish, publishing, &facts).is_empty());
     }

@@ -70,6 +70,7 @@ MODES: dict[str, dict[str, Any]] = {
         "certValidityDays": 30,
         "webhook": {
             "timeoutSeconds": 10,
+            "mutateServices": True,
             "failurePolicy": {"validating": "Ignore", "mutating": "Fail"},
             "namespaceSelector": {"excludeNamespaces": ["legacy-db", "monitoring"]},
             "objectSelector": {

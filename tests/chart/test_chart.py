@@ -552,6 +552,11 @@ def test_mutating_rules(chart):
     hook = render_mode(chart, "default").mutating
     assert _rule_set(hook) == {("apps", "v1", "statefulsets", "CREATE")}
     assert hook["reinvocationPolicy"] == "IfNeeded"
+    with_services = render_mode(chart, "custom").mutating
+    assert _rule_set(with_services) == {
+        ("apps", "v1", "statefulsets", "CREATE"),
+        ("", "v1", "services", "CREATE"),
+    }
 
 
 @pytest.mark.parametrize("mode", list(MODES))
