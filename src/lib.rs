@@ -10,6 +10,7 @@ pub mod evaluate;
 pub mod exemption;
 pub mod lookup;
 pub mod manifest;
+pub mod metrics;
 pub mod mutate;
 pub mod parallel;
 pub mod policy;

@@ -150,6 +150,8 @@ pub struct Summary {
     pub dry_run: bool,
     pub decision: Decision,
     pub rules: Vec<&'static str>,
+    /// Each violation's rule and the policy's action for it.
+    pub violations: Vec<(&'static str, crate::rules::Action)>,
     /// Enabled rules skipped for want of cluster facts.
     pub skipped: Vec<&'static str>,
 }
@@ -280,6 +282,7 @@ impl Reviewer {
                 dry_run: head.dry_run,
                 decision: Decision::Skipped,
                 rules: vec![],
+                violations: vec![],
                 skipped: vec![],
             },
             response: allowed(&uid),
@@ -494,6 +497,11 @@ fn judge(
     summary: &mut Summary,
 ) {
     summary.rules = verdict.rule_ids();
+    summary.violations = verdict
+        .violations
+        .iter()
+        .map(|v| (v.rule.id, v.action))
+        .collect();
     summary.skipped = verdict.skipped.clone();
     let mut warnings: Vec<String> = verdict
         .violations

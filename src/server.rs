@@ -31,6 +31,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::{
     cluster::Health,
+    metrics::Metrics,
     review::{Answer, Endpoint, Reviewer, today},
 };
 
@@ -65,7 +66,16 @@ const INLINE_BODY_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 struct AppState {
     reviewer: Reviewer,
+    metrics: Arc<Metrics>,
     max_body_bytes: usize,
+}
+
+/// What the listeners serve: the reviews, readiness and metrics.
+#[derive(Clone)]
+pub struct Webhook {
+    pub reviewer: Reviewer,
+    pub readiness: Readiness,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Whether the webhook is ready to take reviews, for `/readyz`: its listener is accepting and,
@@ -83,6 +93,11 @@ impl Readiness {
             serving: Arc::default(),
             cluster: Some(health),
         }
+    }
+
+    /// The cluster caches this readiness waits for, if any.
+    pub fn cluster(&self) -> Option<Arc<Health>> {
+        self.cluster.clone()
     }
 
     pub fn set(&self, serving: bool) {
@@ -113,9 +128,10 @@ impl Readiness {
 }
 
 /// The webhook routes. Only these paths answer; everything else is 404.
-pub fn app(reviewer: Reviewer, limits: &Limits) -> Router {
+pub fn app(reviewer: Reviewer, metrics: Arc<Metrics>, limits: &Limits) -> Router {
     let state = AppState {
         reviewer,
+        metrics: metrics.clone(),
         max_body_bytes: limits.max_body_bytes,
     };
     Router::new()
@@ -126,13 +142,50 @@ pub fn app(reviewer: Reviewer, limits: &Limits) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
+        // Requests cut short by the timeout never reach the handler's own accounting.
+        .layer(axum::middleware::map_response(
+            move |request_path: axum::http::Uri, response: Response| {
+                let metrics = metrics.clone();
+                async move {
+                    if response.status() == StatusCode::REQUEST_TIMEOUT
+                        && let Some(endpoint) = endpoint_of(request_path.path())
+                    {
+                        metrics.request_rejected(endpoint, 408);
+                    }
+                    response
+                }
+            },
+        ))
         .with_state(state)
 }
 
-/// The probe routes.
-pub fn probe_app(readiness: Readiness) -> Router {
+fn endpoint_of(path: &str) -> Option<Endpoint> {
+    match path {
+        "/validate" => Some(Endpoint::Validate),
+        "/mutate" => Some(Endpoint::Mutate),
+        _ => None,
+    }
+}
+
+/// The probe routes: health, readiness and metrics, nothing else.
+pub fn probe_app(readiness: Readiness, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(|State(ready): State<Readiness>| async move {
@@ -165,6 +218,7 @@ async fn mutate(State(state): State<AppState>, request: Request) -> Response {
 
 async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Response {
     let started = Instant::now();
+    let _timer = state.metrics.review_started(endpoint);
     let limit = state.max_body_bytes;
     let declared = request
         .headers()
@@ -172,6 +226,7 @@ async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Respon
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
+        state.metrics.request_rejected(endpoint, 413);
         return too_large(limit);
     }
     let body = match axum::body::to_bytes(request.into_body(), limit).await {
@@ -182,8 +237,10 @@ async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Respon
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some();
             if over_limit {
+                state.metrics.request_rejected(endpoint, 413);
                 return too_large(limit);
             }
+            state.metrics.request_rejected(endpoint, 400);
             return text(StatusCode::BAD_REQUEST, "cannot read the request body\n");
         }
     };
@@ -203,10 +260,12 @@ async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Respon
     match parsed {
         Ok(parsed) => {
             let answer = state.reviewer.answer(endpoint, parsed, today()).await;
+            state.metrics.review_answered(endpoint, &answer.summary);
             respond(endpoint, answer, started)
         }
         Err(e) => {
             tracing::warn!(endpoint = endpoint.as_str(), error = %e, "rejected request");
+            state.metrics.request_rejected(endpoint, 400);
             text(StatusCode::BAD_REQUEST, &format!("{e}\n"))
         }
     }
@@ -281,10 +340,14 @@ impl Server {
         addr: SocketAddr,
         probe_addr: SocketAddr,
         tls: Arc<rustls::ServerConfig>,
-        reviewer: Reviewer,
+        webhook: Webhook,
         limits: Limits,
-        readiness: Readiness,
     ) -> io::Result<Server> {
+        let Webhook {
+            reviewer,
+            readiness,
+            metrics,
+        } = webhook;
         let tls_listener = TcpListener::bind(addr)
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
@@ -295,8 +358,8 @@ impl Server {
             tls_listener,
             probe_listener,
             acceptor: TlsAcceptor::from(tls),
-            router: app(reviewer, &limits),
-            probes: probe_app(readiness.clone()),
+            router: app(reviewer, metrics.clone(), &limits),
+            probes: probe_app(readiness.clone(), metrics),
             readiness,
             limits,
         })

@@ -293,9 +293,18 @@ async fn an_api_server_outage_is_survived_and_reported() {
         || async { readyz(&server).await.1.contains("reconnecting") },
     )
     .await;
-    // Still answering, from the cache.
+    // Still answering, from the cache; the metrics say the watches are down.
     let (code, _) = readyz(&server).await;
     assert_eq!(code, 200);
+    let (_, metrics) = support::probe(&server, "/metrics").await;
+    assert!(
+        metrics.contains(r#"stsguard_cache_watching{kind="services",namespace=""} 0"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"stsguard_cache_objects{kind="services",namespace=""} 1"#),
+        "{metrics}"
+    );
     let answer = review(&server, "validate-StatefulSet-CREATE-cap-web-1").await;
     assert_eq!(answer["response"]["allowed"], true, "{answer}");
 

@@ -9,9 +9,10 @@ use crate::{
     cluster::{self, Cluster, ClusterError},
     duration,
     lookup::{Lookup, NoLookup},
+    metrics::Metrics,
     policy::{Lookups, PolicyError},
     review::Reviewer,
-    server::{Limits, Readiness, Server, shutdown_signal},
+    server::{Limits, Readiness, Server, Webhook, shutdown_signal},
     tls::{self, CertResolver, TlsError},
 };
 
@@ -117,15 +118,19 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Server, StartError> {
         header_read_timeout: args.header_read_timeout,
         shutdown_grace: args.shutdown_grace,
     };
-    let (lookup, readiness) = lookups(args, policy.lookups).await?;
+    let metrics = Arc::new(Metrics::new());
+    let (lookup, readiness) = lookups(args, policy.lookups, &metrics).await?;
     let reviewer = Reviewer::new(Arc::new(policy), lookup);
     let server = Server::bind(
         args.addr,
         args.probe_addr,
         Arc::new(tls_config),
-        reviewer,
+        Webhook {
+            reviewer,
+            readiness,
+            metrics,
+        },
         limits,
-        readiness,
     )
     .await?;
     Ok(server)
@@ -157,6 +162,7 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
 async fn lookups(
     args: &ServeArgs,
     policy: Lookups,
+    metrics: &Metrics,
 ) -> Result<(Arc<dyn Lookup>, Readiness), StartError> {
     if args.no_cluster || policy == Lookups::Off {
         tracing::info!(
@@ -169,6 +175,7 @@ async fn lookups(
         Ok(config) => {
             let cluster = Cluster::start(config, &args.namespaces, args.lookup_timeout)?;
             let readiness = Readiness::with_cluster(cluster.health());
+            metrics.watch_cluster(cluster.health());
             tracing::info!(
                 namespaces = %if args.namespaces.is_empty() { "all".to_owned() } else { args.namespaces.join(",") },
                 "cluster lookups on: watching Services and StatefulSets; ready after the first sync"

@@ -19,9 +19,10 @@ use rustls::{ClientConfig, RootCertStore, pki_types::CertificateDer, pki_types::
 use serde_json::Value;
 use stsguard::{
     lookup::{Lookup, NoLookup},
+    metrics::Metrics,
     policy::Policy,
     review::Reviewer,
-    server::{Limits, Readiness, Server},
+    server::{Limits, Readiness, Server, Webhook},
     tls::{self, CertResolver},
 };
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -68,9 +69,18 @@ impl TestServer {
             "127.0.0.1:0".parse().unwrap(),
             "127.0.0.1:0".parse().unwrap(),
             Arc::new(config),
-            reviewer,
+            Webhook {
+                reviewer,
+                metrics: {
+                    let metrics = Arc::new(Metrics::new());
+                    if let Some(health) = readiness.cluster() {
+                        metrics.watch_cluster(health);
+                    }
+                    metrics
+                },
+                readiness,
+            },
             limits,
-            readiness,
         )
         .await
         .unwrap();
@@ -149,6 +159,28 @@ pub fn client_trusting(ca_pem: &str, http: Http) -> TestClient {
         client: client.build(connector),
         http,
     }
+}
+
+/// A plain-HTTP GET to the probe listener; returns the status code and body.
+pub async fn probe(server: &TestServer, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.probe_addr)
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let code = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (code, body)
 }
 
 /// A TLS client configuration that trusts only the CA in `ca_pem`.

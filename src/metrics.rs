@@ -1,0 +1,353 @@
+//! Prometheus metrics, all named `stsguard_*`, recorded in one place per event (a review, a
+//! rejected request, a reload) and served as text on the probe listener's `/metrics`.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::{
+    cluster::Health,
+    review::{Endpoint, Summary},
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReviewLabels {
+    endpoint: &'static str,
+    kind: String,
+    operation: &'static str,
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViolationLabels {
+    rule: &'static str,
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabels {
+    endpoint: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    kind: &'static str,
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Buckets from 100 µs to about 3.3 s: a webhook's answers should sit at the low end.
+fn latency_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 16,
+    ))
+}
+
+/// Every metric stsguard exports.
+pub struct Metrics {
+    registry: Registry,
+    reviews: Family<ReviewLabels, Counter>,
+    violations: Family<ViolationLabels, Counter>,
+    latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    rejected: Family<RejectLabels, Counter>,
+    cache_objects: Family<CacheLabels, Gauge>,
+    cache_synced: Family<CacheLabels, Gauge>,
+    cache_watching: Family<CacheLabels, Gauge>,
+    certificate_reloads: Family<ResultLabels, Counter>,
+    certificate_expiry: Gauge,
+    policy_reloads: Family<ResultLabels, Counter>,
+    cluster: Mutex<Option<Arc<Health>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("stsguard");
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        registry.register(
+            "reviews",
+            "AdmissionReviews answered, by endpoint, kind, operation and verdict (allowed, warned, denied, mutated, skipped, invalid)",
+            reviews.clone(),
+        );
+        let violations = Family::<ViolationLabels, Counter>::default();
+        registry.register(
+            "violations",
+            "Rule violations found by the webhook, by rule and the policy's action",
+            violations.clone(),
+        );
+        let latency = Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "review_duration_seconds",
+            "Time from receiving a review request to its response, server-side",
+            latency.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "reviews_in_flight",
+            "Reviews being answered now",
+            in_flight.clone(),
+        );
+        let rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "rejected_requests",
+            "Requests to the webhook endpoints answered with an HTTP error (400 not a review, 408 too slow, 413 too large)",
+            rejected.clone(),
+        );
+        let cache_objects = Family::<CacheLabels, Gauge>::default();
+        registry.register(
+            "cache_objects",
+            "Objects in the cluster caches, by kind and watched namespace (empty: all)",
+            cache_objects.clone(),
+        );
+        let cache_synced = Family::<CacheLabels, Gauge>::default();
+        registry.register(
+            "cache_synced",
+            "1 once a cluster cache has had its first full sync",
+            cache_synced.clone(),
+        );
+        let cache_watching = Family::<CacheLabels, Gauge>::default();
+        registry.register(
+            "cache_watching",
+            "1 while a cluster cache's watch is connected, 0 while it is reconnecting",
+            cache_watching.clone(),
+        );
+        let certificate_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate reloads, by result (success, failure)",
+            certificate_reloads.clone(),
+        );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the serving certificate expires, as a Unix timestamp",
+            certificate_expiry.clone(),
+        );
+        let policy_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy file reloads, by result (success, failure)",
+            policy_reloads.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "The running stsguard version",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        Metrics {
+            registry,
+            reviews,
+            violations,
+            latency,
+            in_flight,
+            rejected,
+            cache_objects,
+            cache_synced,
+            cache_watching,
+            certificate_reloads,
+            certificate_expiry,
+            policy_reloads,
+            cluster: Mutex::new(None),
+        }
+    }
+
+    /// Reports these cluster caches at each scrape.
+    pub fn watch_cluster(&self, health: Arc<Health>) {
+        *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(health);
+    }
+
+    /// Starts timing a review; the guard records its latency and in-flight count when dropped.
+    pub fn review_started(self: &Arc<Self>, endpoint: Endpoint) -> ReviewTimer {
+        self.in_flight.inc();
+        ReviewTimer {
+            metrics: self.clone(),
+            endpoint,
+            started: Instant::now(),
+        }
+    }
+
+    /// Records an answered review and the violations it found.
+    pub fn review_answered(&self, endpoint: Endpoint, summary: &Summary) {
+        self.reviews
+            .get_or_create(&ReviewLabels {
+                endpoint: endpoint.as_str(),
+                kind: summary.kind.clone(),
+                operation: summary.operation,
+                verdict: summary.decision.to_string(),
+            })
+            .inc();
+        for (rule, action) in &summary.violations {
+            self.violations
+                .get_or_create(&ViolationLabels {
+                    rule,
+                    action: action.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    /// Records a request answered with an HTTP error instead of a review.
+    pub fn request_rejected(&self, endpoint: Endpoint, status: u16) {
+        self.rejected
+            .get_or_create(&RejectLabels {
+                endpoint: endpoint.as_str(),
+                status,
+            })
+            .inc();
+    }
+
+    pub fn certificate_loaded(&self, expires_at: i64, reload: bool) {
+        self.certificate_expiry.set(expires_at);
+        if reload {
+            self.certificate_reloads
+                .get_or_create(&ResultLabels { result: "success" })
+                .inc();
+        }
+    }
+
+    pub fn certificate_reload_failed(&self) {
+        self.certificate_reloads
+            .get_or_create(&ResultLabels { result: "failure" })
+            .inc();
+    }
+
+    pub fn policy_reloaded(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.policy_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        if let Some(health) = self
+            .cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            for watch in health.states() {
+                let labels = CacheLabels {
+                    kind: watch.kind,
+                    namespace: watch.namespace.clone().unwrap_or_default(),
+                };
+                self.cache_objects
+                    .get_or_create(&labels)
+                    .set(i64::try_from(watch.objects).unwrap_or(i64::MAX));
+                self.cache_synced
+                    .get_or_create(&labels)
+                    .set(i64::from(watch.synced));
+                self.cache_watching
+                    .get_or_create(&labels)
+                    .set(i64::from(watch.error.is_none()));
+            }
+        }
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Times one review; dropping it records the latency and ends the in-flight count.
+pub struct ReviewTimer {
+    metrics: Arc<Metrics>,
+    endpoint: Endpoint,
+    started: Instant,
+}
+
+impl Drop for ReviewTimer {
+    fn drop(&mut self) {
+        self.metrics.in_flight.dec();
+        self.metrics
+            .latency
+            .get_or_create(&EndpointLabels {
+                endpoint: self.endpoint.as_str(),
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{review::Decision, rules::Action};
+
+    #[test]
+    fn reviews_violations_and_latency_are_exported() {
+        let metrics = Arc::new(Metrics::new());
+        let summary = Summary {
+            uid: "u".into(),
+            kind: "StatefulSet".into(),
+            namespace: "ns".into(),
+            name: "web".into(),
+            operation: "CREATE",
+            sub_resource: None,
+            dry_run: false,
+            decision: Decision::Denied,
+            rules: vec!["sts-service-name"],
+            violations: vec![("sts-service-name", Action::Deny)],
+            skipped: vec![],
+        };
+        {
+            let _timer = metrics.review_started(Endpoint::Validate);
+            assert!(metrics.render().contains("stsguard_reviews_in_flight 1"));
+            metrics.review_answered(Endpoint::Validate, &summary);
+        }
+        metrics.request_rejected(Endpoint::Mutate, 413);
+        let text = metrics.render();
+        for line in [
+            "stsguard_reviews_total{endpoint=\"validate\",kind=\"StatefulSet\",operation=\"CREATE\",verdict=\"denied\"} 1",
+            "stsguard_violations_total{rule=\"sts-service-name\",action=\"deny\"} 1",
+            "stsguard_review_duration_seconds_count{endpoint=\"validate\"} 1",
+            "stsguard_reviews_in_flight 0",
+            "stsguard_rejected_requests_total{endpoint=\"mutate\",status=\"413\"} 1",
+            "stsguard_build_info{version=\"",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+}
