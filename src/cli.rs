@@ -11,11 +11,13 @@ use crate::{
 };
 
 mod audit;
+mod certs;
 mod mutate;
 mod rules;
 mod serve;
 
 pub use audit::AuditArgs;
+pub use certs::CertsArgs;
 pub use mutate::MutateArgs;
 pub use rules::RulesArgs;
 pub use serve::{ServeArgs, StartError, prepare_serve};
@@ -52,6 +54,8 @@ pub enum Command {
     Mutate(MutateArgs),
     /// List every rule and mutator with its default, rationale and fix.
     Rules(RulesArgs),
+    /// Certificate tooling.
+    Certs(CertsArgs),
 }
 
 /// Runs the command; the exit code follows each command's contract.
@@ -61,6 +65,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Audit(args) => audit::run(&args),
         Command::Mutate(args) => mutate::run(&args),
         Command::Rules(args) => rules::run(&args),
+        Command::Certs(args) => certs::run(&args),
     }
 }
 

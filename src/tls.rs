@@ -1,5 +1,5 @@
 //! Serving certificates: loading and checking PEM files before the server binds, the rustls
-//! server configuration, and generating a development CA and serving certificate.
+//! server configuration, reloading rotated files, and generating a CA and serving certificate.
 
 use std::{
     fs,
@@ -20,6 +20,12 @@ use rustls::{
     server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
+
+mod reload;
+mod validity;
+
+pub use reload::{CertWatcher, Watched};
+pub use validity::not_after;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

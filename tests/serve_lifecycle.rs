@@ -124,6 +124,7 @@ fn bad_certificates_stop_start_up_with_a_clear_error() {
 struct Running {
     child: Child,
     addr: String,
+    probe: String,
 }
 
 /// A server process never outlives its test, whatever the test's outcome.
@@ -136,14 +137,20 @@ impl Drop for Running {
 
 /// Starts `stsguard serve` and waits for the line that says where it listens.
 fn start(dir: &Path) -> Running {
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &Path, extra: &[&str]) -> Running {
     let mut running = Running {
         child: stsguard()
             .args(serve_args(dir))
+            .args(extra)
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
         addr: String::new(),
+        probe: String::new(),
     };
     let stderr = running.child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -158,11 +165,14 @@ fn start(dir: &Path) -> Running {
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("no serving line; saw {seen:#?}"));
         if line.contains("stsguard is serving") {
-            running.addr = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("addr="))
-                .expect("addr field")
-                .to_owned();
+            let field = |key: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(key))
+                    .expect("address fields")
+                    .to_owned()
+            };
+            running.addr = field("addr=");
+            running.probe = field("probe_addr=");
             return running;
         }
         seen.push(line);
@@ -267,4 +277,186 @@ async fn shutdown_finishes_the_review_in_flight_and_refuses_new_connections() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"allowed\":true"), "{response}");
     server.stop().await;
+}
+
+/// Lays out a certificate pair the way kubelet mounts a Secret: files behind a `..data`
+/// symlink to a timestamped directory, swapped atomically by renaming a new symlink over it.
+fn kubelet_swap(dir: &Path, version: &str, cert: &str, key: &str) {
+    let target = dir.join(format!("..{version}"));
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("tls.crt"), cert).unwrap();
+    std::fs::write(target.join("tls.key"), key).unwrap();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for name in ["tls.crt", "tls.key"] {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), &link).unwrap();
+        }
+    }
+}
+
+/// The certificate a new TLS connection to `addr` is served.
+async fn served_certificate(addr: &str, ca_pem: &str) -> Vec<u8> {
+    let connector =
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(support::client_config(ca_pem)));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn rotated_certificates_are_served_without_dropping_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let volume = dir.path().join("secret");
+    std::fs::create_dir(&volume).unwrap();
+    let names = ["localhost".to_owned()];
+    let ips = ["127.0.0.1".parse().unwrap()];
+    let first = stsguard::tls::generate(&names, &ips, 30).unwrap();
+    let second = stsguard::tls::generate(&names, &ips, 30).unwrap();
+    kubelet_swap(&volume, "2026_11_24_a", &first.cert, &first.key);
+    let trust = format!("{}{}", first.ca_cert, second.ca_cert);
+
+    let cert = volume.join("tls.crt");
+    let key = volume.join("tls.key");
+    let running = start_with(
+        dir.path(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--cert-reload-interval",
+            "100ms",
+        ],
+    );
+    assert_eq!(
+        served_certificate(&running.addr, &trust).await,
+        der(&first.cert)
+    );
+
+    // A client holding an HTTP/2 connection across the rotation.
+    let held = client_trusting(&trust, Http::Two);
+    let url = format!("https://{}/validate", running.addr);
+    let before = held
+        .post(&url, fixture("validate-StatefulSet-CREATE-cap-web-1"))
+        .await;
+    assert_eq!(before.status, 200);
+
+    kubelet_swap(&volume, "2026_11_24_b", &second.cert, &second.key);
+    let mut rotated = false;
+    for _ in 0..100 {
+        if served_certificate(&running.addr, &trust).await == der(&second.cert) {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rotated, "the new certificate is served to new connections");
+    let after = held
+        .post(&url, fixture("validate-StatefulSet-CREATE-cap-nosvc-1"))
+        .await;
+    assert_eq!(after.status, 200, "the held connection keeps working");
+    assert_eq!(after.json()["response"]["allowed"], false);
+
+    // A broken pair (certificate without its key) is ignored: the good one keeps serving.
+    let third = stsguard::tls::generate(&names, &ips, 30).unwrap();
+    kubelet_swap(&volume, "2026_11_24_c", &third.cert, &first.key);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        served_certificate(&running.addr, &trust).await,
+        der(&second.cert)
+    );
+
+    let metrics = probe_metrics(&running.probe).await;
+    assert!(
+        metrics.contains(r#"stsguard_certificate_reloads_total{result="success"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"stsguard_certificate_reloads_total{result="failure"} 1"#),
+        "{metrics}"
+    );
+    let expiry = stsguard::tls::not_after(&der(&second.cert)).unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "stsguard_certificate_expiry_timestamp_seconds {expiry}"
+        )),
+        "{metrics}"
+    );
+}
+
+async fn probe_metrics(addr: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[test]
+fn certs_generate_writes_a_pair_that_serves_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("prod");
+    let run = |extra: &[&str]| {
+        stsguard()
+            .args([
+                "certs",
+                "generate",
+                "--out",
+                out.to_str().unwrap(),
+                "--dns",
+                "stsguard.stsguard.svc",
+                "--ip",
+                "10.0.0.5",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let first = run(&[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let certified =
+        stsguard::tls::load_certified_key(&out.join("tls.crt"), &out.join("tls.key")).unwrap();
+    let days = (stsguard::tls::not_after(&certified.cert[0]).unwrap()
+        - jiff::Timestamp::now().as_second())
+        / 86_400;
+    assert!((3648..=3650).contains(&days), "{days}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(out.join("tls.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    let again = run(&[]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert!(run(&["--force"]).status.success());
+    let none = stsguard()
+        .args(["certs", "generate", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(2));
 }

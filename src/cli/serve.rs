@@ -13,7 +13,7 @@ use crate::{
     policy::{Lookups, PolicyError},
     review::Reviewer,
     server::{Limits, Readiness, Server, Webhook, shutdown_signal},
-    tls::{self, CertResolver, TlsError},
+    tls::{self, CertResolver, CertWatcher, TlsError, Watched},
 };
 
 #[derive(Clone, Debug, Args)]
@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// Deadline of the live API call that confirms an object the cache says is missing.
     #[arg(long, env = "STSGUARD_LOOKUP_TIMEOUT", default_value = "1s", value_parser = duration::parse)]
     pub lookup_timeout: Duration,
+    /// How often the certificate files are checked for rotation (e.g. 10s).
+    #[arg(long, env = "STSGUARD_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = duration::parse)]
+    pub cert_reload_interval: Duration,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "STSGUARD_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -110,15 +113,20 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Server, StartError> {
             (files.cert, files.key)
         }
     };
+    let metrics = Arc::new(Metrics::new());
     let certified = tls::load_certified_key(&cert, &key)?;
-    let tls_config = tls::server_config(Arc::new(CertResolver::new(certified)))?;
+    let resolver = Arc::new(CertResolver::new(certified));
+    let tls_config = tls::server_config(resolver.clone())?;
+    let watcher = CertWatcher::new(Watched { cert, key }, resolver, metrics.clone());
+    if !args.cert_reload_interval.is_zero() {
+        tokio::spawn(watcher.run(args.cert_reload_interval));
+    }
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         request_timeout: args.request_timeout,
         header_read_timeout: args.header_read_timeout,
         shutdown_grace: args.shutdown_grace,
     };
-    let metrics = Arc::new(Metrics::new());
     let (lookup, readiness) = lookups(args, policy.lookups, &metrics).await?;
     let reviewer = Reviewer::new(Arc::new(policy), lookup);
     let server = Server::bind(
