@@ -348,6 +348,22 @@ impl Server {
             readiness,
             metrics,
         } = webhook;
+        let router = app(reviewer, metrics.clone(), &limits);
+        let probes = probe_app(readiness.clone(), metrics);
+        Server::with_routers(addr, probe_addr, tls, router, probes, readiness, limits).await
+    }
+
+    /// Binds the same listeners for other routes; the benchmarks' floor server uses it to
+    /// measure this TLS and HTTP stack with no review work.
+    pub async fn with_routers(
+        addr: SocketAddr,
+        probe_addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        router: Router,
+        probes: Router,
+        readiness: Readiness,
+        limits: Limits,
+    ) -> io::Result<Server> {
         let tls_listener = TcpListener::bind(addr)
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
@@ -358,8 +374,8 @@ impl Server {
             tls_listener,
             probe_listener,
             acceptor: TlsAcceptor::from(tls),
-            router: app(reviewer, metrics.clone(), &limits),
-            probes: probe_app(readiness.clone(), metrics),
+            router,
+            probes,
             readiness,
             limits,
         })

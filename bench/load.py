@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Load benchmark: stsguard against the floor, over TLS with keep-alive, HTTP/1.1 and HTTP/2.
+
+    python3 bench/load.py [--duration 10] [--rate 2000]
+
+Builds the release binary and the floor (examples/floor.rs: the same listeners, TLS and HTTP
+server, answering every AdmissionReview "allowed" after parsing it with kube's types), generates
+a certificate, and for each server:
+  - time from process start to /readyz answering 200, and resident memory when idle;
+  - maximum throughput with oha (HTTP/1.1: 32 connections; HTTP/2: 4 connections x 8 streams)
+    for captured reviews from tests/fixtures/admission;
+  - latency at a fixed rate (--rate reviews/s, oha -q, corrected for coordinated omission);
+  - peak resident memory after all of it.
+Prints Markdown tables for BENCHMARKS.md. Needs oha (cargo install oha) on PATH.
+stsguard runs as in production: no cluster, default policy, one info log line per review (to a
+file, as a container runtime would collect it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "admission"
+CASES = [
+    ("StatefulSet CREATE, validate", "/validate", "validate-StatefulSet-CREATE-cap-web-1.json"),
+    ("StatefulSet CREATE, mutate (patch)", "/mutate", "mutate-StatefulSet-CREATE-cap-db-1.json"),
+    ("Service CREATE, validate", "/validate", "validate-Service-CREATE-cap-cache-1.json"),
+]
+PROTOCOLS = [("HTTP/1.1", ["-c", "32"]), ("HTTP/2", ["--http2", "-c", "4", "-p", "8"])]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def readyz(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+            s.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return s.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.split()[0] if value.split() else "0"
+    return int(fields.get("VmRSS", 0)), int(fields.get("VmHWM", 0))
+
+
+class Server:
+    def __init__(self, name: str, argv: list[str], port: int, probe: int, log: Path):
+        self.name, self.port, self.probe = name, port, probe
+        self.log = open(log, "w")
+        start = time.monotonic()
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.log)
+        while not readyz(probe):
+            if self.process.poll() is not None:
+                sys.exit(f"{name} exited: see {log}")
+            if time.monotonic() - start > 10:
+                sys.exit(f"{name} not ready in 10 s")
+            time.sleep(0.001)
+        self.ready_ms = (time.monotonic() - start) * 1000
+        time.sleep(1)
+        self.idle_rss = memory_kib(self.process.pid)[0]
+
+    def stop(self) -> int:
+        peak = memory_kib(self.process.pid)[1]
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.log.close()
+        return peak
+
+
+def oha(port: int, ca: Path, path: str, body: Path, protocol: list[str], extra: list[str]) -> dict:
+    argv = ["oha", "--no-tui", "--output-format", "json", "--cacert", str(ca), "-m", "POST",
+            "-H", "content-type: application/json", "-D", str(body), *protocol, *extra,
+            f"https://localhost:{port}{path}?timeout=5s"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    result = json.loads(out)
+    codes = result.get("statusCodeDistribution", {})
+    if set(codes) != {"200"} or result["summary"]["successRate"] < 1.0:
+        sys.exit(f"non-200 answers or errors: {codes} {result.get('errorDistribution')}")
+    return result
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
+    parser.add_argument("--rate", type=int, default=2000, help="reviews/s for the latency run")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs per server and case")
+    args = parser.parse_args()
+    if not shutil.which("oha"):
+        sys.exit("oha not found: cargo install oha")
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "stsguard", "--example", "floor"],
+                   cwd=ROOT, check=True)
+    binary = ROOT / "target" / "release" / "stsguard"
+    floor = ROOT / "target" / "release" / "examples" / "floor"
+    work = Path(tempfile.mkdtemp(prefix="stsguard-load-"))
+    certs = work / "certs"
+    subprocess.run([binary, "certs", "generate", "--out", certs, "--dns", "localhost", "--ip", "127.0.0.1"],
+                   check=True, stdout=subprocess.DEVNULL)
+    tls = [str(certs / "tls.crt"), str(certs / "tls.key")]
+
+    print(f"# {os.cpu_count()} cores, {args.duration} s per run, {args.repeat} interleaved runs per "
+          f"server and case (median shown); oha on the same machine\n")
+    servers: dict[str, Server] = {}
+    for name in ["floor", "stsguard"]:
+        port, probe = free_port(), free_port()
+        if name == "floor":
+            argv = [str(floor), f"127.0.0.1:{port}", f"127.0.0.1:{probe}", *tls]
+        else:
+            argv = [str(binary), "serve", "--no-cluster", "--addr", f"127.0.0.1:{port}",
+                    "--probe-addr", f"127.0.0.1:{probe}", "--tls-cert", tls[0], "--tls-key", tls[1],
+                    "--log-format", "json"]
+        servers[name] = Server(name, argv, port, probe, work / f"{name}.log")
+
+    # Runs alternate between the two servers, so that drift in what the machine gives us
+    # (this is a shared 2-core VM) falls on both alike.
+    results: dict[str, dict] = {name: {"runs": {}} for name in servers}
+    for case, path, fixture in CASES:
+        plans = [(protocol, flags, ["-z", f"{args.duration}s"], "max") for protocol, flags in PROTOCOLS]
+        plans.append(("HTTP/1.1", ["-c", "16"], ["-z", f"{args.duration}s", "-q", str(args.rate)], "rate"))
+        for protocol, flags, extra, kind in plans:
+            samples: dict[str, list[dict]] = {name: [] for name in servers}
+            for _ in range(args.repeat):
+                for name, server in servers.items():
+                    samples[name].append(oha(server.port, certs / "ca.crt", path, FIXTURES / fixture, flags, extra))
+            for name, runs in samples.items():
+                runs.sort(key=lambda r: r["summary"]["requestsPerSec"])
+                results[name]["runs"][(case, protocol, kind)] = runs[len(runs) // 2]
+    for name, server in servers.items():
+        results[name].update(ready_ms=server.ready_ms, idle_rss=server.idle_rss, peak=server.stop())
+
+    print("| server | ready after start | RSS idle | RSS peak (after all runs) |")
+    print("|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['ready_ms']:.0f} ms | {r['idle_rss'] / 1024:.1f} MB | {r['peak'] / 1024:.1f} MB |")
+
+    print("\nMaximum throughput (reviews/s) and latency under that load (ms):\n")
+    print("| review | protocol | floor rps | stsguard rps | ratio | stsguard p50 | p99 | p99.9 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for case, _, _ in CASES:
+        for protocol, _ in PROTOCOLS:
+            f = results["floor"]["runs"][(case, protocol, "max")]
+            s = results["stsguard"]["runs"][(case, protocol, "max")]
+            fr, sr = f["summary"]["requestsPerSec"], s["summary"]["requestsPerSec"]
+            p = s["latencyPercentiles"]
+            print(f"| {case} | {protocol} | {fr:,.0f} | {sr:,.0f} | {sr / fr:.2f} | "
+                  f"{ms(p['p50'])} | {ms(p['p99'])} | {ms(p['p99.9'])} |")
+
+    print(f"\nLatency at a fixed {args.rate} reviews/s (HTTP/1.1, 16 connections; ms):\n")
+    print("| review | server | achieved rps | p50 | p99 | p99.9 |")
+    print("|---|---|---|---|---|---|")
+    for case, _, _ in CASES:
+        for name in ["floor", "stsguard"]:
+            r = results[name]["runs"][(case, "HTTP/1.1", "rate")]
+            p = r["latencyPercentiles"]
+            print(f"| {case} | {name} | {r['summary']['requestsPerSec']:,.0f} | {ms(p['p50'])} | "
+                  f"{ms(p['p99'])} | {ms(p['p99.9'])} |")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
