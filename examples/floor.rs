@@ -49,7 +49,7 @@ async fn main() {
         std::process::exit(2);
     };
     let certified = tls::load_certified_key(Path::new(cert), Path::new(key)).expect("certificate");
-    let config = tls::server_config(Arc::new(CertResolver::new(certified))).expect("tls");
+    let config = tls::server_config(Arc::new(CertResolver::new(certified)), None).expect("tls");
     let limits = Limits::default();
     let router = Router::new()
         .route("/validate", post(allow))

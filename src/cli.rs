@@ -117,10 +117,19 @@ pub fn load_policy(
     mode: Option<ModeArg>,
     rules: &[RuleArg],
 ) -> Result<Policy, PolicyError> {
-    let mut policy = match path {
+    let policy = match path {
         Some(path) => Policy::load(path)?,
         None => Policy::builtin(),
     };
+    with_overrides(policy, mode, rules)
+}
+
+/// Applies `--mode` and `--rule` to a loaded policy.
+pub fn with_overrides(
+    mut policy: Policy,
+    mode: Option<ModeArg>,
+    rules: &[RuleArg],
+) -> Result<Policy, PolicyError> {
     if let Some(mode) = mode {
         policy = policy.with_mode(mode.into());
     }

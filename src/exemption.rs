@@ -52,16 +52,38 @@ impl ObjectExemption {
                 }
             }
         }
+        let mut unknown: Vec<&str> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for id in list.split(',').map(str::trim).filter(|id| !id.is_empty()) {
             if id == "*" {
                 exemption.all = true;
             } else if rules::is_known(id) || mutate::find(id).is_some() {
-                exemption.ids.push(id.to_owned());
-            } else {
-                exemption.notes.push(format!(
-                    "{EXEMPT}: {id:?} is not a rule or mutator id, ignored"
-                ));
+                if !exemption.ids.iter().any(|known| known == id) {
+                    exemption.ids.push(id.to_owned());
+                }
+            } else if seen.insert(id) {
+                unknown.push(id);
             }
+        }
+        // One note however many there are: the annotation is the user's to make huge.
+        if !unknown.is_empty() {
+            const SHOWN: usize = 5;
+            let mut listed: Vec<String> = unknown
+                .iter()
+                .take(SHOWN)
+                .map(|id| format!("{:?}", rules::clip(id)))
+                .collect();
+            if unknown.len() > SHOWN {
+                listed.push(format!("and {} more", unknown.len() - SHOWN));
+            }
+            exemption.notes.push(format!(
+                "{EXEMPT}: {} {} not a rule or mutator id, ignored",
+                listed.join(", "),
+                if unknown.len() == 1 { "is" } else { "are" }
+            ));
+        }
+        if let Some(reason) = exemption.reason.as_mut() {
+            *reason = rules::clip(reason).into_owned();
         }
         exemption
     }
@@ -118,6 +140,14 @@ mod tests {
         assert!(bad_date.notes[0].contains("not a date"));
         let unknown = exemption(json!({EXEMPT: "sts-nope"}));
         assert_eq!(unknown.covers("sts-nope"), None);
-        assert!(unknown.notes[0].contains("sts-nope"));
+        assert!(unknown.notes[0].contains("\"sts-nope\" is not a rule"));
+        let many: String = (0..1000).map(|i| format!("x{i},x{i},")).collect();
+        let many = exemption(json!({EXEMPT: many}));
+        assert_eq!(many.notes.len(), 1);
+        assert!(
+            many.notes[0].ends_with("\"x4\", and 995 more are not a rule or mutator id, ignored"),
+            "{}",
+            many.notes[0]
+        );
     }
 }

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod mutate;
 pub mod parallel;
 pub mod policy;
+pub mod policy_reload;
 pub mod report;
 pub mod review;
 pub mod rules;

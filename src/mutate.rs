@@ -181,8 +181,16 @@ fn record(subject: &Subject, applied: &[&str]) -> PatchOperation {
         }
     }
     let value = ids.join(",");
-    if subject.metadata().annotations.is_some() {
+    let metadata = subject.metadata();
+    if metadata.annotations.is_some() {
         add(&["metadata", "annotations", MUTATED], Value::String(value))
+    } else if *metadata == Default::default() {
+        // Nothing says the object has a `metadata` at all (the typed object reads a missing one
+        // as empty), and adding under a missing parent fails: add it whole.
+        add(
+            &["metadata"],
+            serde_json::json!({"annotations": { MUTATED: value }}),
+        )
     } else {
         add(
             &["metadata", "annotations"],

@@ -2,7 +2,11 @@
 //! subresource, calls `evaluate` or `mutate`, and turns the result into the response the API
 //! server expects. No I/O here; the server and tests call [`Reviewer::review`] with the body.
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, RwLock},
+};
 
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use jiff::{Timestamp, civil::Date, tz::TimeZone};
@@ -230,20 +234,49 @@ impl Parsed {
     }
 }
 
+/// The policy in force, replaced as a whole when a changed policy file loads; each review
+/// works with the policy it started with.
+#[derive(Debug)]
+pub struct PolicySlot(RwLock<Arc<Policy>>);
+
+impl PolicySlot {
+    pub fn new(policy: Policy) -> Self {
+        PolicySlot(RwLock::new(Arc::new(policy)))
+    }
+
+    pub fn get(&self) -> Arc<Policy> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, policy: Policy) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+    }
+}
+
 /// Reviews AdmissionReview bodies against a policy and a source of cluster facts.
 #[derive(Clone)]
 pub struct Reviewer {
-    policy: Arc<Policy>,
+    policy: Arc<PolicySlot>,
     lookup: Arc<dyn Lookup>,
 }
 
 impl Reviewer {
     pub fn new(policy: Arc<Policy>, lookup: Arc<dyn Lookup>) -> Self {
+        let policy = Arc::new(PolicySlot::new(Arc::unwrap_or_clone(policy)));
         Reviewer { policy, lookup }
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// A reviewer whose policy can be replaced through `slot`.
+    pub fn with_slot(slot: Arc<PolicySlot>, lookup: Arc<dyn Lookup>) -> Self {
+        Reviewer {
+            policy: slot,
+            lookup,
+        }
+    }
+
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.get()
     }
 
     /// Answers one review body.
@@ -332,7 +365,7 @@ impl Reviewer {
         // Mutation needs facts only for Service mutators; StatefulSet mutators need none.
         let needs_facts = match (&parsed.request, endpoint) {
             (_, Endpoint::Validate) => true,
-            (Typed::Service(_), Endpoint::Mutate) => mutate::mutates_services(&self.policy),
+            (Typed::Service(_), Endpoint::Mutate) => mutate::mutates_services(&self.policy.get()),
             _ => false,
         };
         let confirmed = match parsed.need() {
@@ -359,82 +392,95 @@ impl Reviewer {
             mut response,
             request,
         } = parsed;
+        let policy = self.policy.get();
         match request {
             Typed::Done => {}
-            Typed::StatefulSet(req) => {
-                self.statefulset(endpoint, &req, facts, today, &mut response, &mut summary)
-            }
-            Typed::Service(req) => {
-                self.service(endpoint, &req, facts, today, &mut response, &mut summary)
-            }
+            Typed::StatefulSet(req) => statefulset(
+                &policy,
+                endpoint,
+                &req,
+                facts,
+                today,
+                &mut response,
+                &mut summary,
+            ),
+            Typed::Service(req) => service(
+                &policy,
+                endpoint,
+                &req,
+                facts,
+                today,
+                &mut response,
+                &mut summary,
+            ),
             Typed::ServiceDelete(req) => service_delete(&req, facts, &mut response, &mut summary),
         }
         Answer { response, summary }
     }
+}
 
-    fn statefulset(
-        &self,
-        endpoint: Endpoint,
-        req: &AdmissionRequest<StatefulSet>,
-        facts: &dyn Lookup,
-        today: Date,
-        response: &mut AdmissionResponse,
-        summary: &mut Summary,
-    ) {
-        let Some(sts) = req.object.as_ref() else {
-            return invalid_response(response, summary, "request.object is missing".to_owned());
-        };
-        let namespace = namespace_of(req, &sts.metadata);
-        match endpoint {
-            Endpoint::Validate => {
-                let input = Input {
-                    subject: Subject::StatefulSet(sts),
-                    old: req.old_object.as_ref().map(Subject::StatefulSet),
-                    namespace,
-                };
-                let verdict = evaluate(&input, facts, &self.policy, today);
-                judge(&Subject::StatefulSet(sts), &verdict, response, summary);
-            }
-            Endpoint::Mutate => {
-                let operation = match req.operation {
-                    Operation::Update => mutate::Operation::Update,
-                    _ => mutate::Operation::Create,
-                };
-                let mutation = mutate_statefulset(sts, namespace, operation, &self.policy, today);
-                patch(response, summary, mutation);
-            }
+fn statefulset(
+    policy: &Policy,
+    endpoint: Endpoint,
+    req: &AdmissionRequest<StatefulSet>,
+    facts: &dyn Lookup,
+    today: Date,
+    response: &mut AdmissionResponse,
+    summary: &mut Summary,
+) {
+    let Some(sts) = req.object.as_ref() else {
+        return invalid_response(response, summary, "request.object is missing".to_owned());
+    };
+    let namespace = namespace_of(req, &sts.metadata);
+    match endpoint {
+        Endpoint::Validate => {
+            let input = Input {
+                subject: Subject::StatefulSet(sts),
+                old: req.old_object.as_ref().map(Subject::StatefulSet),
+                namespace,
+            };
+            let verdict = evaluate(&input, facts, policy, today);
+            judge(&Subject::StatefulSet(sts), &verdict, response, summary);
         }
-    }
-
-    fn service(
-        &self,
-        endpoint: Endpoint,
-        req: &AdmissionRequest<Service>,
-        facts: &dyn Lookup,
-        today: Date,
-        response: &mut AdmissionResponse,
-        summary: &mut Summary,
-    ) {
-        let Some(svc) = req.object.as_ref() else {
-            return invalid_response(response, summary, "request.object is missing".to_owned());
-        };
-        let namespace = namespace_of(req, &svc.metadata);
-        if endpoint == Endpoint::Mutate {
+        Endpoint::Mutate => {
             let operation = match req.operation {
                 Operation::Update => mutate::Operation::Update,
                 _ => mutate::Operation::Create,
             };
-            let mutation = mutate_service(svc, namespace, operation, &self.policy, facts, today);
-            return patch(response, summary, mutation);
+            let mutation = mutate_statefulset(sts, namespace, operation, policy, today);
+            patch(response, summary, mutation);
         }
-        let input = Input {
-            subject: Subject::Service(svc),
-            old: req.old_object.as_ref().map(Subject::Service),
-            namespace,
-        };
-        let verdict = evaluate(&input, facts, &self.policy, today);
-        judge(&Subject::Service(svc), &verdict, response, summary);
     }
+}
+
+fn service(
+    policy: &Policy,
+    endpoint: Endpoint,
+    req: &AdmissionRequest<Service>,
+    facts: &dyn Lookup,
+    today: Date,
+    response: &mut AdmissionResponse,
+    summary: &mut Summary,
+) {
+    let Some(svc) = req.object.as_ref() else {
+        return invalid_response(response, summary, "request.object is missing".to_owned());
+    };
+    let namespace = namespace_of(req, &svc.metadata);
+    if endpoint == Endpoint::Mutate {
+        let operation = match req.operation {
+            Operation::Update => mutate::Operation::Update,
+            _ => mutate::Operation::Create,
+        };
+        let mutation = mutate_service(svc, namespace, operation, policy, facts, today);
+        return patch(response, summary, mutation);
+    }
+    let input = Input {
+        subject: Subject::Service(svc),
+        old: req.old_object.as_ref().map(Subject::Service),
+        namespace,
+    };
+    let verdict = evaluate(&input, facts, policy, today);
+    judge(&Subject::Service(svc), &verdict, response, summary);
 }
 
 /// Puts a mutation into the response as a JSON Patch; an empty one leaves the response as is.
@@ -541,7 +587,35 @@ fn judge(
         summary.decision = Decision::Warned;
     }
     if !warnings.is_empty() {
-        response.warnings = Some(warnings);
+        response.warnings = Some(capped(warnings));
+    }
+}
+
+/// At most this many warnings of at most this many characters go back: the API server keeps
+/// only a few KiB of them, and an object must not be able to make its answer huge.
+const MAX_WARNINGS: usize = 100;
+const MAX_WARNING_CHARS: usize = 512;
+/// At most this many violations are spelled out in a denial.
+const MAX_DENIALS_LISTED: usize = 50;
+
+fn capped(mut warnings: Vec<String>) -> Vec<String> {
+    if warnings.len() > MAX_WARNINGS {
+        let more = warnings.len() - (MAX_WARNINGS - 1);
+        warnings.truncate(MAX_WARNINGS - 1);
+        warnings.push(format!(
+            "… and {more} more warnings (stsguard audit and the stsguard log list them all)"
+        ));
+    }
+    for warning in &mut warnings {
+        truncate(warning, MAX_WARNING_CHARS);
+    }
+    warnings
+}
+
+fn truncate(text: &mut String, max_chars: usize) {
+    if let Some((at, _)) = text.char_indices().nth(max_chars) {
+        text.truncate(at);
+        text.push('…');
     }
 }
 
@@ -558,13 +632,22 @@ fn denial_message(subject: &Subject, verdict: &Verdict) -> String {
         denied.len(),
         if denied.len() == 1 { "" } else { "s" }
     );
-    for v in denied {
-        message.push_str(&format!(
+    let count = denied.len();
+    for v in denied.into_iter().take(MAX_DENIALS_LISTED) {
+        let mut line = format!(
             "\n- {} at {}: {}. Fix: {}",
             v.rule.id,
             v.finding.path,
             v.finding.message,
             v.fix()
+        );
+        truncate(&mut line, 4 * MAX_WARNING_CHARS);
+        message.push_str(&line);
+    }
+    if count > MAX_DENIALS_LISTED {
+        message.push_str(&format!(
+            "\n- … and {} more (stsguard audit lists them all)",
+            count - MAX_DENIALS_LISTED
         ));
     }
     message

@@ -192,6 +192,16 @@ pub fn is_known(id: &str) -> bool {
     find(id).is_some()
 }
 
+/// A user-supplied value as messages echo it: at most 64 characters, so that a huge name
+/// cannot make a huge answer.
+pub(crate) fn clip(value: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 64;
+    match value.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &value[..at]).into(),
+        None => value.into(),
+    }
+}
+
 /// Joins a path and a list index the way API errors do: `spec.template.spec.containers[0]`.
 pub(crate) fn indexed(path: &str, index: usize) -> String {
     format!("{path}[{index}]")
@@ -223,6 +233,15 @@ mod tests {
                 rule.id
             );
         }
+    }
+
+    #[test]
+    fn clipped_values_keep_their_start() {
+        assert_eq!(clip("web"), "web");
+        let long = "é".repeat(100);
+        let clipped = clip(&long);
+        assert_eq!(clipped.chars().count(), 65);
+        assert!(clipped.ends_with('…'));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::{
-    ServerConfig,
+    RootCertStore, ServerConfig,
     crypto::CryptoProvider,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     server::{ClientHello, ResolvesServerCert},
@@ -148,12 +148,53 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-/// The webhook's TLS configuration: TLS 1.2 and 1.3 only, ALPN h2 and http/1.1.
-pub fn server_config(resolver: Arc<CertResolver>) -> Result<ServerConfig, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+/// The CAs whose client certificates `--client-ca` accepts.
+pub fn load_client_ca(path: &Path) -> Result<RootCertStore, TlsError> {
+    let pem = fs::read(path).map_err(|source| TlsError::Read {
+        what: "client CA",
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| TlsError::BadCertificate {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        roots.add(cert).map_err(|e| TlsError::BadCertificate {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(roots)
+}
+
+/// The webhook's TLS configuration: TLS 1.2 and 1.3 only, ALPN h2 and http/1.1; with
+/// `client_ca`, only clients with a certificate it signed complete the handshake.
+pub fn server_config(
+    resolver: Arc<CertResolver>,
+    client_ca: Option<RootCertStore>,
+) -> Result<ServerConfig, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_ca {
+        Some(roots) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

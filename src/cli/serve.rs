@@ -4,14 +4,15 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Du
 
 use clap::Args;
 
-use super::{ModeArg, RuleArg, load_policy};
+use super::{ModeArg, RuleArg, load_policy, with_overrides};
 use crate::{
     cluster::{self, Cluster, ClusterError},
     duration,
     lookup::{Lookup, NoLookup},
     metrics::Metrics,
-    policy::{Lookups, PolicyError},
-    review::Reviewer,
+    policy::{Lookups, Policy, PolicyError},
+    policy_reload::{Load, PolicyWatcher},
+    review::{PolicySlot, Reviewer},
     server::{Limits, Readiness, Server, Webhook, shutdown_signal},
     tls::{self, CertResolver, CertWatcher, TlsError, Watched},
 };
@@ -56,6 +57,16 @@ pub struct ServeArgs {
     /// Deadline of the live API call that confirms an object the cache says is missing.
     #[arg(long, env = "STSGUARD_LOOKUP_TIMEOUT", default_value = "1s", value_parser = duration::parse)]
     pub lookup_timeout: Duration,
+    /// Accept only clients presenting a certificate signed by this CA (PEM): the API server,
+    /// configured through its admission configuration.
+    #[arg(long, env = "STSGUARD_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// Reload --policy when the file changes; a bad file is rejected and the old policy kept.
+    #[arg(long, env = "STSGUARD_WATCH_POLICY", requires = "policy")]
+    pub watch_policy: bool,
+    /// How often --watch-policy reads the policy file.
+    #[arg(long, env = "STSGUARD_POLICY_RELOAD_INTERVAL", default_value = "5s", value_parser = duration::parse)]
+    pub policy_reload_interval: Duration,
     /// How often the certificate files are checked for rotation (e.g. 10s).
     #[arg(long, env = "STSGUARD_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = duration::parse)]
     pub cert_reload_interval: Duration,
@@ -116,7 +127,12 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Server, StartError> {
     let metrics = Arc::new(Metrics::new());
     let certified = tls::load_certified_key(&cert, &key)?;
     let resolver = Arc::new(CertResolver::new(certified));
-    let tls_config = tls::server_config(resolver.clone())?;
+    let client_ca = args
+        .client_ca
+        .as_deref()
+        .map(tls::load_client_ca)
+        .transpose()?;
+    let tls_config = tls::server_config(resolver.clone(), client_ca)?;
     let watcher = CertWatcher::new(Watched { cert, key }, resolver, metrics.clone());
     if !args.cert_reload_interval.is_zero() {
         tokio::spawn(watcher.run(args.cert_reload_interval));
@@ -128,7 +144,15 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Server, StartError> {
         shutdown_grace: args.shutdown_grace,
     };
     let (lookup, readiness) = lookups(args, policy.lookups, &metrics).await?;
-    let reviewer = Reviewer::new(Arc::new(policy), lookup);
+    let slot = Arc::new(PolicySlot::new(policy));
+    if let (true, Some(path)) = (args.watch_policy, args.policy.clone()) {
+        let (mode, rules, origin) = (args.mode, args.rules.clone(), path.display().to_string());
+        let load: Load =
+            Box::new(move |text| with_overrides(Policy::from_yaml(text, &origin)?, mode, &rules));
+        let watcher = PolicyWatcher::new(path, load, slot.clone(), metrics.clone());
+        tokio::spawn(watcher.run(args.policy_reload_interval));
+    }
+    let reviewer = Reviewer::with_slot(slot, lookup);
     let server = Server::bind(
         args.addr,
         args.probe_addr,

@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 
-use super::{Action, Case, Check, Context, DEFAULT_CASE, Finding, Rule, Target};
+use super::{Action, Case, Check, Context, DEFAULT_CASE, Finding, Rule, Target, clip};
 
 pub(super) const RULE: Rule = Rule {
     id: "sts-service-name",
@@ -39,7 +39,10 @@ fn check(sts: &StatefulSet, _: &Context) -> Vec<Finding> {
     match dns1035_label_problem(name) {
         Some(problem) => vec![Finding::new(
             PATH,
-            format!("serviceName {name:?} is not a valid Service name: {problem}"),
+            format!(
+                "serviceName {:?} is not a valid Service name: {problem}",
+                clip(name)
+            ),
         )],
         None => vec![],
     }

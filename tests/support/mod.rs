@@ -63,7 +63,7 @@ impl TestServer {
             Path::new("tls.key"),
         )
         .unwrap();
-        let config = tls::server_config(Arc::new(CertResolver::new(certified))).unwrap();
+        let config = tls::server_config(Arc::new(CertResolver::new(certified)), None).unwrap();
         let reviewer = Reviewer::new(Arc::new(policy), lookup);
         let server = Server::bind(
             "127.0.0.1:0".parse().unwrap(),
