@@ -97,6 +97,11 @@ impl Verdict {
             .filter(|v| v.outcome == Outcome::Denied)
     }
 
+    /// The violations of one rule.
+    pub fn of_rule(&self, id: &str) -> Vec<&Violation> {
+        self.violations.iter().filter(|v| v.rule.id == id).collect()
+    }
+
     /// The ids of every rule with a violation, in order, without repeats.
     pub fn rule_ids(&self) -> Vec<&'static str> {
         let mut seen = HashSet::new();

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod mutate;
 pub mod parallel;
+pub mod periodic;
 pub mod policy;
 pub mod policy_reload;
 pub mod report;

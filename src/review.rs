@@ -443,10 +443,7 @@ fn statefulset(
             judge(&Subject::StatefulSet(sts), &verdict, response, summary);
         }
         Endpoint::Mutate => {
-            let operation = match req.operation {
-                Operation::Update => mutate::Operation::Update,
-                _ => mutate::Operation::Create,
-            };
+            let operation = mutate_operation(&req.operation);
             let mutation = mutate_statefulset(sts, namespace, operation, policy, today);
             patch(response, summary, mutation);
         }
@@ -467,10 +464,7 @@ fn service(
     };
     let namespace = namespace_of(req, &svc.metadata);
     if endpoint == Endpoint::Mutate {
-        let operation = match req.operation {
-            Operation::Update => mutate::Operation::Update,
-            _ => mutate::Operation::Create,
-        };
+        let operation = mutate_operation(&req.operation);
         let mutation = mutate_service(svc, namespace, operation, policy, facts, today);
         return patch(response, summary, mutation);
     }
@@ -481,6 +475,14 @@ fn service(
     };
     let verdict = evaluate(&input, facts, policy, today);
     judge(&Subject::Service(svc), &verdict, response, summary);
+}
+
+/// UPDATE limits mutators to mutable fields; anything else that is mutated is a creation.
+fn mutate_operation(operation: &Operation) -> mutate::Operation {
+    match operation {
+        Operation::Update => mutate::Operation::Update,
+        _ => mutate::Operation::Create,
+    }
 }
 
 /// Puts a mutation into the response as a JSON Patch; an empty one leaves the response as is.

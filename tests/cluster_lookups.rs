@@ -49,17 +49,7 @@ async fn webhook_with(fake: &FakeApiServer, namespaces: &[&str], policy: Policy)
 }
 
 async fn readyz(server: &TestServer) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(server.probe_addr)
-        .await
-        .unwrap();
-    stream
-        .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let code = response[9..12].parse().unwrap();
-    (code, response)
+    support::probe(server, "/readyz").await
 }
 
 async fn ready(server: &TestServer) {

@@ -171,18 +171,9 @@ async fn probes_answer_on_plain_http() {
         ("/readyz", "ready"),
         ("/validate", "not found"),
     ] {
-        let mut stream = tokio::net::TcpStream::connect(server.probe_addr)
-            .await
-            .unwrap();
-        stream
-            .write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-            )
-            .await
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        assert!(response.contains(expected), "{path}: {response}");
+        let (code, body) = support::probe(&server, path).await;
+        assert_eq!(code, if path == "/validate" { 404 } else { 200 }, "{path}");
+        assert!(body.contains(expected), "{path}: {body}");
     }
     server.stop().await;
 }

@@ -460,3 +460,154 @@ fn certs_generate_writes_a_pair_that_serves_and_refuses_to_overwrite() {
         .unwrap();
     assert_eq!(none.status.code(), Some(2));
 }
+
+/// A CA and a client certificate (clientAuth) it signed.
+fn client_identity(name: &str) -> stsguard::tls::Generated {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    stsguard::tls::Generated {
+        ca_cert: ca_cert.pem(),
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    }
+}
+
+#[tokio::test]
+async fn client_ca_admits_only_clients_with_its_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["localhost".to_owned()];
+    let ips = ["127.0.0.1".parse().unwrap()];
+    let serving = stsguard::tls::generate(&names, &ips, 30).unwrap();
+    let files = stsguard::tls::write(&dir.path().join("serving"), &serving).unwrap();
+    // The API server's client certificate, and a stranger's, from two different CAs.
+    let apiserver = client_identity("kube-apiserver");
+    let stranger = client_identity("stranger");
+    let client_ca = dir.path().join("client-ca.crt");
+    std::fs::write(&client_ca, &apiserver.ca_cert).unwrap();
+
+    let running = start_with(
+        dir.path(),
+        &[
+            "--tls-cert",
+            files.cert.to_str().unwrap(),
+            "--tls-key",
+            files.key.to_str().unwrap(),
+            "--client-ca",
+            client_ca.to_str().unwrap(),
+        ],
+    );
+
+    let connect = |identity: Option<&stsguard::tls::Generated>| {
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        roots
+            .add(CertificateDer::from_pem_slice(serving.ca_cert.as_bytes()).unwrap())
+            .unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(stsguard::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match identity {
+            Some(id) => builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_slice(id.cert.as_bytes()).unwrap()],
+                    PrivateKeyDer::from_pem_slice(id.key.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        let addr = running.addr.clone();
+        async move {
+            let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+            let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let mut tls = connector
+                .connect("localhost".try_into().unwrap(), tcp)
+                .await?;
+            let body = fixture("validate-StatefulSet-CREATE-cap-nosvc-1");
+            tls.write_all(format!("POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes()).await?;
+            tls.write_all(&body).await?;
+            let mut response = Vec::new();
+            tls.read_to_end(&mut response).await?;
+            Ok::<String, std::io::Error>(String::from_utf8_lossy(&response).into_owned())
+        }
+    };
+    let admitted = connect(Some(&apiserver))
+        .await
+        .expect("the API server's certificate is accepted");
+    assert!(
+        admitted.starts_with("HTTP/1.1 200") && admitted.contains("\"allowed\":false"),
+        "{admitted}"
+    );
+    // With TLS 1.3 the server's refusal may arrive after the client thinks the handshake is done;
+    // either way no answer comes back.
+    for refused in [connect(Some(&stranger)).await, connect(None).await] {
+        assert!(
+            refused.as_deref().map_or(true, |r| !r.contains("HTTP/1.1")),
+            "{refused:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_watched_policy_is_reloaded_and_a_bad_one_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "rules: {sts-service-name: deny}\n").unwrap();
+    let running = start_with(
+        dir.path(),
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--watch-policy",
+            "--policy-reload-interval",
+            "100ms",
+        ],
+    );
+    let ca = std::fs::read_to_string(dir.path().join("dev/ca.crt")).unwrap();
+    let client = client_trusting(&ca, Http::One);
+    let url = format!("https://{}/validate", running.addr);
+    let allowed = || async {
+        client
+            .post(&url, fixture("validate-StatefulSet-CREATE-cap-nosvc-1"))
+            .await
+            .json()["response"]["allowed"]
+            .as_bool()
+            .unwrap()
+    };
+    assert!(!allowed().await);
+
+    std::fs::write(&policy, "rules: {sts-service-name: warn}\n").unwrap();
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if allowed().await {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reloaded, "the changed policy is in force");
+
+    // A broken policy is rejected: the last good one stays, and the metric says so.
+    std::fs::write(&policy, "rules: {sts-service-name: maybe}\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(allowed().await, "the last good policy stays in force");
+    let metrics = probe_metrics(&running.probe).await;
+    assert!(
+        metrics.contains(r#"stsguard_policy_reloads_total{result="success"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"stsguard_policy_reloads_total{result="failure"} 1"#),
+        "{metrics}"
+    );
+}

@@ -23,12 +23,7 @@ pub(super) fn render(report: &AuditReport, options: &Options) -> String {
         let classname = format!("{}/{}/{}", r.target.kind(), r.namespace, r.name);
         for rule in evaluated_rules(r, options.policy) {
             suite.tests += 1;
-            let violations: Vec<_> = r
-                .verdict
-                .violations
-                .iter()
-                .filter(|v| v.rule.id == rule.id)
-                .collect();
+            let violations = r.verdict.of_rule(rule.id);
             let _ = write!(
                 suite.cases,
                 "    <testcase classname=\"{}\" name=\"{}\" time=\"0\">",

@@ -23,12 +23,7 @@ pub(super) fn render(report: &AuditReport, options: &Options) -> String {
         });
         let results = by_namespace.entry(&r.namespace).or_default();
         for rule in evaluated_rules(r, options.policy) {
-            let violations: Vec<_> = r
-                .verdict
-                .violations
-                .iter()
-                .filter(|v| v.rule.id == rule.id)
-                .collect();
+            let violations = r.verdict.of_rule(rule.id);
             let (result, severity, message, properties) = match violations.first() {
                 None => ("pass", None, format!("{} passed", rule.summary), json!({})),
                 Some(v) => {

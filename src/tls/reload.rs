@@ -136,13 +136,10 @@ impl CertWatcher {
 
     /// Checks every `interval` for the life of the process.
     pub async fn run(mut self, interval: Duration) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        loop {
-            ticker.tick().await;
+        crate::periodic::every(interval, || {
             let _ = self.check();
-        }
+        })
+        .await;
     }
 }
 
