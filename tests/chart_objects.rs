@@ -12,6 +12,7 @@ use k8s_openapi::api::{
     policy::v1::PodDisruptionBudget,
     rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
+use rustls::pki_types::pem::PemObject;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use stsguard::{cli::Cli, policy::Policy};
@@ -64,9 +65,17 @@ fn rendered_chart_objects_are_valid_kubernetes_objects() {
                     Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{what}: {argv:?}: {e}"));
                 }
                 "ConfigMap" => {
-                    let cm: ConfigMap = typed(&value, &what);
-                    let policy = &cm.data.unwrap()["policy.yaml"];
-                    Policy::from_yaml(policy, &what).unwrap_or_else(|e| panic!("{e}"));
+                    let data = typed::<ConfigMap>(&value, &what).data.unwrap_or_default();
+                    if let Some(policy) = data.get("policy.yaml") {
+                        Policy::from_yaml(policy, &what).unwrap_or_else(|e| panic!("{e}"));
+                    } else {
+                        // The client CA the server is given with --client-ca.
+                        let ca = &data["ca.crt"];
+                        let mut pem = ca.as_bytes();
+                        let loaded =
+                            rustls::pki_types::CertificateDer::pem_reader_iter(&mut pem).count();
+                        assert!(loaded > 0, "{what}: no certificate in ca.crt");
+                    }
                 }
                 "ValidatingWebhookConfiguration" => {
                     typed::<ValidatingWebhookConfiguration>(&value, &what);

@@ -51,6 +51,7 @@ MODES: dict[str, dict[str, Any]] = {
     # Most other values away from their defaults.
     "custom": {
         "replicaCount": 3,
+        "clientCA": TEST_CA_PEM,
         "policy": CUSTOM_POLICY,
         "logFormat": "text",
         "logLevel": "stsguard=debug",

@@ -774,7 +774,7 @@ def test_policy_defaults_to_the_repository_default(chart):
 
 
 def test_policy_from_values(chart):
-    cm = render_mode(chart, "custom").one("ConfigMap")
+    (cm,) = [c for c in render_mode(chart, "custom").all("ConfigMap") if "policy.yaml" in c["data"]]
     assert cm["data"]["policy.yaml"] == CUSTOM_POLICY
 
 
@@ -869,3 +869,26 @@ def test_schema_covers_every_value():
     # Every documented value has a type.
     for key, sub in schema["properties"].items():
         assert "type" in sub or "$ref" in sub, key
+
+
+def test_client_ca_is_mounted_and_passed_only_when_set(chart):
+    for mode, expected in [("default", False), ("custom", True)]:
+        rendered = render_mode(chart, mode)
+        deployment = rendered.one("Deployment")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        args = container["args"]
+        assert ("--client-ca" in args) == expected
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert ("client-ca" in mounts) == expected
+        configmaps = [
+            d for d in rendered.all("ConfigMap") if d["metadata"]["name"].endswith("-client-ca")
+        ]
+        assert len(configmaps) == int(expected)
+        if expected:
+            assert args[args.index("--client-ca") + 1] == mounts["client-ca"] + "/ca.crt"
+            assert configmaps[0]["data"]["ca.crt"] == MODES["custom"]["clientCA"]
+
+
+def test_schema_rejects_a_client_ca_that_is_not_pem(chart):
+    with pytest.raises(helm_python.HelmValuesError, match="clientCA"):
+        render(chart, values_for("default") | {"clientCA": "not a certificate"})
