@@ -611,3 +611,69 @@ async fn a_watched_policy_is_reloaded_and_a_bad_one_rejected() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_answers_what_was_accepted_and_exits_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut running = start_with(dir.path(), &["--shutdown-grace", "5s"]);
+    let ca = std::fs::read_to_string(dir.path().join("dev/ca.crt")).unwrap();
+    let url = format!("https://{}/validate", running.addr);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    // Eight clients on their own connections, sending reviews back to back.
+    let mut load = Vec::new();
+    for i in 0..8 {
+        let (ca, url, stop) = (ca.clone(), url.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let client = client_trusting(&ca, if i % 2 == 0 { Http::One } else { Http::Two });
+            let (mut answered, mut refused) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match client
+                    .try_post(&url, fixture("validate-StatefulSet-CREATE-cap-nosvc-1"))
+                    .await
+                {
+                    Ok(reply) => {
+                        // Whatever was answered was answered completely and correctly.
+                        assert_eq!(reply.status, 200);
+                        assert_eq!(reply.json()["response"]["allowed"], false);
+                        answered += 1;
+                    }
+                    // Not accepted: the connection was closing or the listener gone.
+                    Err(_) => {
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            (answered, refused)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let pid = running.child.id().to_string();
+    let signalled = std::time::Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait(&mut running.child, Duration::from_secs(10)).await;
+    let took = signalled.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut answered = 0;
+    for task in load {
+        answered += task.await.unwrap().0;
+    }
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM, beyond the grace period"
+    );
+    assert!(answered > 50, "the load was running: {answered} answers");
+    assert!(
+        tokio::net::TcpStream::connect(&running.addr).await.is_err(),
+        "new connections are refused"
+    );
+}

@@ -234,6 +234,34 @@ impl TestClient {
         self.send(Method::GET, url, Bytes::new()).await
     }
 
+    /// Like `post`, but a transport error (a refused or closed connection) is returned.
+    pub async fn try_post(&self, url: &str, body: impl Into<Bytes>) -> Result<Reply, String> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .header("content-type", "application/json")
+            .body(Full::new(body.into()))
+            .unwrap();
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let version = response.version();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            version,
+            body,
+        })
+    }
+
     async fn send(&self, method: Method, url: &str, body: Bytes) -> Reply {
         let request = Request::builder()
             .method(method)
