@@ -22,7 +22,7 @@ struct ReviewLabels {
     endpoint: &'static str,
     kind: String,
     operation: &'static str,
-    verdict: String,
+    verdict: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -215,7 +215,7 @@ impl Metrics {
                 endpoint: endpoint.as_str(),
                 kind: summary.kind.clone(),
                 operation: summary.operation,
-                verdict: summary.decision.to_string(),
+                verdict: summary.decision.as_str(),
             })
             .inc();
         for (rule, action) in &summary.violations {

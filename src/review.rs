@@ -74,16 +74,22 @@ pub enum Decision {
     Invalid,
 }
 
-impl fmt::Display for Decision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
             Decision::Allowed => "allowed",
             Decision::Warned => "warned",
             Decision::Denied => "denied",
             Decision::Mutated => "mutated",
             Decision::Skipped => "skipped",
             Decision::Invalid => "invalid",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -201,14 +201,7 @@ async fn quick_start_serves_with_development_certificates_and_stops_on_sigterm()
         assert_eq!(denied.json()["response"]["allowed"], false);
     }
 
-    let pid = running.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&running.child);
     let status = wait(&mut running.child, Duration::from_secs(25)).await;
     drop(clients);
     assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
@@ -221,6 +214,17 @@ async fn quick_start_serves_with_development_certificates_and_stops_on_sigterm()
     );
     again.child.kill().unwrap();
     let _ = again.child.wait();
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
 async fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
@@ -650,15 +654,8 @@ async fn sigterm_under_load_answers_what_was_accepted_and_exits_in_time() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let pid = running.child.id().to_string();
     let signalled = std::time::Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&running.child);
     let status = wait(&mut running.child, Duration::from_secs(10)).await;
     let took = signalled.elapsed();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);

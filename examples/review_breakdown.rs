@@ -1,0 +1,77 @@
+//! Where one review's time goes, stage by stage, for BENCHMARKS.md:
+//! `cargo run --release --example review_breakdown`.
+
+use std::{sync::Arc, time::Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::core::admission::AdmissionReview;
+use stsguard::{
+    evaluate::{Input, evaluate},
+    lookup::NoLookup,
+    policy::Policy,
+    review::{Endpoint, Reviewer, today},
+    subject::Subject,
+};
+
+const RUNS: u32 = 20_000;
+
+fn time(name: &str, f: impl Fn()) {
+    let started = Instant::now();
+    for _ in 0..RUNS {
+        f();
+    }
+    let micros = started.elapsed().as_secs_f64() * 1e6 / f64::from(RUNS);
+    println!("{name:45} {micros:>8.2} µs");
+}
+
+fn main() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/admission/validate-StatefulSet-CREATE-cap-web-1.json"
+    );
+    let body = std::fs::read(path).expect("fixture");
+    let reviewer = Reviewer::new(Arc::new(Policy::builtin()), Arc::new(NoLookup));
+    let today = today();
+
+    let mut lean: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    if let Some(meta) = lean["request"]["object"]["metadata"].as_object_mut() {
+        meta.remove("managedFields");
+    }
+    let lean = serde_json::to_vec(&lean).expect("json");
+    println!(
+        "review: {} bytes; without managedFields: {} bytes (compact)",
+        body.len(),
+        lean.len()
+    );
+
+    time("scan only (serde IgnoredAny)", || {
+        let _: serde::de::IgnoredAny = serde_json::from_slice(&body).expect("json");
+    });
+    time("typed AdmissionReview<StatefulSet>", || {
+        let _: AdmissionReview<StatefulSet> = serde_json::from_slice(&body).expect("typed");
+    });
+    time("typed, without managedFields", || {
+        let _: AdmissionReview<StatefulSet> = serde_json::from_slice(&lean).expect("typed");
+    });
+    time("Reviewer::parse (routing pass + typed)", || {
+        reviewer.parse(Endpoint::Validate, &body).expect("parse");
+    });
+    time("parse + decide + response bytes", || {
+        let parsed = reviewer.parse(Endpoint::Validate, &body).expect("parse");
+        reviewer
+            .decide(Endpoint::Validate, parsed, &NoLookup, today)
+            .to_json()
+            .expect("json");
+    });
+    let review: AdmissionReview<StatefulSet> = serde_json::from_slice(&body).expect("typed");
+    let sts = review.request.and_then(|r| r.object).expect("object");
+    let policy = Policy::builtin();
+    time("rules only (evaluate)", || {
+        let input = Input {
+            subject: Subject::StatefulSet(&sts),
+            old: None,
+            namespace: "cap",
+        };
+        evaluate(&input, &NoLookup, &policy, today);
+    });
+}
