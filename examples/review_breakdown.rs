@@ -4,7 +4,10 @@
 use std::{sync::Arc, time::Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::core::admission::AdmissionReview;
+use kube::core::{
+    DynamicObject,
+    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview},
+};
 use stsguard::{
     evaluate::{Input, evaluate},
     lookup::NoLookup,
@@ -44,6 +47,12 @@ fn main() {
         lean.len()
     );
 
+    time("floor: AdmissionReview<DynamicObject> + response", || {
+        let review: AdmissionReview<DynamicObject> = serde_json::from_slice(&body).expect("json");
+        let request: AdmissionRequest<DynamicObject> = review.try_into().expect("request");
+        let response = AdmissionResponse::from(&request).into_review();
+        serde_json::to_vec(&response).expect("json");
+    });
     time("scan only (serde IgnoredAny)", || {
         let _: serde::de::IgnoredAny = serde_json::from_slice(&body).expect("json");
     });
@@ -53,7 +62,7 @@ fn main() {
     time("typed, without managedFields", || {
         let _: AdmissionReview<StatefulSet> = serde_json::from_slice(&lean).expect("typed");
     });
-    time("Reviewer::parse (routing pass + typed)", || {
+    time("Reviewer::parse (routing pass, lean objects)", || {
         reviewer.parse(Endpoint::Validate, &body).expect("parse");
     });
     time("parse + decide + response bytes", || {

@@ -12,6 +12,7 @@ pub mod lookup;
 pub mod manifest;
 pub mod metrics;
 pub mod mutate;
+pub mod object_read;
 pub mod parallel;
 pub mod periodic;
 pub mod policy;

@@ -17,11 +17,13 @@ use kube::core::{
     response::Status,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::{
     evaluate::{Input, Outcome, Verdict, evaluate},
     lookup::{Confirmed, Fact, Lookup, Need, WithConfirmed},
     mutate::{self, mutate_service, mutate_statefulset},
+    object_read::{self, ReadLean},
     policy::Policy,
     subject::Subject,
 };
@@ -166,20 +168,23 @@ pub struct Summary {
     pub skipped: Vec<&'static str>,
 }
 
-/// The fields needed to route a review, read without building the objects.
+/// The review as read in one pass: what routing needs, typed, and (in [`Head`]) the objects
+/// left as raw JSON until the route says which type to read them as, or that they need not be
+/// read at all.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Envelope {
+struct Envelope<H> {
     #[serde(default)]
     api_version: String,
     #[serde(default)]
     kind: String,
-    request: Option<Head>,
+    request: Option<H>,
 }
 
+/// What routing needs from the request.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Head {
+struct Route {
     uid: Option<String>,
     kind: Option<GroupVersionKind>,
     #[serde(default)]
@@ -193,6 +198,76 @@ struct Head {
     dry_run: bool,
 }
 
+/// [`Route`] and the objects as raw JSON. Read member by member rather than with
+/// `#[serde(flatten)]`, which would buffer the whole request.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head<'a> {
+    uid: Option<String>,
+    kind: Option<GroupVersionKind>,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: Option<Operation>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(borrow)]
+    object: Option<&'a RawValue>,
+    #[serde(borrow)]
+    old_object: Option<&'a RawValue>,
+}
+
+impl<'a> Head<'a> {
+    fn split(self) -> (Route, Objects<'a>) {
+        let Head {
+            uid,
+            kind,
+            sub_resource,
+            name,
+            namespace,
+            operation,
+            dry_run,
+            object,
+            old_object,
+        } = self;
+        let route = Route {
+            uid,
+            kind,
+            sub_resource,
+            name,
+            namespace,
+            operation,
+            dry_run,
+        };
+        (route, Objects::Raw { object, old_object })
+    }
+}
+
+/// Where the reviewed objects are read from.
+#[derive(Clone, Copy)]
+enum Objects<'a> {
+    /// Captured as raw JSON in the routing pass.
+    Raw {
+        object: Option<&'a RawValue>,
+        old_object: Option<&'a RawValue>,
+    },
+    /// The routing pass could not capture them (a duplicated `object`, invalid UTF-8 inside
+    /// one): the whole body is read again with the objects' own types, whose error says what is
+    /// wrong and where.
+    Body(&'a [u8]),
+}
+
+/// The parts of an AdmissionRequest the decision reads, with its objects typed.
+struct Request<K> {
+    operation: Operation,
+    namespace: Option<String>,
+    object: Option<K>,
+    old_object: Option<K>,
+}
+
 /// A review read from its body: what the log line needs, the response so far, and the typed
 /// request still to be decided. Owns its data, so parsing can run on a blocking thread.
 pub struct Parsed {
@@ -204,10 +279,10 @@ pub struct Parsed {
 enum Typed {
     /// Answered already (skipped or invalid).
     Done,
-    StatefulSet(Box<AdmissionRequest<StatefulSet>>),
-    Service(Box<AdmissionRequest<Service>>),
+    StatefulSet(Box<Request<StatefulSet>>),
+    Service(Box<Request<Service>>),
     /// A Service being deleted, to warn about the StatefulSets it governs.
-    ServiceDelete(Box<AdmissionRequest<Service>>),
+    ServiceDelete(Box<Request<Service>>),
 }
 
 impl Parsed {
@@ -293,18 +368,41 @@ impl Reviewer {
 
     /// Reads a body: routes on kind, operation and subresource, and parses the typed objects.
     pub fn parse(&self, endpoint: Endpoint, body: &[u8]) -> Result<Parsed, ReviewError> {
-        let envelope: Envelope = serde_json::from_slice(body).map_err(ReviewError::Malformed)?;
+        let (envelope, objects) = match serde_json::from_slice::<Envelope<Head>>(body) {
+            Ok(Envelope {
+                api_version,
+                kind,
+                request,
+            }) => {
+                let (request, objects) = match request.map(Head::split) {
+                    Some((route, objects)) => (Some(route), objects),
+                    None => (None, Objects::Body(body)),
+                };
+                let envelope = Envelope {
+                    api_version,
+                    kind,
+                    request,
+                };
+                (envelope, objects)
+            }
+            Err(_) => {
+                let envelope: Envelope<Route> =
+                    serde_json::from_slice(body).map_err(ReviewError::Malformed)?;
+                (envelope, Objects::Body(body))
+            }
+        };
         if envelope.api_version != API_VERSION || envelope.kind != KIND {
             return Err(ReviewError::WrongType {
                 api_version: envelope.api_version,
                 kind: envelope.kind,
             });
         }
-        let head = envelope.request.ok_or(ReviewError::NoRequest)?;
-        let uid = head.uid.ok_or(ReviewError::MissingField("uid"))?;
-        let gvk = head.kind.ok_or(ReviewError::MissingField("kind"))?;
+        let mut head = envelope.request.ok_or(ReviewError::NoRequest)?;
+        let uid = head.uid.take().ok_or(ReviewError::MissingField("uid"))?;
+        let gvk = head.kind.take().ok_or(ReviewError::MissingField("kind"))?;
         let operation = head
             .operation
+            .take()
             .ok_or(ReviewError::MissingField("operation"))?;
         let mut parsed = Parsed {
             summary: Summary {
@@ -333,21 +431,25 @@ impl Reviewer {
         if head.sub_resource.is_some() {
             return Ok(parsed);
         }
-        match (operation, kind) {
+        match (&operation, kind) {
             (Operation::Delete, ("", "Service")) if endpoint == Endpoint::Validate => {
                 // Only a warning can come of it, so an unreadable old object is not an error.
-                if let Ok(req) = parse::<Service>(body) {
+                if let Ok(req) = read::<Service>(body, objects, &head.namespace, &operation) {
                     parsed.request = Typed::ServiceDelete(Box::new(req));
                 }
             }
-            (_, ("apps", "StatefulSet")) if writes => match parse::<StatefulSet>(body) {
-                Ok(req) => parsed.request = Typed::StatefulSet(Box::new(req)),
-                Err(message) => invalid(&mut parsed, message),
-            },
-            (_, ("", "Service")) if writes => match parse::<Service>(body) {
-                Ok(req) => parsed.request = Typed::Service(Box::new(req)),
-                Err(message) => invalid(&mut parsed, message),
-            },
+            (_, ("apps", "StatefulSet")) if writes => {
+                match read(body, objects, &head.namespace, &operation) {
+                    Ok(req) => parsed.request = Typed::StatefulSet(Box::new(req)),
+                    Err(message) => invalid(&mut parsed, message),
+                }
+            }
+            (_, ("", "Service")) if writes => {
+                match read(body, objects, &head.namespace, &operation) {
+                    Ok(req) => parsed.request = Typed::Service(Box::new(req)),
+                    Err(message) => invalid(&mut parsed, message),
+                }
+            }
             (_, (group, kind)) if writes => {
                 let gk = if group.is_empty() {
                     kind.to_owned()
@@ -428,7 +530,7 @@ impl Reviewer {
 fn statefulset(
     policy: &Policy,
     endpoint: Endpoint,
-    req: &AdmissionRequest<StatefulSet>,
+    req: &Request<StatefulSet>,
     facts: &dyn Lookup,
     today: Date,
     response: &mut AdmissionResponse,
@@ -459,7 +561,7 @@ fn statefulset(
 fn service(
     policy: &Policy,
     endpoint: Endpoint,
-    req: &AdmissionRequest<Service>,
+    req: &Request<Service>,
     facts: &dyn Lookup,
     today: Date,
     response: &mut AdmissionResponse,
@@ -515,7 +617,7 @@ fn patch(response: &mut AdmissionResponse, summary: &mut Summary, mutation: muta
 /// A Service DELETE is always allowed; deleting a governing Service gets a warning naming the
 /// StatefulSets whose pods lose their DNS names.
 fn service_delete(
-    req: &AdmissionRequest<Service>,
+    req: &Request<Service>,
     facts: &dyn Lookup,
     response: &mut AdmissionResponse,
     summary: &mut Summary,
@@ -661,25 +763,76 @@ fn denial_message(subject: &Subject, verdict: &Verdict) -> String {
     message
 }
 
-/// Parses the whole review with typed objects; the error says what could not be read.
-fn parse<K>(body: &[u8]) -> Result<AdmissionRequest<K>, String>
+/// Reads the request's objects as `K`: from their raw JSON without `managedFields` (see
+/// [`object_read`]), or from the whole body with `K`'s own types. The error says what could not
+/// be read.
+fn read<K>(
+    body: &[u8],
+    objects: Objects,
+    namespace: &Option<String>,
+    operation: &Operation,
+) -> Result<Request<K>, String>
+where
+    K: ReadLean + Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+{
+    let (object, old_object) = match objects {
+        Objects::Raw { object, old_object } => {
+            let read = |raw: Option<&RawValue>| {
+                raw.map(|raw| object_read::from_json::<K>(raw.get()))
+                    .transpose()
+            };
+            match read(object).and_then(|object| Ok((object, read(old_object)?))) {
+                Ok(objects) => objects,
+                Err(lean) => return Err(read_error::<K>(body, lean)),
+            }
+        }
+        Objects::Body(body) => {
+            let request = whole::<K>(body).map_err(|e| describe::<K>(&e))?;
+            (request.object, request.old_object)
+        }
+    };
+    Ok(Request {
+        operation: operation.clone(),
+        namespace: namespace.clone(),
+        object,
+        old_object,
+    })
+}
+
+/// The whole review read with `K`'s own types.
+fn whole<K>(body: &[u8]) -> serde_json::Result<AdmissionRequest<K>>
 where
     K: Resource<DynamicType = ()> + serde::de::DeserializeOwned,
 {
-    let review: AdmissionReview<K> = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "cannot read the review as a {} {}: {e}",
-            K::api_version(&()),
-            K::kind(&())
-        )
-    })?;
+    let review: AdmissionReview<K> = serde_json::from_slice(body)?;
     review
         .try_into()
-        .map_err(|_| "the AdmissionReview has no `request`".to_owned())
+        .map_err(|_| serde::de::Error::custom("the AdmissionReview has no `request`"))
 }
 
-fn namespace_of<'a, K: Resource>(
-    req: &'a AdmissionRequest<K>,
+/// An unreadable object is rare, so it is read again as part of the whole review with `K`'s own
+/// types: that costs nothing that matters and positions the error in the body the user sent
+/// rather than in the object alone.
+fn read_error<K>(body: &[u8], lean: serde_json::Error) -> String
+where
+    K: Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+{
+    match whole::<K>(body) {
+        Err(whole) => describe::<K>(&whole),
+        Ok(_) => describe::<K>(&lean),
+    }
+}
+
+fn describe<K: Resource<DynamicType = ()>>(error: &serde_json::Error) -> String {
+    format!(
+        "cannot read the review as a {} {}: {error}",
+        K::api_version(&()),
+        K::kind(&())
+    )
+}
+
+fn namespace_of<'a, K>(
+    req: &'a Request<K>,
     meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
 ) -> &'a str {
     req.namespace
