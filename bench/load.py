@@ -86,7 +86,15 @@ class Server:
         return peak
 
 
-def oha(port: int, ca: Path, path: str, body: Path, protocol: list[str], extra: list[str]) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def oha(server: "Server", ca: Path, path: str, body: Path, protocol: list[str], extra: list[str]) -> dict:
+    port = server.port
+    before = cpu_seconds(server.process.pid)
     argv = ["oha", "--no-tui", "--output-format", "json", "--cacert", str(ca), "-m", "POST",
             "-H", "content-type: application/json", "-D", str(body), *protocol, *extra,
             f"https://localhost:{port}{path}?timeout=5s"]
@@ -95,6 +103,9 @@ def oha(port: int, ca: Path, path: str, body: Path, protocol: list[str], extra: 
     codes = result.get("statusCodeDistribution", {})
     if set(codes) != {"200"} or result["summary"]["successRate"] < 1.0:
         sys.exit(f"non-200 answers or errors: {codes} {result.get('errorDistribution')}")
+    # The server's own CPU per answered review: unlike throughput, it does not depend on how
+    # much of the two cores the load generator takes.
+    result["cpuMicrosPerReview"] = (cpu_seconds(server.process.pid) - before) * 1e6 / sum(codes.values())
     return result
 
 
@@ -143,7 +154,7 @@ def main() -> None:
             samples: dict[str, list[dict]] = {name: [] for name in servers}
             for _ in range(args.repeat):
                 for name, server in servers.items():
-                    samples[name].append(oha(server.port, certs / "ca.crt", path, FIXTURES / fixture, flags, extra))
+                    samples[name].append(oha(server, certs / "ca.crt", path, FIXTURES / fixture, flags, extra))
             for name, runs in samples.items():
                 runs.sort(key=lambda r: r["summary"]["requestsPerSec"])
                 results[name]["runs"][(case, protocol, kind)] = runs[len(runs) // 2]
@@ -156,8 +167,9 @@ def main() -> None:
         print(f"| {name} | {r['ready_ms']:.0f} ms | {r['idle_rss'] / 1024:.1f} MB | {r['peak'] / 1024:.1f} MB |")
 
     print("\nMaximum throughput (reviews/s) and latency under that load (ms):\n")
-    print("| review | protocol | floor rps | stsguard rps | ratio | stsguard p50 | p99 | p99.9 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| review | protocol | floor rps | stsguard rps | ratio | stsguard p50 | p99 | p99.9 "
+          "| CPU µs/review floor | stsguard |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for case, _, _ in CASES:
         for protocol, _ in PROTOCOLS:
             f = results["floor"]["runs"][(case, protocol, "max")]
@@ -165,7 +177,8 @@ def main() -> None:
             fr, sr = f["summary"]["requestsPerSec"], s["summary"]["requestsPerSec"]
             p = s["latencyPercentiles"]
             print(f"| {case} | {protocol} | {fr:,.0f} | {sr:,.0f} | {sr / fr:.2f} | "
-                  f"{ms(p['p50'])} | {ms(p['p99'])} | {ms(p['p99.9'])} |")
+                  f"{ms(p['p50'])} | {ms(p['p99'])} | {ms(p['p99.9'])} | "
+                  f"{f['cpuMicrosPerReview']:.0f} | {s['cpuMicrosPerReview']:.0f} |")
 
     print(f"\nLatency at a fixed {args.rate} reviews/s (HTTP/1.1, 16 connections; ms):\n")
     print("| review | server | achieved rps | p50 | p99 | p99.9 |")

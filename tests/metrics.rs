@@ -30,6 +30,17 @@ async fn reviews_violations_rejections_and_latency_are_counted() {
         fixture("mutate-StatefulSet-CREATE-cap-db-1"),
     )
     .await;
+    // Kinds no webhook configuration sends stsguard share one series, whatever the body says.
+    for n in 0..50 {
+        let mut review: serde_json::Value =
+            serde_json::from_slice(&fixture("validate-StatefulSet-CREATE-cap-web-1")).unwrap();
+        review["request"]["kind"]["kind"] = serde_json::json!(format!("Made{n}Up"));
+        http.post(
+            &server.url("/validate"),
+            serde_json::to_vec(&review).unwrap(),
+        )
+        .await;
+    }
     http.post(&server.url("/validate"), b"not json".to_vec())
         .await;
     http.post(&server.url("/validate"), vec![b' '; 100_000])
@@ -49,16 +60,18 @@ async fn reviews_violations_rejections_and_latency_are_counted() {
         r#"stsguard_reviews_total{endpoint="validate",kind="StatefulSet",operation="CREATE",verdict="warned"} 1"#,
         r#"stsguard_reviews_total{endpoint="validate",kind="Scale",operation="UPDATE",verdict="skipped"} 1"#,
         r#"stsguard_reviews_total{endpoint="mutate",kind="StatefulSet",operation="CREATE",verdict="mutated"} 1"#,
+        r#"stsguard_reviews_total{endpoint="validate",kind="other",operation="CREATE",verdict="skipped"} 50"#,
         r#"stsguard_violations_total{rule="sts-service-name",action="deny"} 2"#,
         r#"stsguard_violations_total{rule="sts-update-strategy",action="warn"} 1"#,
         r#"stsguard_rejected_requests_total{endpoint="validate",status="400"} 1"#,
         r#"stsguard_rejected_requests_total{endpoint="validate",status="413"} 1"#,
         r#"stsguard_rejected_requests_total{endpoint="mutate",status="408"} 1"#,
-        r#"stsguard_review_duration_seconds_count{endpoint="validate"} 6"#,
+        r#"stsguard_review_duration_seconds_count{endpoint="validate"} 56"#,
         "stsguard_reviews_in_flight 0",
         "# TYPE stsguard_review_duration_seconds histogram",
     ] {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }
+    assert!(!text.contains("Made0Up"), "{text}");
     server.stop().await;
 }
