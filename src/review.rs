@@ -368,29 +368,7 @@ impl Reviewer {
 
     /// Reads a body: routes on kind, operation and subresource, and parses the typed objects.
     pub fn parse(&self, endpoint: Endpoint, body: &[u8]) -> Result<Parsed, ReviewError> {
-        let (envelope, objects) = match serde_json::from_slice::<Envelope<Head>>(body) {
-            Ok(Envelope {
-                api_version,
-                kind,
-                request,
-            }) => {
-                let (request, objects) = match request.map(Head::split) {
-                    Some((route, objects)) => (Some(route), objects),
-                    None => (None, Objects::Body(body)),
-                };
-                let envelope = Envelope {
-                    api_version,
-                    kind,
-                    request,
-                };
-                (envelope, objects)
-            }
-            Err(_) => {
-                let envelope: Envelope<Route> =
-                    serde_json::from_slice(body).map_err(ReviewError::Malformed)?;
-                (envelope, Objects::Body(body))
-            }
-        };
+        let (envelope, objects) = read_envelope(body)?;
         if envelope.api_version != API_VERSION || envelope.kind != KIND {
             return Err(ReviewError::WrongType {
                 api_version: envelope.api_version,
@@ -761,6 +739,31 @@ fn denial_message(subject: &Subject, verdict: &Verdict) -> String {
         ));
     }
     message
+}
+
+/// Reads what routing needs, capturing the objects as raw JSON in the same pass. A body that
+/// pass refuses is read again without them: a whole-review problem is named as before, and
+/// one inside the objects is left for [`read`] to name against the objects' own types.
+fn read_envelope(body: &[u8]) -> Result<(Envelope<Route>, Objects<'_>), ReviewError> {
+    let Ok(Envelope {
+        api_version,
+        kind,
+        request,
+    }) = serde_json::from_slice::<Envelope<Head>>(body)
+    else {
+        let envelope = serde_json::from_slice(body).map_err(ReviewError::Malformed)?;
+        return Ok((envelope, Objects::Body(body)));
+    };
+    let (request, objects) = match request.map(Head::split) {
+        Some((route, objects)) => (Some(route), objects),
+        None => (None, Objects::Body(body)),
+    };
+    let envelope = Envelope {
+        api_version,
+        kind,
+        request,
+    };
+    Ok((envelope, objects))
 }
 
 /// Reads the request's objects as `K`: from their raw JSON without `managedFields` (see

@@ -441,6 +441,12 @@ impl Server {
                     continue;
                 }
             };
+            // Answers are small and written in a few pieces (TLS records, HTTP/2 frames): with
+            // Nagle's algorithm on, the last piece can wait for the client's delayed ACK, some
+            // 40 ms, on the API server's write path.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+            }
             let acceptor = acceptor.clone();
             let router = router.clone();
             let closing = closing.subscribe();
