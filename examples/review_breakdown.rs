@@ -28,11 +28,15 @@ fn time(name: &str, f: impl Fn()) {
 }
 
 fn main() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/admission/validate-StatefulSet-CREATE-cap-web-1.json"
+    // Another captured review can be named: `-- validate-Service-CREATE-cap-cache-1`.
+    let fixture = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "validate-StatefulSet-CREATE-cap-web-1".to_owned());
+    let path = format!(
+        "{}/tests/fixtures/admission/{fixture}.json",
+        env!("CARGO_MANIFEST_DIR")
     );
-    let body = std::fs::read(path).expect("fixture");
+    let body = std::fs::read(&path).expect("fixture");
     let reviewer = Reviewer::new(Arc::new(Policy::builtin()), Arc::new(NoLookup));
     let today = today();
 
@@ -56,21 +60,29 @@ fn main() {
     time("scan only (serde IgnoredAny)", || {
         let _: serde::de::IgnoredAny = serde_json::from_slice(&body).expect("json");
     });
+    let endpoint = if fixture.starts_with("mutate-") {
+        Endpoint::Mutate
+    } else {
+        Endpoint::Validate
+    };
+    time("Reviewer::parse (routing pass, lean objects)", || {
+        reviewer.parse(endpoint, &body).expect("parse");
+    });
+    time("parse + decide + response bytes", || {
+        let parsed = reviewer.parse(endpoint, &body).expect("parse");
+        reviewer
+            .decide(endpoint, parsed, &NoLookup, today)
+            .to_json()
+            .expect("json");
+    });
+    if !fixture.contains("-StatefulSet-") {
+        return;
+    }
     time("typed AdmissionReview<StatefulSet>", || {
         let _: AdmissionReview<StatefulSet> = serde_json::from_slice(&body).expect("typed");
     });
     time("typed, without managedFields", || {
         let _: AdmissionReview<StatefulSet> = serde_json::from_slice(&lean).expect("typed");
-    });
-    time("Reviewer::parse (routing pass, lean objects)", || {
-        reviewer.parse(Endpoint::Validate, &body).expect("parse");
-    });
-    time("parse + decide + response bytes", || {
-        let parsed = reviewer.parse(Endpoint::Validate, &body).expect("parse");
-        reviewer
-            .decide(Endpoint::Validate, parsed, &NoLookup, today)
-            .to_json()
-            .expect("json");
     });
     let review: AdmissionReview<StatefulSet> = serde_json::from_slice(&body).expect("typed");
     let sts = review.request.and_then(|r| r.object).expect("object");

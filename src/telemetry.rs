@@ -1,8 +1,13 @@
 //! Logging set-up: text or JSON lines on stderr, filtered by `RUST_LOG` (default `info`).
+//!
+//! Lines are formatted where they are logged and written to stderr by a background thread,
+//! which writes all lines waiting at once: one write per burst instead of one per review under
+//! load. The caller keeps the returned guard; dropping it writes out what is left.
 
-use std::io::IsTerminal;
+use std::io::{BufWriter, IsTerminal};
 
 use clap::ValueEnum;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -13,11 +18,18 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber. Safe to call once; later calls are ignored.
-pub fn init(format: LogFormat) {
+#[must_use = "lines still queued are lost when the guard is not kept until exit"]
+pub fn init(format: LogFormat) -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Not lossy: when the queue is full, logging waits for the writer rather than dropping
+    // lines (the review log is the audit trail).
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("stsguard-log")
+        .finish(BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false);
     let installed = match format {
         LogFormat::Text => builder
@@ -31,4 +43,5 @@ pub fn init(format: LogFormat) {
     };
     // Already installed (tests start several servers): keep the first.
     let _ = installed;
+    guard
 }

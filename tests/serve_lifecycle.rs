@@ -216,6 +216,75 @@ async fn quick_start_serves_with_development_certificates_and_stops_on_sigterm()
     let _ = again.child.wait();
 }
 
+/// Log lines are written by a background thread in bursts: none is lost, neither under a burst
+/// of reviews nor at shutdown, and each review has its line.
+#[tokio::test]
+async fn every_review_is_logged_through_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let mut child = stsguard()
+        .args(serve_args(dir.path()))
+        .args(["--log-format", "json"])
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let serving = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        if let Some(line) = log.lines().find(|l| l.contains("stsguard is serving")) {
+            break serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+        assert!(child.try_wait().unwrap().is_none(), "exited: {log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let addr = serving["addr"].as_str().unwrap().to_owned();
+    let ca = std::fs::read_to_string(dir.path().join("dev/ca.crt")).unwrap();
+    let url = format!("https://{addr}/validate?timeout=5s");
+
+    const REVIEWS: usize = 400;
+    let client = client_trusting(&ca, Http::Two);
+    let mut review: serde_json::Value =
+        serde_json::from_slice(&fixture("validate-StatefulSet-CREATE-cap-web-1")).unwrap();
+    let mut answers = tokio::task::JoinSet::new();
+    for i in 0..REVIEWS {
+        review["request"]["uid"] = serde_json::json!(format!("burst-{i}"));
+        let (client, url, body) = (
+            client.clone(),
+            url.clone(),
+            serde_json::to_vec(&review).unwrap(),
+        );
+        answers.spawn(async move { client.post(&url, body).await.status });
+    }
+    while let Some(status) = answers.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    sigterm(&child);
+    assert_eq!(
+        wait(&mut child, Duration::from_secs(25)).await.code(),
+        Some(0)
+    );
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let mut uids: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["message"] == "review")
+        .map(|l| l["uid"].as_str().unwrap())
+        .collect();
+    uids.sort_unstable();
+    let mut expected: Vec<String> = (0..REVIEWS).map(|i| format!("burst-{i}")).collect();
+    expected.sort_unstable();
+    assert_eq!(uids, expected);
+    assert_eq!(
+        lines.last().unwrap()["message"],
+        "all connections closed",
+        "the last line before exit is written too: {log}"
+    );
+}
+
 fn sigterm(child: &Child) {
     let pid = child.id().to_string();
     assert!(

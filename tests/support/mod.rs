@@ -132,6 +132,7 @@ pub enum Http {
 pub const BOTH: [Http; 2] = [Http::One, Http::Two];
 
 /// A client that trusts only the test server's CA and resolves localhost to it.
+#[derive(Clone)]
 pub struct TestClient {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     pub http: Http,
