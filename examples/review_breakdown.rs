@@ -28,15 +28,23 @@ fn time(name: &str, f: impl Fn()) {
 }
 
 fn main() {
-    // Another captured review can be named: `-- validate-Service-CREATE-cap-cache-1`.
+    // Another captured review can be named, with or without `.json`:
+    // `-- validate-Service-CREATE-cap-cache-1`.
     let fixture = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "validate-StatefulSet-CREATE-cap-web-1".to_owned());
+    let fixture = fixture.strip_suffix(".json").unwrap_or(&fixture);
     let path = format!(
         "{}/tests/fixtures/admission/{fixture}.json",
         env!("CARGO_MANIFEST_DIR")
     );
-    let body = std::fs::read(&path).expect("fixture");
+    let body = match std::fs::read(&path) {
+        Ok(body) => body,
+        Err(err) => {
+            eprintln!("cannot read {path}: {err}");
+            std::process::exit(2);
+        }
+    };
     let reviewer = Reviewer::new(Arc::new(Policy::builtin()), Arc::new(NoLookup));
     let today = today();
 
