@@ -138,7 +138,7 @@ impl Metrics {
         let rejected = Family::<RejectLabels, Counter>::default();
         registry.register(
             "rejected_requests",
-            "Requests to the webhook endpoints answered with an HTTP error (400 not a review, 408 too slow, 413 too large)",
+            "Requests to the webhook endpoints answered with an HTTP error (400 not a review, 408 too slow, 413 too large, 500 failed inside stsguard)",
             rejected.clone(),
         );
         let cache_objects = Family::<CacheLabels, Gauge>::default();

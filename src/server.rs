@@ -5,6 +5,7 @@ use std::{
     future::Future,
     io,
     net::SocketAddr,
+    panic::AssertUnwindSafe,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -20,6 +21,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use futures::FutureExt;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -134,29 +136,59 @@ pub fn app(reviewer: Reviewer, metrics: Arc<Metrics>, limits: &Limits) -> Router
         metrics: metrics.clone(),
         max_body_bytes: limits.max_body_bytes,
     };
-    Router::new()
+    let routes = Router::new()
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
         .fallback(not_found)
+        .with_state(state);
+    guarded(routes, metrics, limits)
+}
+
+/// What every webhook request goes through around its handler: a slow request becomes a 408,
+/// and 408s and 500s (see [`caught`]) are counted here, since the handler's own accounting never
+/// sees them.
+fn guarded(routes: Router, metrics: Arc<Metrics>, limits: &Limits) -> Router {
+    routes
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
-        // Requests cut short by the timeout never reach the handler's own accounting.
         .layer(axum::middleware::map_response(
             move |request_path: axum::http::Uri, response: Response| {
                 let metrics = metrics.clone();
                 async move {
-                    if response.status() == StatusCode::REQUEST_TIMEOUT
-                        && let Some(endpoint) = endpoint_of(request_path.path())
-                    {
-                        metrics.request_rejected(endpoint, 408);
+                    let status = response.status();
+                    let unseen = status == StatusCode::REQUEST_TIMEOUT
+                        || status == StatusCode::INTERNAL_SERVER_ERROR;
+                    if unseen && let Some(endpoint) = endpoint_of(request_path.path()) {
+                        metrics.request_rejected(endpoint, status.as_u16());
                     }
                     response
                 }
             },
         ))
-        .with_state(state)
+}
+
+/// Nothing in a review is meant to panic. If something does, the API server still gets an
+/// answer (a 500, to which it applies the webhook's failurePolicy) instead of a connection
+/// dropped mid-request, the connection's other requests go on, and the log says what happened.
+/// Unwind safety holds because a review shares nothing it could leave half-changed: the policy
+/// and caches are read-only to it and the metrics are atomics.
+/// (Caught here rather than with tower-http's `CatchPanicLayer`, which measured about 1 µs, 3 %,
+/// more CPU per Service review, most likely for the response body it boxes.)
+async fn caught(review: impl Future<Output = Response>) -> Response {
+    match AssertUnwindSafe(review).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(no message)");
+            tracing::error!(panic = message, "review failed: the reviewer panicked");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "review failed\n")
+        }
+    }
 }
 
 fn endpoint_of(path: &str) -> Option<Endpoint> {
@@ -209,11 +241,11 @@ async fn not_found() -> Response {
 }
 
 async fn validate(State(state): State<AppState>, request: Request) -> Response {
-    review(state, Endpoint::Validate, request).await
+    caught(review(state, Endpoint::Validate, request)).await
 }
 
 async fn mutate(State(state): State<AppState>, request: Request) -> Response {
-    review(state, Endpoint::Mutate, request).await
+    caught(review(state, Endpoint::Mutate, request)).await
 }
 
 async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Response {
@@ -635,5 +667,44 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("SIGINT received"),
         () = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn buggy() -> Response {
+        panic!("a mutator bug")
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_answering_is_a_counted_500_and_the_router_goes_on() {
+        let metrics = Arc::new(Metrics::new());
+        let routes = Router::new()
+            .route(
+                "/validate",
+                post(|| caught(async { "fine".into_response() })),
+            )
+            .route("/mutate", post(|| caught(buggy())));
+        let app = guarded(routes, metrics.clone(), &Limits::default());
+        let post_to = |path: &str| Request::post(path).body(Body::empty()).unwrap();
+
+        let response = app.clone().oneshot(post_to("/mutate")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"review failed\n");
+
+        let response = app.oneshot(post_to("/validate")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let rendered = metrics.render();
+        assert!(
+            rendered
+                .contains(r#"stsguard_rejected_requests_total{endpoint="mutate",status="500"} 1"#),
+            "{rendered}"
+        );
+        assert!(!rendered.contains(r#"endpoint="validate",status="500""#));
     }
 }
