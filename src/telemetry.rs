@@ -44,7 +44,7 @@ pub fn init(format: LogFormat) -> WorkerGuard {
             .with_current_span(false)
             .try_init(),
     };
-    // Already installed (tests start several servers): keep the first.
+    // Already installed (only `main` installs it, once): keep the first.
     let _ = installed;
     guard
 }
