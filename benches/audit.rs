@@ -55,7 +55,7 @@ pub fn corpus(pairs: usize) -> String {
 fn bench(c: &mut Criterion) {
     let text = corpus(5_000);
     let policy = Policy::builtin();
-    let today = stsguard::review::today();
+    let today = stsguard::time::today();
     let mut group = c.benchmark_group("audit 10k documents");
     group.sample_size(10);
     group.bench_function("read YAML", |b| {

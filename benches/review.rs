@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use stsguard::{
     lookup::NoLookup,
     policy::Policy,
-    review::{Endpoint, Reviewer, today},
+    review::{Endpoint, Reviewer},
+    time::today,
 };
 
 fn fixture(name: &str) -> Vec<u8> {

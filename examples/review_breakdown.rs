@@ -12,8 +12,9 @@ use stsguard::{
     evaluate::{Input, evaluate},
     lookup::NoLookup,
     policy::Policy,
-    review::{Endpoint, Reviewer, today},
-    subject::Subject,
+    review::{Endpoint, Reviewer},
+    subject::{Operation, Subject},
+    time::today,
 };
 
 const RUNS: u32 = 20_000;
@@ -100,6 +101,7 @@ fn main() {
             subject: Subject::StatefulSet(&sts),
             old: None,
             namespace: "cap",
+            operation: Operation::Create,
         };
         evaluate(&input, &NoLookup, &policy, today);
     });

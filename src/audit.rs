@@ -1,103 +1,23 @@
-//! The offline audit: the webhook's admission chain over manifests. Each StatefulSet is mutated
-//! as the mutating webhook would on CREATE, then every StatefulSet and Service is evaluated with
-//! the same `evaluate` the validating webhook uses, with cross-object facts taken from the
-//! manifests themselves.
-
-use std::sync::Arc;
+//! The offline audit: the webhook's admission chain (`admit`) over manifests, each object as a
+//! CREATE, with cross-object facts taken from the manifests themselves (by proximity, see
+//! [`ManifestFacts`]).
 
 use jiff::civil::Date;
-use k8s_openapi::api::{
-    apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy},
-    core::v1::Service,
-};
-use serde::Deserialize;
-use serde_json::Value;
+use json_patch::PatchOperation;
 
 use crate::{
-    evaluate::{Input, Outcome, Verdict, evaluate},
-    lookup::{InMemory, Lookup, NoLookup},
+    admit::{self, Chain, Classified, Request},
+    evaluate::{Outcome, Verdict},
+    lookup::{Lookup, NoLookup},
     manifest::{Document, InputError, Loaded, Source},
-    mutate::{self, mutate_statefulset},
     policy::{Lookups, Policy},
     rules::{Action, Target},
-    subject::Subject,
+    subject::{self, Object, Operation},
 };
 
-/// A document stsguard judges, typed.
-#[derive(Clone, Debug)]
-pub enum Object {
-    StatefulSet(Arc<StatefulSet>),
-    Service(Arc<Service>),
-}
+mod facts;
 
-impl Object {
-    pub fn subject(&self) -> Subject<'_> {
-        match self {
-            Object::StatefulSet(s) => Subject::StatefulSet(s),
-            Object::Service(s) => Subject::Service(s),
-        }
-    }
-}
-
-/// What a document is to stsguard.
-pub enum Classified {
-    Object(Object),
-    /// A StatefulSet of a removed beta API version, read as apps/v1.
-    Legacy(Object, String),
-    /// Another kind; read (it may matter to nobody) and skipped.
-    Other,
-    Invalid(String),
-}
-
-/// StatefulSet API versions read as `apps/v1`; the old beta ones still appear in repositories.
-const STATEFULSET_VERSIONS: &[&str] = &["apps/v1", "apps/v1beta2", "apps/v1beta1"];
-
-/// Reads a document's apiVersion and kind and deserializes what stsguard checks.
-pub fn classify(value: &Value) -> Classified {
-    let api_version = value
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let kind = value
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    match kind {
-        "StatefulSet" if STATEFULSET_VERSIONS.contains(&api_version) => {
-            let read = if api_version == "apps/v1" {
-                StatefulSet::deserialize(value)
-            } else {
-                // The typed StatefulSet accepts only apps/v1; the beta versions' fields read the
-                // same.
-                let mut value = value.clone();
-                value["apiVersion"] = Value::from("apps/v1");
-                StatefulSet::deserialize(value)
-            };
-            match read {
-                Ok(sts) if api_version == "apps/v1" => {
-                    Classified::Object(Object::StatefulSet(Arc::new(sts)))
-                }
-                Ok(sts) => Classified::Legacy(
-                    Object::StatefulSet(Arc::new(sts)),
-                    format!(
-                        "{api_version} is no longer served (removed in Kubernetes 1.16); audited \
-                         as apps/v1, which also requires spec.selector"
-                    ),
-                ),
-                Err(e) => {
-                    Classified::Invalid(format!("not a valid {api_version} StatefulSet: {e}"))
-                }
-            }
-        }
-        "Service" if api_version == "v1" => {
-            match serde_json::from_value::<Service>(value.clone()) {
-                Ok(svc) => Classified::Object(Object::Service(Arc::new(svc))),
-                Err(e) => Classified::Invalid(format!("not a valid v1 Service: {e}")),
-            }
-        }
-        _ => Classified::Other,
-    }
-}
+pub use facts::ManifestFacts;
 
 /// The audit of one object.
 #[derive(Clone, Debug)]
@@ -109,6 +29,8 @@ pub struct ObjectResult {
     pub name: String,
     /// Mutators the mutating webhook would have applied before validation.
     pub mutated_by: Vec<&'static str>,
+    /// The mutating webhook's patch, against the object as written.
+    pub patch: Vec<PatchOperation>,
     pub verdict: Verdict,
 }
 
@@ -149,27 +71,44 @@ impl AuditReport {
     }
 }
 
+/// An object read from a document, with what the chain made of it so far.
+struct Entry<'a> {
+    doc: &'a Document,
+    /// Defaulted, then (after the mutation step) as it would be stored.
+    object: Object,
+    namespace: String,
+    mutated_by: Vec<&'static str>,
+    patch: Vec<PatchOperation>,
+    note: Option<String>,
+}
+
 /// Audits loaded manifests. Objects without a namespace are taken to be in `namespace`.
+///
+/// The steps are the chain's, over all objects at once: mutation sees the objects as written
+/// (a Service mutator asks which StatefulSets name it), evaluation sees them as they would be
+/// stored (a StatefulSet is judged against its Service after that Service's mutation).
 pub fn audit(loaded: &Loaded, policy: &Policy, namespace: &str, today: Date) -> AuditReport {
     let mut report = AuditReport {
         errors: loaded.errors.clone(),
         ..AuditReport::default()
     };
-    // Each object with the mutators applied to it and a note about its API version, if any.
-    let classified = crate::parallel::map(&loaded.documents, |doc| {
-        let (object, note) = match classify(&doc.value) {
-            Classified::Object(object) => (object, None),
-            Classified::Legacy(object, note) => (object, Some(note)),
-            other => return Err(other),
-        };
-        let ns = namespace_of(&object, namespace);
-        let (object, mutated_by) = admit(object, &doc.value, &ns, policy, today);
-        Ok((object, mutated_by, note))
-    });
-    let mut objects: Vec<(&Document, Object, Vec<&'static str>, Option<String>)> = Vec::new();
+    let classified =
+        crate::parallel::map(&loaded.documents, |doc| match admit::classify(&doc.value) {
+            Classified::Object(object) => Ok((admit::default(object), None)),
+            Classified::Legacy(object, note) => Ok((admit::default(object), Some(note))),
+            other => Err(other),
+        });
+    let mut entries: Vec<Entry> = Vec::new();
     for (doc, classified) in loaded.documents.iter().zip(classified) {
         match classified {
-            Ok((object, mutated_by, note)) => objects.push((doc, object, mutated_by, note)),
+            Ok((object, note)) => entries.push(Entry {
+                doc,
+                namespace: subject::namespace(object.subject().metadata(), namespace).to_owned(),
+                object,
+                mutated_by: vec![],
+                patch: vec![],
+                note,
+            }),
             Err(Classified::Invalid(message)) => report.errors.push(InputError {
                 file: doc.source.file.clone(),
                 line: Some(doc.source.line),
@@ -180,121 +119,68 @@ pub fn audit(loaded: &Loaded, policy: &Policy, namespace: &str, today: Date) -> 
         }
     }
 
-    let mut seen: std::collections::HashMap<(Target, String, String), &Source> =
-        std::collections::HashMap::new();
-    for (doc, object, _, _) in &objects {
-        let subject = object.subject();
-        let key = (
-            subject.target(),
-            namespace_of(object, namespace),
-            subject.display_name().to_owned(),
-        );
-        if let Some(first) = seen.insert(key.clone(), &doc.source) {
-            report.notes.push(format!(
-                "{} {}/{} is defined more than once ({first} and {}); cross-object checks use the last",
-                key.0.kind(),
-                key.1,
-                key.2,
-                doc.source
-            ));
-        }
-    }
-
-    let mut facts = InMemory::new();
-    for (_, object, _, _) in &objects {
-        match object {
-            Object::StatefulSet(s) => facts.add_statefulset(namespace, s.clone()),
-            Object::Service(s) => facts.add_service(namespace, s.clone()),
-        }
-    }
-    let lookup: &dyn Lookup = match policy.lookups {
-        Lookups::Auto => &facts,
-        Lookups::Off => &NoLookup,
+    let index = |entries: &[Entry]| {
+        ManifestFacts::new(
+            entries.iter().map(|e| (&e.doc.source, &e.object)),
+            namespace,
+        )
     };
+    let written = index(&entries);
+    report.notes = written.collisions();
+    let mutated = crate::parallel::map(&entries, |entry| {
+        let near = written.near(&entry.doc.source.file);
+        let chain = chain(policy, &near, today);
+        chain.mutated(
+            Operation::Create,
+            &entry.namespace,
+            entry.object.clone(),
+            None,
+        )
+    });
+    for (entry, (object, mutation)) in entries.iter_mut().zip(mutated) {
+        entry.object = object;
+        entry.mutated_by = mutation.applied;
+        entry.patch = mutation.patch;
+    }
 
-    report.results = crate::parallel::map(&objects, |(doc, object, mutated_by, note)| {
-        let subject = object.subject();
-        let ns = namespace_of(object, namespace);
-        let input = Input {
-            subject,
+    let stored = index(&entries);
+    report.results = crate::parallel::map(&entries, |entry| {
+        let near = stored.near(&entry.doc.source.file);
+        let subject = entry.object.subject();
+        let mut verdict = chain(policy, &near, today).validate(&Request {
+            operation: Operation::Create,
+            namespace: &entry.namespace,
+            object: subject,
             old: None,
-            namespace: &ns,
-        };
-        let mut verdict = evaluate(&input, lookup, policy, today);
-        verdict.notes.extend(note.clone());
+        });
+        verdict.notes.extend(entry.note.clone());
         ObjectResult {
-            source: doc.source.clone(),
-            api_version: doc.value["apiVersion"]
+            source: entry.doc.source.clone(),
+            api_version: entry.doc.value["apiVersion"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned(),
             target: subject.target(),
             name: subject.display_name().to_owned(),
-            namespace: ns,
-            mutated_by: mutated_by.clone(),
+            namespace: entry.namespace.clone(),
+            mutated_by: entry.mutated_by.clone(),
+            patch: entry.patch.clone(),
             verdict,
         }
     });
     report
 }
 
-fn namespace_of(object: &Object, default: &str) -> String {
-    object
-        .subject()
-        .metadata()
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| default.to_owned())
-}
-
-/// Applies what the mutating webhook would on CREATE; returns the object as the validating
-/// webhook would see it, and the mutators that changed it.
-fn admit(
-    object: Object,
-    value: &Value,
-    namespace: &str,
-    policy: &Policy,
-    today: Date,
-) -> (Object, Vec<&'static str>) {
-    let Object::StatefulSet(sts) = object else {
-        return (object, vec![]);
+/// The chain with the policy's lookups: the manifests' facts, or none with `lookups: off`.
+fn chain<'a>(policy: &'a Policy, facts: &'a dyn Lookup, today: Date) -> Chain<'a> {
+    let lookup: &dyn Lookup = match policy.lookups {
+        Lookups::Auto => facts,
+        Lookups::Off => &NoLookup,
     };
-    // The API server defaults the retention policy before any webhook sees the object.
-    let defaulted = sts
-        .spec
-        .as_ref()
-        .is_some_and(|s| s.persistent_volume_claim_retention_policy.is_none());
-    let retain = || serde_json::json!({"whenDeleted": "Retain", "whenScaled": "Retain"});
-    let sts = if defaulted {
-        let mut sts = Arc::unwrap_or_clone(sts);
-        if let Some(spec) = sts.spec.as_mut() {
-            spec.persistent_volume_claim_retention_policy =
-                Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some("Retain".to_owned()),
-                    when_scaled: Some("Retain".to_owned()),
-                });
-        }
-        Arc::new(sts)
-    } else {
-        sts
-    };
-    let mutation = mutate_statefulset(&sts, namespace, mutate::Operation::Create, policy, today);
-    if mutation.is_empty() {
-        return (Object::StatefulSet(sts), vec![]);
-    }
-    let mut patched = value.clone();
-    if defaulted && let Some(spec) = patched.get_mut("spec").and_then(Value::as_object_mut) {
-        spec.insert("persistentVolumeClaimRetentionPolicy".into(), retain());
-    }
-    let applied = json_patch::patch(&mut patched, &mutation.patch)
-        .ok()
-        .and_then(|()| serde_json::from_value::<StatefulSet>(patched).ok());
-    match applied {
-        Some(mutated) => (Object::StatefulSet(Arc::new(mutated)), mutation.applied),
-        // A patch that does not apply to its own object would be a mutator bug; judge the
-        // object as written rather than lose it.
-        None => (Object::StatefulSet(sts), vec![]),
+    Chain {
+        policy,
+        lookup,
+        today,
     }
 }
 
@@ -341,8 +227,7 @@ spec: {clusterIP: None, selector: {app: web}}
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         assert_eq!(report.results.len(), 2);
         let sts = &report.results[0];
-        // The mutating webhook would inject the template for the `data` mount first; the
-        // retention policy is defaulted by the API server before webhooks run.
+        // The mutating webhook would inject the template for the `data` mount first.
         assert_eq!(sts.mutated_by, ["sts-inject-volume-claim-templates"]);
         assert!(
             sts.verdict.violations.is_empty(),
@@ -400,6 +285,55 @@ spec: {clusterIP: None, selector: {app: web}}
             "{:?}",
             report.notes
         );
+    }
+
+    #[test]
+    fn a_service_made_headless_by_the_mutator_is_admitted_as_by_the_webhook() {
+        let plain = HEADLESS.replace("clusterIP: None, ", "");
+        let policy = Policy::from_yaml("mutators: {svc-make-headless: true}", "t").unwrap();
+        let report = run(&format!("{STS}---\n{plain}"), &policy);
+        assert_eq!(report.results[1].mutated_by, ["svc-make-headless"]);
+        for result in &report.results {
+            assert!(result.verdict.violations.is_empty(), "{:?}", result.verdict);
+        }
+        let report = run(&format!("{STS}---\n{plain}"), &Policy::builtin());
+        assert!(report.fails(Action::Deny));
+    }
+
+    #[test]
+    fn unrelated_apps_in_one_directory_keep_their_own_verdicts() {
+        // App b's ClusterIP Service `web` must still deny its StatefulSet although app a, read
+        // later, defines a headless Service of the same name.
+        let mut loaded = Loaded::default();
+        let cluster_ip = HEADLESS.replace("clusterIP: None", "clusterIP: 10.0.0.1");
+        parse_into(
+            &mut loaded,
+            "apps/b/all.yaml",
+            &format!("{STS}---\n{cluster_ip}"),
+            false,
+        );
+        parse_into(
+            &mut loaded,
+            "apps/a/all.yaml",
+            &format!("{STS}---\n{HEADLESS}"),
+            false,
+        );
+        let together = audit(&loaded, &Policy::builtin(), "default", today());
+        let ids: Vec<_> = together
+            .results
+            .iter()
+            .map(|r| r.verdict.rule_ids())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                vec!["sts-governing-service-headless"],
+                vec!["svc-headless-for-statefulset"],
+                vec![],
+                vec![]
+            ]
+        );
+        assert_eq!(together.notes.len(), 2, "{:?}", together.notes);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use crate::{
     mutate::MUTATORS,
-    rules::{RULES, Rule},
+    rules::{Action, RULES, Rule},
 };
 
 /// A rule's default, e.g. `deny` or `missing: warn, incomplete: deny`.
@@ -60,6 +60,113 @@ pub fn mutators_markdown() -> String {
     out
 }
 
+/// The shipped policies, generated from the rule and mutator tables so that a new rule reaches
+/// every one of them (and the chart's copy) without editing them by hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// `policies/default.yaml`, the built-in policy: every rule at its default.
+    Default,
+    /// `policies/strict.yaml`: every rule denies.
+    Strict,
+    /// `policies/audit.yaml`: the defaults in audit mode.
+    Audit,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 3] = [Preset::Default, Preset::Strict, Preset::Audit];
+
+    /// The file under `policies/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Preset::Default => "default.yaml",
+            Preset::Strict => "strict.yaml",
+            Preset::Audit => "audit.yaml",
+        }
+    }
+}
+
+/// The policy file of a preset, with comments.
+pub fn policy_yaml(preset: Preset) -> String {
+    let mut out = String::from(match preset {
+        Preset::Default => {
+            "# stsguard built-in policy. `stsguard serve` without --policy uses exactly this text.\n"
+        }
+        Preset::Strict => {
+            "# stsguard strict policy: every rule denies. For clusters whose StatefulSets already pass.\n"
+        }
+        Preset::Audit => {
+            "# stsguard audit policy: the default rules in dry-run audit mode. Nothing is rejected; what\n\
+             # would be denied comes back as warnings and as audit annotations (stsguard.io/<rule-id>).\n"
+        }
+    });
+    out.push_str(
+        "# Generated from the rule table (`stsguard rules --format policy`); every field is described\n\
+         # in README.md, \"Policy reference\".\n\
+         apiVersion: stsguard.io/v1alpha1\n\
+         kind: Policy\n\n\
+         # enforce: deny-level violations reject the object.\n\
+         # audit:   everything is admitted; would-be denials become warnings and audit annotations.\n",
+    );
+    out.push_str(if preset == Preset::Audit {
+        "mode: audit\n"
+    } else {
+        "mode: enforce\n"
+    });
+    out.push_str(
+        "\n# The answer when a rule fails internally: deny (like failurePolicy: Fail) or allow.\n\
+         failureAction: deny\n\n\
+         # Cluster lookups for the cross-object rules: auto (when a cluster is reachable) or off.\n\
+         lookups: auto\n\n\
+         # Rule id -> deny | warn | off, or rule id -> {case: action} for rules with several cases.\n\
+         rules:\n",
+    );
+    let action = |default: Action| match preset {
+        Preset::Strict => Action::Deny,
+        Preset::Default | Preset::Audit => default,
+    };
+    for rule in RULES {
+        match rule.cases {
+            [only] => out.push_str(&format!("  {}: {}\n", rule.id, action(only.default))),
+            cases => {
+                out.push_str(&format!("  {}:\n", rule.id));
+                for case in cases {
+                    out.push_str(&format!("    {}: {}\n", case.name, action(case.default)));
+                }
+            }
+        }
+    }
+    out.push_str(
+        "\n# Mutator id -> true | false. Mutators run on /mutate on CREATE; on UPDATE only those that\n\
+         # touch mutable fields run.\n\
+         mutators:\n",
+    );
+    for m in MUTATORS {
+        out.push_str(&format!("  {}: {}\n", m.id, m.default_enabled));
+    }
+    out.push_str(
+        "\n# What the mutators inject.\n\
+         defaults:\n\
+         \x20 volumeClaimTemplate:\n\
+         \x20   accessModes: [ReadWriteOnce]\n\
+         \x20   storage: 1Gi\n\
+         \x20   # storageClassName: fast-ssd   # unset: the cluster's default StorageClass\n\
+         \x20   # volumeMode: Filesystem\n\n\
+         # Namespaces exempt from some or all rules, with the reason shown in every warning. \"*\"\n\
+         # exempts from every rule; a mutator is exempted only when named.\n\
+         exemptions: []\n\
+         #  - namespaces: [legacy-db]\n\
+         #    rules: [\"*\"]\n\
+         #    reason: migrating off the old chart, ticket OPS-123\n\n\
+         settings:\n\
+         \x20 # Labels that change with every chart release; on volumeClaimTemplates they break upgrades.\n\
+         \x20 volatileLabels:\n",
+    );
+    for label in crate::rules::Settings::default().volatile_labels {
+        out.push_str(&format!("    - {label}\n"));
+    }
+    out
+}
+
 fn cell(text: &str) -> String {
     text.split_whitespace()
         .collect::<Vec<_>>()
@@ -69,29 +176,75 @@ fn cell(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
-    fn section<'a>(readme: &'a str, name: &str) -> &'a str {
-        let begin = format!("<!-- {name}:begin -->\n");
-        let end = format!("<!-- {name}:end -->");
-        let start = readme
-            .find(&begin)
-            .unwrap_or_else(|| panic!("README lacks {begin}"))
-            + begin.len();
-        let stop = readme[start..]
-            .find(&end)
-            .unwrap_or_else(|| panic!("README lacks {end}"));
-        &readme[start..start + stop]
+    /// The shipped policies and the chart's copy are what the tables generate; with
+    /// `STSGUARD_BLESS=1` this test writes them instead.
+    #[test]
+    fn shipped_policies_are_generated_from_the_tables() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let bless = std::env::var_os("STSGUARD_BLESS").is_some();
+        let mut stale = Vec::new();
+        for preset in Preset::ALL {
+            let text = policy_yaml(preset);
+            crate::policy::Policy::from_yaml(&text, preset.file_name())
+                .unwrap_or_else(|e| panic!("generated {preset:?} policy does not load: {e}"));
+            let mut files = vec![root.join("policies").join(preset.file_name())];
+            if preset == Preset::Default {
+                files.push(root.join("charts/stsguard/files/default-policy.yaml"));
+            }
+            for file in files {
+                if std::fs::read_to_string(&file).ok().as_deref() != Some(text.as_str()) {
+                    if bless {
+                        std::fs::write(&file, &text).unwrap();
+                    } else {
+                        stale.push(file.display().to_string());
+                    }
+                }
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "stale: {stale:?}; run `STSGUARD_BLESS=1 cargo test --lib catalog` to regenerate"
+        );
     }
 
+    /// The README's tables are what the tables generate; with `STSGUARD_BLESS=1` this test
+    /// writes them instead.
     #[test]
     fn readme_tables_match_the_registries() {
-        let readme = include_str!("../README.md");
-        assert_eq!(
-            section(readme, "rules"),
-            rules_markdown(),
-            "README's rule table is out of date; paste `stsguard rules --format markdown`"
-        );
-        assert_eq!(section(readme, "mutators"), mutators_markdown());
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let mut readme = std::fs::read_to_string(&path).unwrap();
+        let mut stale = Vec::new();
+        for (name, table) in [
+            ("rules", rules_markdown()),
+            ("mutators", mutators_markdown()),
+        ] {
+            let begin = format!("<!-- {name}:begin -->\n");
+            let end = format!("<!-- {name}:end -->");
+            let start = readme
+                .find(&begin)
+                .unwrap_or_else(|| panic!("README lacks {begin}"))
+                + begin.len();
+            let stop = start
+                + readme[start..]
+                    .find(&end)
+                    .unwrap_or_else(|| panic!("README lacks {end}"));
+            if readme[start..stop] != table {
+                stale.push(name);
+                readme.replace_range(start..stop, &table);
+            }
+        }
+        if std::env::var_os("STSGUARD_BLESS").is_some() {
+            std::fs::write(&path, readme).unwrap();
+        } else {
+            assert!(
+                stale.is_empty(),
+                "README's {stale:?} tables are out of date; run \
+                 `STSGUARD_BLESS=1 cargo test --lib catalog` (or paste `stsguard rules --format markdown`)"
+            );
+        }
     }
 }

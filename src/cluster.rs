@@ -218,6 +218,21 @@ impl Health {
     }
 }
 
+impl crate::metrics::CacheReport for Health {
+    fn caches(&self) -> Vec<crate::metrics::CacheState> {
+        self.lock()
+            .iter()
+            .map(|w| crate::metrics::CacheState {
+                kind: w.kind,
+                namespace: w.namespace.clone(),
+                objects: w.objects,
+                synced: w.synced,
+                watching: w.error.is_none(),
+            })
+            .collect()
+    }
+}
+
 /// Caches of one kind: one for all namespaces, or one per watched namespace.
 #[derive(Clone)]
 struct Caches<K: Resource<DynamicType = ()> + Clone + 'static> {

@@ -14,15 +14,17 @@ use crate::{
     lookup::Lookup,
     policy::{FailureAction, Mode, Policy},
     rules::{Action, Check, Context, Finding, RULES, Rule},
-    subject::Subject,
+    subject::{Operation, Subject},
 };
 
-/// What to judge: the object, the object it replaces (UPDATE), and its namespace.
+/// What to judge: the object (on DELETE, the object being deleted), the object it replaces
+/// (UPDATE), its namespace, and what the request does to it.
 #[derive(Clone, Copy, Debug)]
 pub struct Input<'a> {
     pub subject: Subject<'a>,
     pub old: Option<Subject<'a>>,
     pub namespace: &'a str,
+    pub operation: Operation,
 }
 
 /// What became of a violation.
@@ -135,7 +137,7 @@ fn evaluate_rules(
         lookup,
         settings: &policy.settings,
     };
-    let found = run_rules(rules, input.subject, &ctx, policy, &mut verdict);
+    let found = run_rules(rules, input, input.subject, &ctx, policy, &mut verdict);
     if found.is_empty() {
         return verdict;
     }
@@ -145,7 +147,7 @@ fn evaluate_rules(
     let before: HashSet<(&str, String)> = match input.old {
         Some(old) if found.iter().any(|(_, _, a)| *a == Action::Deny) => {
             let mut ignored = Verdict::default();
-            run_rules(rules, old, &ctx, policy, &mut ignored)
+            run_rules(rules, input, old, &ctx, policy, &mut ignored)
                 .into_iter()
                 .map(|(rule, finding, _)| (rule.id, finding.path))
                 .collect()
@@ -155,7 +157,7 @@ fn evaluate_rules(
 
     for (rule, finding, action) in found {
         let exempted = exemption
-            .covers(rule.id)
+            .covers_rule(rule.id)
             .or_else(|| policy.namespace_exemption(input.namespace, rule.id));
         let outcome = match (exempted, action) {
             (Some(reason), _) => Outcome::Exempted {
@@ -178,16 +180,21 @@ fn evaluate_rules(
     verdict
 }
 
-/// Runs the enabled rules for the subject's kind, returning each finding with its action.
+/// Runs the enabled rules for the subject's kind and the input's operation, returning each
+/// finding with its action.
 fn run_rules(
     rules: &'static [Rule],
+    input: &Input,
     subject: Subject,
     ctx: &Context,
     policy: &Policy,
     verdict: &mut Verdict,
 ) -> Vec<(&'static Rule, Finding, Action)> {
     let mut found = Vec::new();
-    for rule in rules.iter().filter(|r| r.target == subject.target()) {
+    let judged = rules
+        .iter()
+        .filter(|r| r.target == subject.target() && r.check.judges(input.operation));
+    for rule in judged {
         if policy.strongest_action(rule) == Action::Off {
             continue;
         }
@@ -226,7 +233,9 @@ fn run_rules(
 fn run_rule(rule: &Rule, subject: Subject, ctx: &Context) -> Result<Vec<Finding>, String> {
     let result = catch_unwind(AssertUnwindSafe(|| match (&rule.check, subject) {
         (Check::StatefulSet(check), Subject::StatefulSet(sts)) => check(sts, ctx),
-        (Check::Service(check), Subject::Service(svc)) => check(svc, ctx),
+        (Check::Service(check) | Check::ServiceDelete(check), Subject::Service(svc)) => {
+            check(svc, ctx)
+        }
         _ => Vec::new(),
     }));
     result.map_err(|payload| {
@@ -258,6 +267,7 @@ mod tests {
             subject: Subject::StatefulSet(new),
             old: None,
             namespace: "ns",
+            operation: Operation::Create,
         };
         evaluate(&input, &NoLookup, policy, today())
     }
@@ -314,6 +324,7 @@ mod tests {
             subject: Subject::StatefulSet(&new),
             old: Some(Subject::StatefulSet(&old)),
             namespace: "ns",
+            operation: Operation::Update,
         };
         let verdict = evaluate(&input, &NoLookup, &Policy::builtin(), today());
         let outcomes: Vec<_> = verdict
@@ -404,6 +415,7 @@ mod tests {
             subject: Subject::StatefulSet(&built),
             old: None,
             namespace: "ns",
+            operation: Operation::Create,
         };
         let deny = evaluate_rules(&PANICKING, &input, &NoLookup, &Policy::builtin(), today());
         assert!(!deny.allowed());

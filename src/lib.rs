@@ -1,11 +1,11 @@
 //! stsguard: a Kubernetes admission webhook that enforces StatefulSet best practices.
 #![forbid(unsafe_code)]
 
+pub mod admit;
 pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod cluster;
-pub mod duration;
 pub mod evaluate;
 pub mod exemption;
 pub mod lookup;
@@ -23,4 +23,5 @@ pub mod rules;
 pub mod server;
 pub mod subject;
 pub mod telemetry;
+pub mod time;
 pub mod tls;

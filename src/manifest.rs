@@ -69,27 +69,51 @@ const EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
 /// and `*.json` (in name order), anything else is read as a file.
 pub fn load(inputs: &[PathBuf], stdin: &mut dyn Read) -> Loaded {
     let mut loaded = Loaded::default();
+    for input in read_inputs(inputs, stdin, &mut loaded.errors) {
+        parse_into(&mut loaded, &input.file, &input.text, input.json);
+    }
+    loaded
+}
+
+/// One input's text, as read.
+#[derive(Debug)]
+pub struct Input {
+    /// The file as given (or found under a given directory); `-` for stdin.
+    pub file: String,
+    pub text: String,
+    /// Read as one JSON document rather than a YAML stream.
+    pub json: bool,
+}
+
+/// Reads the inputs' text: `-` is stdin, a directory is searched for manifests, anything else is
+/// a file. What cannot be read is recorded in `errors`.
+pub fn read_inputs(
+    inputs: &[PathBuf],
+    stdin: &mut dyn Read,
+    errors: &mut Vec<InputError>,
+) -> Vec<Input> {
+    let mut read = Vec::new();
     for input in inputs {
         if input.as_os_str() == "-" {
             let mut text = String::new();
             match stdin.read_to_string(&mut text) {
-                Ok(_) => parse_into(&mut loaded, "-", &text, false),
-                Err(e) => loaded
-                    .errors
-                    .push(whole_file("-", format!("cannot read stdin: {e}"))),
+                Ok(_) => read.push(Input {
+                    file: "-".to_owned(),
+                    text,
+                    json: false,
+                }),
+                Err(e) => errors.push(whole_file("-", format!("cannot read stdin: {e}"))),
             }
         } else if input.is_dir() {
             match manifest_files(input) {
-                Ok(files) => files.iter().for_each(|f| read_file(&mut loaded, f)),
-                Err(e) => loaded
-                    .errors
-                    .push(whole_file(&input.display().to_string(), e)),
+                Ok(files) => read.extend(files.iter().filter_map(|f| read_file(f, errors))),
+                Err(e) => errors.push(whole_file(&input.display().to_string(), e)),
             }
         } else {
-            read_file(&mut loaded, input);
+            read.extend(read_file(input, errors));
         }
     }
-    loaded
+    read
 }
 
 fn whole_file(file: &str, message: String) -> InputError {
@@ -128,95 +152,143 @@ fn find_manifests(dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
-fn read_file(loaded: &mut Loaded, path: &Path) {
+fn read_file(path: &Path, errors: &mut Vec<InputError>) -> Option<Input> {
     let name = path.display().to_string();
-    match std::fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => {
-                let json = path.extension().is_some_and(|e| e == "json");
-                parse_into(loaded, &name, &text, json);
-            }
-            Err(e) => loaded.errors.push(whole_file(
+    let bytes = std::fs::read(path)
+        .map_err(|e| errors.push(whole_file(&name, format!("cannot read: {e}"))))
+        .ok()?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Some(Input {
+            json: path.extension().is_some_and(|e| e == "json"),
+            file: name,
+            text,
+        }),
+        Err(e) => {
+            errors.push(whole_file(
                 &name,
                 format!(
                     "not UTF-8 text (invalid byte at offset {})",
                     e.utf8_error().valid_up_to()
                 ),
-            )),
-        },
-        Err(e) => loaded
-            .errors
-            .push(whole_file(&name, format!("cannot read: {e}"))),
+            ));
+            None
+        }
     }
 }
 
 /// Parses one input's text into documents; a bad document is recorded and the rest still read.
 pub fn parse_into(loaded: &mut Loaded, file: &str, text: &str, json: bool) {
-    if json {
-        match serde_json::from_str::<Value>(text) {
-            Ok(value) => push_value(loaded, file, 1, text, value),
-            Err(e) => loaded.errors.push(InputError {
-                file: file.to_owned(),
-                line: Some(e.line()),
-                column: Some(e.column()),
-                message: format!("invalid JSON: {}", strip_position(&e.to_string())),
-            }),
+    for piece in pieces(file, text, json, &mut loaded.errors) {
+        if let Some(value) = piece.value {
+            push_value(loaded, piece.source, piece.text, value);
         }
-        return;
+    }
+}
+
+/// One document of an input as written: its `---` marker, its text and where it starts, and its
+/// value (none for a document of only comments, or one that did not parse).
+#[derive(Debug)]
+pub struct Piece<'a> {
+    pub marker: &'a str,
+    pub text: &'a str,
+    pub source: Source,
+    pub value: Option<Value>,
+}
+
+/// Splits one input into its documents and parses each once; the errors of documents that do not
+/// parse go to `errors` (their pieces keep no value) and the others are still read.
+pub fn pieces<'a>(
+    file: &str,
+    text: &'a str,
+    json: bool,
+    errors: &mut Vec<InputError>,
+) -> Vec<Piece<'a>> {
+    let source = |line| Source {
+        file: file.to_owned(),
+        line,
+    };
+    if json {
+        let value = serde_json::from_str::<Value>(text)
+            .map_err(|e| {
+                errors.push(InputError {
+                    file: file.to_owned(),
+                    line: Some(e.line()),
+                    column: Some(e.column()),
+                    message: format!("invalid JSON: {}", strip_position(&e.to_string())),
+                })
+            })
+            .ok();
+        return vec![Piece {
+            marker: "",
+            text,
+            source: source(1),
+            value,
+        }];
     }
     let chunks = split_documents(text);
     let parsed = crate::parallel::map(&chunks, |chunk| {
         let first = first_content_line(chunk.text)?;
         Some((first, serde_saphyr::from_str::<Value>(chunk.text)))
     });
-    for (chunk, parsed) in chunks.iter().zip(parsed) {
-        let Some((first, parsed)) = parsed else {
-            continue;
+    let mut pieces = Vec::with_capacity(chunks.len());
+    for (chunk, parsed) in chunks.into_iter().zip(parsed) {
+        let mut piece = Piece {
+            marker: chunk.marker,
+            text: chunk.text,
+            source: source(chunk.line + 1),
+            value: None,
         };
-        match parsed {
-            Ok(Value::Null) => {}
-            Ok(value) => push_value(loaded, file, chunk.line + first + 1, chunk.text, value),
-            Err(e) => {
-                let (line, column) = e
-                    .location()
-                    .map(|l| (l.line() as usize, l.column() as usize))
-                    .unwrap_or((first + 1, 0));
-                loaded.errors.push(InputError {
-                    file: file.to_owned(),
-                    line: Some(chunk.line + line),
-                    column: Some(column).filter(|c| *c > 0),
-                    message: format!("invalid YAML: {}", yaml_message(&e.to_string())),
-                });
+        if let Some((first, parsed)) = parsed {
+            piece.source.line = chunk.line + first + 1;
+            match parsed {
+                Ok(Value::Null) => {}
+                Ok(value) => piece.value = Some(value),
+                Err(e) => {
+                    let (line, column) = e
+                        .location()
+                        .map(|l| (l.line() as usize, l.column() as usize))
+                        .unwrap_or((first + 1, 0));
+                    errors.push(InputError {
+                        file: file.to_owned(),
+                        line: Some(chunk.line + line),
+                        column: Some(column).filter(|c| *c > 0),
+                        message: format!("invalid YAML: {}", yaml_message(&e.to_string())),
+                    });
+                }
             }
         }
+        pieces.push(piece);
     }
+    pieces
 }
 
 /// Adds a document, or each item of a `kind: List`.
-fn push_value(loaded: &mut Loaded, file: &str, line: usize, text: &str, value: Value) {
+fn push_value(loaded: &mut Loaded, source: Source, text: &str, mut value: Value) {
     if is_list(&value)
-        && let Some(Value::Array(items)) = value.get("items")
+        && let Some(Value::Array(items)) = value.get_mut("items").map(Value::take)
     {
         for item in items {
             loaded.documents.push(Document {
-                source: Source {
-                    file: file.to_owned(),
-                    line,
-                },
+                source: source.clone(),
                 text: String::new(),
-                value: item.clone(),
+                value: item,
             });
         }
         return;
     }
     loaded.documents.push(Document {
-        source: Source {
-            file: file.to_owned(),
-            line,
-        },
+        source,
         text: text.to_owned(),
         value,
     });
+}
+
+/// The values of a document: the items of a `kind: List`, or the document itself.
+pub fn items(value: &Value) -> Vec<&Value> {
+    match value.get("items") {
+        Some(Value::Array(items)) if is_list(value) => items.iter().collect(),
+        _ => vec![value],
+    }
 }
 
 /// A YAML document's text, the marker before it (`---` line, empty for the first document), and
@@ -276,96 +348,61 @@ pub struct Rewrite {
     pub after: Value,
 }
 
-/// Rewrites the documents of one input with `change` (called for each document, and for each
-/// item of a `kind: List`; it returns whether it changed the value). Changed documents are
-/// written back as YAML; everything else, comments and markers included, is kept byte for byte.
-/// Any unreadable document fails the whole input, so that nothing is silently lost.
-pub fn rewrite(
-    file: &str,
-    text: &str,
-    json: bool,
+/// Writes an input's documents back with `change` applied (called for each document, and for
+/// each item of a `kind: List`; it returns whether it changed the value). Changed documents are
+/// written as YAML after the comments that led them (a `# Source:` line, say); everything else,
+/// comments and markers included, is kept byte for byte.
+pub fn render(
+    pieces: &[Piece],
     mut change: impl FnMut(&Source, &mut Value) -> bool,
-) -> Result<(String, Vec<Rewrite>), Vec<InputError>> {
-    let mut loaded = Loaded::default();
-    let chunks = if json {
-        vec![Chunk {
-            marker: "",
-            line: 0,
-            text,
-        }]
-    } else {
-        split_documents(text)
-    };
-    let mut out = String::with_capacity(text.len());
+) -> Result<(String, Vec<Rewrite>), InputError> {
+    let mut out = String::new();
     let mut rewrites = Vec::new();
-    for chunk in chunks {
-        let Some(first) = first_content_line(chunk.text) else {
-            out.push_str(chunk.marker);
-            out.push_str(chunk.text);
+    for piece in pieces {
+        let Some(original) = &piece.value else {
+            out.push_str(piece.marker);
+            out.push_str(piece.text);
             continue;
         };
-        let before = loaded.errors.len();
-        parse_into(&mut loaded, file, chunk.text, json);
-        if loaded.errors.len() > before {
-            // parse_into saw only this chunk: place its errors in the whole input.
-            for e in &mut loaded.errors[before..] {
-                e.line = e.line.map(|l| l + chunk.line);
-            }
-            continue;
-        }
-        let Some(doc) = loaded.documents.pop() else {
-            out.push_str(chunk.marker);
-            out.push_str(chunk.text);
-            continue;
-        };
-        loaded.documents.clear();
-        let source = Source {
-            file: file.to_owned(),
-            line: chunk.line + first + 1,
-        };
-        // Re-read the whole document (not the flattened list item) and change it in place.
-        let mut value: Value = if json {
-            serde_json::from_str(chunk.text).unwrap_or(doc.value)
-        } else {
-            serde_saphyr::from_str(chunk.text).unwrap_or(doc.value)
-        };
-        let original = value.clone();
-        let changed = match value.get_mut("items").filter(|_| is_list(&original)) {
+        let mut value = original.clone();
+        let changed = match value.get_mut("items").filter(|_| is_list(original)) {
             Some(Value::Array(items)) => items
                 .iter_mut()
-                .fold(false, |acc, item| change(&source, item) | acc),
-            _ => change(&source, &mut value),
+                .fold(false, |acc, item| change(&piece.source, item) | acc),
+            _ => change(&piece.source, &mut value),
         };
-        if changed {
-            let yaml = serde_saphyr::to_string(&value).map_err(|e| {
-                vec![InputError {
-                    file: file.to_owned(),
-                    line: Some(source.line),
-                    column: None,
-                    message: format!("cannot write the changed document as YAML: {e}"),
-                }]
-            })?;
-            out.push_str(if chunk.marker.ends_with('\n') || chunk.marker.is_empty() {
-                chunk.marker
-            } else {
-                "---\n"
-            });
-            out.push_str(&yaml);
-            rewrites.push(Rewrite {
-                source,
-                before: original,
-                after: value,
-            });
-        } else {
-            out.push_str(chunk.marker);
-            out.push_str(chunk.text);
+        if !changed {
+            out.push_str(piece.marker);
+            out.push_str(piece.text);
+            continue;
         }
+        let yaml = serde_saphyr::to_string(&value).map_err(|e| InputError {
+            file: piece.source.file.clone(),
+            line: Some(piece.source.line),
+            column: None,
+            message: format!("cannot write the changed document as YAML: {e}"),
+        })?;
+        out.push_str(if piece.marker.ends_with('\n') || piece.marker.is_empty() {
+            piece.marker
+        } else {
+            "---\n"
+        });
+        out.push_str(leading_comments(piece.text));
+        out.push_str(&yaml);
+        rewrites.push(Rewrite {
+            source: piece.source.clone(),
+            before: original.clone(),
+            after: value,
+        });
     }
-    if loaded.errors.is_empty() {
-        Ok((out, rewrites))
-    } else {
-        Err(loaded.errors)
-    }
+    Ok((out, rewrites))
+}
+
+/// The blank and comment lines before a document's first content line.
+fn leading_comments(text: &str) -> &str {
+    let first = first_content_line(text).unwrap_or(0);
+    let end: usize = text.split_inclusive('\n').take(first).map(str::len).sum();
+    &text[..end]
 }
 
 fn is_list(value: &Value) -> bool {
@@ -461,6 +498,34 @@ mod tests {
         parse_into(&mut loaded, "bad.json", "{\n  \"kind\": ,\n}", true);
         let e = loaded.errors[0].to_string();
         assert!(e.starts_with("bad.json:2:11: invalid JSON"), "{e}");
+    }
+
+    fn rewrite(
+        file: &str,
+        text: &str,
+        _json: bool,
+        change: impl FnMut(&Source, &mut Value) -> bool,
+    ) -> Result<(String, Vec<Rewrite>), Vec<InputError>> {
+        let mut errors = Vec::new();
+        let pieces = pieces(file, text, false, &mut errors);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        render(&pieces, change).map_err(|e| vec![e])
+    }
+
+    #[test]
+    fn a_changed_document_keeps_the_comments_that_lead_it() {
+        let text = "kind: A\n---\n# Source: chart/templates/sts.yaml\nkind: B  # gone\n";
+        let (out, _) = rewrite("in.yaml", text, false, |_, v| {
+            v["x"] = serde_json::json!(1);
+            v["kind"] == "B"
+        })
+        .unwrap();
+        assert_eq!(
+            out,
+            "kind: A\n---\n# Source: chart/templates/sts.yaml\nkind: B\nx: 1\n"
+        );
     }
 
     #[test]

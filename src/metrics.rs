@@ -12,10 +12,21 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{
-    cluster::Health,
-    review::{Endpoint, Summary},
-};
+/// The state of one cluster cache, as the cluster module reports it at each scrape.
+#[derive(Clone, Debug)]
+pub struct CacheState {
+    pub kind: &'static str,
+    /// The watched namespace; `None` for all namespaces.
+    pub namespace: Option<String>,
+    pub objects: usize,
+    pub synced: bool,
+    pub watching: bool,
+}
+
+/// Something that can say how its caches are, at each scrape.
+pub trait CacheReport: Send + Sync {
+    fn caches(&self) -> Vec<CacheState>;
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReviewLabels {
@@ -91,7 +102,7 @@ pub struct Metrics {
     certificate_reloads: Family<ResultLabels, Counter>,
     certificate_expiry: Gauge,
     policy_reloads: Family<ResultLabels, Counter>,
-    cluster: Mutex<Option<Arc<Health>>>,
+    cluster: Mutex<Option<Arc<dyn CacheReport>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -206,12 +217,12 @@ impl Metrics {
     }
 
     /// Reports these cluster caches at each scrape.
-    pub fn watch_cluster(&self, health: Arc<Health>) {
-        *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(health);
+    pub fn watch_cluster(&self, caches: Arc<dyn CacheReport>) {
+        *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(caches);
     }
 
     /// Starts timing a review; the guard records its latency and in-flight count when dropped.
-    pub fn review_started(self: &Arc<Self>, endpoint: Endpoint) -> ReviewTimer {
+    pub fn review_started(self: &Arc<Self>, endpoint: &'static str) -> ReviewTimer {
         self.in_flight.inc();
         ReviewTimer {
             metrics: self.clone(),
@@ -220,33 +231,31 @@ impl Metrics {
         }
     }
 
-    /// Records an answered review and the violations it found.
-    pub fn review_answered(&self, endpoint: Endpoint, summary: &Summary) {
+    /// Records an answered review and the violations it found, as (rule, action) pairs.
+    pub fn review_answered(
+        &self,
+        review: Reviewed,
+        violations: impl IntoIterator<Item = (&'static str, &'static str)>,
+    ) {
         self.reviews
             .get_or_create(&ReviewLabels {
-                endpoint: endpoint.as_str(),
-                kind: kind_label(&summary.kind),
-                operation: summary.operation,
-                verdict: summary.decision.as_str(),
+                endpoint: review.endpoint,
+                kind: kind_label(review.kind),
+                operation: review.operation,
+                verdict: review.verdict,
             })
             .inc();
-        for (rule, action) in &summary.violations {
+        for (rule, action) in violations {
             self.violations
-                .get_or_create(&ViolationLabels {
-                    rule,
-                    action: action.as_str(),
-                })
+                .get_or_create(&ViolationLabels { rule, action })
                 .inc();
         }
     }
 
     /// Records a request answered with an HTTP error instead of a review.
-    pub fn request_rejected(&self, endpoint: Endpoint, status: u16) {
+    pub fn request_rejected(&self, endpoint: &'static str, status: u16) {
         self.rejected
-            .get_or_create(&RejectLabels {
-                endpoint: endpoint.as_str(),
-                status,
-            })
+            .get_or_create(&RejectLabels { endpoint, status })
             .inc();
     }
 
@@ -274,27 +283,25 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        if let Some(health) = self
+        let cluster = self
             .cluster
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            for watch in health.states() {
-                let labels = CacheLabels {
-                    kind: watch.kind,
-                    namespace: watch.namespace.clone().unwrap_or_default(),
-                };
-                self.cache_objects
-                    .get_or_create(&labels)
-                    .set(i64::try_from(watch.objects).unwrap_or(i64::MAX));
-                self.cache_synced
-                    .get_or_create(&labels)
-                    .set(i64::from(watch.synced));
-                self.cache_watching
-                    .get_or_create(&labels)
-                    .set(i64::from(watch.error.is_none()));
-            }
+            .clone();
+        for cache in cluster.iter().flat_map(|c| c.caches()) {
+            let labels = CacheLabels {
+                kind: cache.kind,
+                namespace: cache.namespace.unwrap_or_default(),
+            };
+            self.cache_objects
+                .get_or_create(&labels)
+                .set(i64::try_from(cache.objects).unwrap_or(i64::MAX));
+            self.cache_synced
+                .get_or_create(&labels)
+                .set(i64::from(cache.synced));
+            self.cache_watching
+                .get_or_create(&labels)
+                .set(i64::from(cache.watching));
         }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
@@ -304,10 +311,19 @@ impl Metrics {
     }
 }
 
+/// The labels of an answered review.
+#[derive(Clone, Copy, Debug)]
+pub struct Reviewed<'a> {
+    pub endpoint: &'static str,
+    pub kind: &'a str,
+    pub operation: &'static str,
+    pub verdict: &'static str,
+}
+
 /// Times one review; dropping it records the latency and ends the in-flight count.
 pub struct ReviewTimer {
     metrics: Arc<Metrics>,
-    endpoint: Endpoint,
+    endpoint: &'static str,
     started: Instant,
 }
 
@@ -317,7 +333,7 @@ impl Drop for ReviewTimer {
         self.metrics
             .latency
             .get_or_create(&EndpointLabels {
-                endpoint: self.endpoint.as_str(),
+                endpoint: self.endpoint,
             })
             .observe(self.started.elapsed().as_secs_f64());
     }
@@ -326,30 +342,24 @@ impl Drop for ReviewTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{review::Decision, rules::Action};
 
     #[test]
     fn reviews_violations_and_latency_are_exported() {
         let metrics = Arc::new(Metrics::new());
-        let summary = Summary {
-            uid: "u".into(),
-            kind: "StatefulSet".into(),
-            namespace: "ns".into(),
-            name: "web".into(),
-            operation: "CREATE",
-            sub_resource: None,
-            dry_run: false,
-            decision: Decision::Denied,
-            rules: vec!["sts-service-name"],
-            violations: vec![("sts-service-name", Action::Deny)],
-            skipped: vec![],
-        };
         {
-            let _timer = metrics.review_started(Endpoint::Validate);
+            let _timer = metrics.review_started("validate");
             assert!(metrics.render().contains("stsguard_reviews_in_flight 1"));
-            metrics.review_answered(Endpoint::Validate, &summary);
+            metrics.review_answered(
+                Reviewed {
+                    endpoint: "validate",
+                    kind: "StatefulSet",
+                    operation: "CREATE",
+                    verdict: "denied",
+                },
+                [("sts-service-name", "deny")],
+            );
         }
-        metrics.request_rejected(Endpoint::Mutate, 413);
+        metrics.request_rejected("mutate", 413);
         let text = metrics.render();
         for line in [
             "stsguard_reviews_total{endpoint=\"validate\",kind=\"StatefulSet\",operation=\"CREATE\",verdict=\"denied\"} 1",

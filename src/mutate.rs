@@ -1,23 +1,21 @@
-//! The mutating side: mutators that return JSON Patch operations, and the one function that runs
-//! the enabled ones and records what changed.
+//! The mutating side: the mutator table, what each needs, and the one function that runs a set
+//! of mutators over an object and records what changed. Which mutators run (policy, exemptions,
+//! operation) is the admission chain's decision (`admit`), not theirs.
 //!
 //! Mutations are data: the webhook sends the operations as an RFC 6902 patch, `stsguard mutate`
 //! applies them to manifests. Running a mutation on its own result yields no operations.
 
-use jiff::civil::Date;
 use json_patch::{AddOperation, PatchOperation, jsonptr::PointerBuf};
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
-    exemption::ObjectExemption,
     lookup::Lookup,
-    policy::{Defaults, Policy},
-    subject::Subject,
+    subject::{Subject, Target},
 };
 
 mod complete_volume_claim_templates;
-mod default_pvc_retention;
 mod inject_volume_claim_templates;
 mod make_headless;
 
@@ -33,6 +31,16 @@ pub struct Mutator {
     /// Whether it only touches fields that may change after creation, and so runs on UPDATE.
     pub mutable_fields_only: bool,
     pub apply: Apply,
+}
+
+impl Mutator {
+    /// The kind of object it changes.
+    pub fn target(&self) -> Target {
+        match self.apply {
+            Apply::StatefulSet(_) => Target::StatefulSet,
+            Apply::Service(_) => Target::Service,
+        }
+    }
 }
 
 /// What a mutator changes, with what it needs to know.
@@ -54,7 +62,6 @@ impl std::fmt::Debug for Mutator {
 pub static MUTATORS: &[Mutator] = &[
     inject_volume_claim_templates::MUTATOR,
     complete_volume_claim_templates::MUTATOR,
-    default_pvc_retention::MUTATOR,
     make_headless::MUTATOR,
 ];
 
@@ -62,11 +69,36 @@ pub fn find(id: &str) -> Option<&'static Mutator> {
     MUTATORS.iter().find(|m| m.id == id)
 }
 
-/// Whether the object is being created or updated; they differ in what may be touched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Operation {
-    Create,
-    Update,
+/// Values the mutators inject, from the policy's `defaults`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Defaults {
+    pub volume_claim_template: VolumeClaimTemplateDefaults,
+}
+
+/// The fields of an injected (or completed) volumeClaimTemplate.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct VolumeClaimTemplateDefaults {
+    /// e.g. `[ReadWriteOnce]`.
+    pub access_modes: Vec<String>,
+    /// A Kubernetes quantity, e.g. `1Gi`.
+    pub storage: String,
+    /// Omitted when unset, so the cluster's default StorageClass applies.
+    pub storage_class_name: Option<String>,
+    /// `Filesystem` or `Block`; omitted when unset.
+    pub volume_mode: Option<String>,
+}
+
+impl Default for VolumeClaimTemplateDefaults {
+    fn default() -> Self {
+        VolumeClaimTemplateDefaults {
+            access_modes: vec!["ReadWriteOnce".to_owned()],
+            storage: "1Gi".to_owned(),
+            storage_class_name: None,
+            volume_mode: None,
+        }
+    }
 }
 
 /// What a mutation changes.
@@ -83,75 +115,22 @@ impl Mutation {
     }
 }
 
-/// Runs the enabled mutators on a StatefulSet and records them in [`MUTATED`].
-pub fn mutate_statefulset(
-    sts: &StatefulSet,
-    namespace: &str,
-    operation: Operation,
-    policy: &Policy,
-    today: Date,
-) -> Mutation {
-    run(
-        Subject::StatefulSet(sts),
-        namespace,
-        operation,
-        policy,
-        today,
-        |apply| match apply {
-            Apply::StatefulSet(f) => f(sts, &policy.defaults),
-            Apply::Service(_) => vec![],
-        },
-    )
-}
-
-/// Runs the enabled mutators on a Service, with cross-object facts from `lookup`.
-pub fn mutate_service(
-    svc: &Service,
-    namespace: &str,
-    operation: Operation,
-    policy: &Policy,
-    lookup: &dyn Lookup,
-    today: Date,
-) -> Mutation {
-    run(
-        Subject::Service(svc),
-        namespace,
-        operation,
-        policy,
-        today,
-        |apply| match apply {
-            Apply::Service(f) => f(svc, namespace, lookup),
-            Apply::StatefulSet(_) => vec![],
-        },
-    )
-}
-
-/// Whether any enabled mutator looks at Services (and so needs cluster facts).
-pub fn mutates_services(policy: &Policy) -> bool {
-    MUTATORS
-        .iter()
-        .any(|m| matches!(m.apply, Apply::Service(_)) && policy.mutator_enabled(m.id))
-}
-
-fn run(
+/// Runs `mutators` on the object, in order, and records those that changed something in
+/// [`MUTATED`]. Mutators of the other kind are passed over.
+pub fn run<'m>(
     subject: Subject,
     namespace: &str,
-    operation: Operation,
-    policy: &Policy,
-    today: Date,
-    apply: impl Fn(&Apply) -> Vec<PatchOperation>,
+    defaults: &Defaults,
+    lookup: &dyn Lookup,
+    mutators: impl IntoIterator<Item = &'m Mutator>,
 ) -> Mutation {
-    let exemption = ObjectExemption::of(&subject, today);
     let mut mutation = Mutation::default();
-    for mutator in MUTATORS {
-        let runs = policy.mutator_enabled(mutator.id)
-            && (operation == Operation::Create || mutator.mutable_fields_only)
-            && exemption.covers(mutator.id).is_none()
-            && policy.namespace_exemption(namespace, mutator.id).is_none();
-        if !runs {
-            continue;
-        }
-        let ops = apply(&mutator.apply);
+    for mutator in mutators {
+        let ops = match (&mutator.apply, subject) {
+            (Apply::StatefulSet(f), Subject::StatefulSet(sts)) => f(sts, defaults),
+            (Apply::Service(f), Subject::Service(svc)) => f(svc, namespace, lookup),
+            _ => continue,
+        };
         if !ops.is_empty() {
             mutation.patch.extend(ops);
             mutation.applied.push(mutator.id);
@@ -212,11 +191,7 @@ pub(crate) mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::rules::testing::sts;
-
-    pub(crate) fn today() -> Date {
-        "2026-06-15".parse().unwrap()
-    }
+    use crate::{lookup::NoLookup, rules::testing::sts};
 
     /// Applies a mutation to the object's JSON and deserializes the result.
     pub(crate) fn apply(sts: &StatefulSet, mutation: &Mutation) -> StatefulSet {
@@ -225,15 +200,19 @@ pub(crate) mod tests {
         serde_json::from_value(doc).unwrap()
     }
 
+    fn all(sts: &StatefulSet) -> Mutation {
+        run(
+            Subject::StatefulSet(sts),
+            "ns",
+            &Defaults::default(),
+            &NoLookup,
+            MUTATORS,
+        )
+    }
+
     #[test]
     fn nothing_to_do_gives_no_patch() {
-        let clean = sts()
-            .set(
-                "/spec/persistentVolumeClaimRetentionPolicy",
-                json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-            )
-            .build();
-        let m = mutate_statefulset(&clean, "ns", Operation::Create, &Policy::builtin(), today());
+        let m = all(&sts().build());
         assert!(m.is_empty(), "{m:?}");
     }
 
@@ -243,60 +222,13 @@ pub(crate) mod tests {
             .remove("/spec/volumeClaimTemplates")
             .remove("/metadata/annotations")
             .build();
-        let policy = Policy::builtin();
-        let first = mutate_statefulset(&bare, "ns", Operation::Create, &policy, today());
-        assert_eq!(
-            first.applied,
-            [
-                "sts-inject-volume-claim-templates",
-                "sts-default-pvc-retention"
-            ]
-        );
+        let first = all(&bare);
+        assert_eq!(first.applied, ["sts-inject-volume-claim-templates"]);
         let patched = apply(&bare, &first);
         let annotations = patched.metadata.annotations.as_ref().unwrap();
-        assert_eq!(
-            annotations[MUTATED],
-            "sts-inject-volume-claim-templates,sts-default-pvc-retention"
-        );
-        let second = mutate_statefulset(&patched, "ns", Operation::Create, &policy, today());
+        assert_eq!(annotations[MUTATED], "sts-inject-volume-claim-templates");
+        let second = all(&patched);
         assert!(second.is_empty(), "{second:?}");
-    }
-
-    #[test]
-    fn updates_touch_only_mutable_fields() {
-        let bare = sts().remove("/spec/volumeClaimTemplates").build();
-        let m = mutate_statefulset(&bare, "ns", Operation::Update, &Policy::builtin(), today());
-        assert_eq!(m.applied, ["sts-default-pvc-retention"]);
-        assert!(
-            m.patch
-                .iter()
-                .all(|op| !op.path().to_string().contains("volumeClaimTemplates"))
-        );
-    }
-
-    #[test]
-    fn disabled_or_exempted_mutators_do_not_run() {
-        let bare = sts().remove("/spec/volumeClaimTemplates").build();
-        let policy = Policy::from_yaml(
-            "mutators: {sts-default-pvc-retention: false}
-exemptions: [{namespaces: [ns], rules: [sts-inject-volume-claim-templates], reason: byo storage}]",
-            "t",
-        )
-        .unwrap();
-        let m = mutate_statefulset(&bare, "ns", Operation::Create, &policy, today());
-        assert!(m.is_empty(), "{m:?}");
-        let annotated = sts()
-            .remove("/spec/volumeClaimTemplates")
-            .set("/metadata/annotations", json!({"stsguard.io/exempt": "*"}))
-            .build();
-        let m = mutate_statefulset(
-            &annotated,
-            "ns",
-            Operation::Create,
-            &Policy::builtin(),
-            today(),
-        );
-        assert!(m.is_empty(), "{m:?}");
     }
 
     #[test]
@@ -305,14 +237,10 @@ exemptions: [{namespaces: [ns], rules: [sts-inject-volume-claim-templates], reas
             .remove("/spec/volumeClaimTemplates")
             .set(
                 "/metadata/annotations",
-                json!({MUTATED: "sts-default-pvc-retention"}),
-            )
-            .set(
-                "/spec/persistentVolumeClaimRetentionPolicy",
-                json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+                json!({MUTATED: "sts-complete-volume-claim-templates"}),
             )
             .build();
-        let m = mutate_statefulset(&bare, "ns", Operation::Create, &Policy::builtin(), today());
+        let m = all(&bare);
         let last = m.patch.last().unwrap();
         assert_eq!(
             last.path().to_string(),
@@ -321,7 +249,7 @@ exemptions: [{namespaces: [ns], rules: [sts-inject-volume-claim-templates], reas
         let patched = apply(&bare, &m);
         assert_eq!(
             patched.metadata.annotations.unwrap()[MUTATED],
-            "sts-default-pvc-retention,sts-inject-volume-claim-templates"
+            "sts-complete-volume-claim-templates,sts-inject-volume-claim-templates"
         );
     }
 }

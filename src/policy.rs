@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
-    mutate,
-    rules::{self, Action, RULES, Rule},
+    mutate::{self, Defaults, VolumeClaimTemplateDefaults},
+    rules::{self, Action, RULES, Rule, Settings},
 };
 
 /// The built-in policy, the same text as `policies/default.yaml`.
@@ -108,7 +108,7 @@ pub struct PolicyFile {
     pub mutators: BTreeMap<String, bool>,
     /// What mutators inject.
     #[serde(default)]
-    pub defaults: Defaults,
+    pub defaults: DefaultsFile,
     /// Namespaces whose objects are exempt from some or all rules.
     #[serde(default)]
     pub exemptions: Vec<NamespaceExemption>,
@@ -117,55 +117,23 @@ pub struct PolicyFile {
     pub settings: Settings,
 }
 
-/// Values the mutating webhook injects.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+/// `defaults` as written: what the mutators inject.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
-pub struct Defaults {
+pub struct DefaultsFile {
     pub volume_claim_template: VolumeClaimTemplateDefaults,
-    pub persistent_volume_claim_retention_policy: RetentionDefaults,
+    /// Retired: read only to say why it is refused (see [`RETIRED_RETENTION`]).
+    pub persistent_volume_claim_retention_policy: Option<Value>,
 }
 
-/// The fields of an injected (or completed) volumeClaimTemplate.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
-pub struct VolumeClaimTemplateDefaults {
-    /// e.g. `[ReadWriteOnce]`.
-    pub access_modes: Vec<String>,
-    /// A Kubernetes quantity, e.g. `1Gi`.
-    pub storage: String,
-    /// Omitted when unset, so the cluster's default StorageClass applies.
-    pub storage_class_name: Option<String>,
-    /// `Filesystem` or `Block`; omitted when unset.
-    pub volume_mode: Option<String>,
-}
-
-impl Default for VolumeClaimTemplateDefaults {
-    fn default() -> Self {
-        VolumeClaimTemplateDefaults {
-            access_modes: vec!["ReadWriteOnce".to_owned()],
-            storage: "1Gi".to_owned(),
-            storage_class_name: None,
-            volume_mode: None,
-        }
-    }
-}
-
-/// `persistentVolumeClaimRetentionPolicy` set where a StatefulSet has none.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
-pub struct RetentionDefaults {
-    pub when_deleted: String,
-    pub when_scaled: String,
-}
-
-impl Default for RetentionDefaults {
-    fn default() -> Self {
-        RetentionDefaults {
-            when_deleted: "Retain".to_owned(),
-            when_scaled: "Retain".to_owned(),
-        }
-    }
-}
+/// Why `defaults.persistentVolumeClaimRetentionPolicy` and the `sts-default-pvc-retention`
+/// mutator are gone: the API server sets the field before any mutating webhook sees the object,
+/// so a different default never reached a stored object, while `stsguard mutate` offline did set
+/// it. A policy that still asks for it is refused rather than silently ignored.
+pub const RETIRED_RETENTION: &str = "was removed: the API server defaults \
+    persistentVolumeClaimRetentionPolicy to Retain/Retain before mutating webhooks run, so a \
+    policy default never reached a stored object; delete this entry (sts-pvc-retention still \
+    judges the field)";
 
 /// Objects in these namespaces are exempt from these rules (and mutators).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -183,21 +151,22 @@ fn all_rules() -> Vec<String> {
     vec!["*".to_owned()]
 }
 
-/// Settings rules read.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
-pub struct Settings {
-    /// Label keys whose values change on each release (`sts-vct-volatile-labels`).
-    pub volatile_labels: Vec<String>,
-}
+/// The policy in force, replaced as a whole when a changed policy file loads; each review
+/// works with the policy it started with.
+#[derive(Debug)]
+pub struct PolicySlot(std::sync::RwLock<std::sync::Arc<Policy>>);
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            volatile_labels: ["helm.sh/chart", "app.kubernetes.io/version", "chart"]
-                .map(str::to_owned)
-                .to_vec(),
-        }
+impl PolicySlot {
+    pub fn new(policy: Policy) -> Self {
+        PolicySlot(std::sync::RwLock::new(std::sync::Arc::new(policy)))
+    }
+
+    pub fn get(&self) -> std::sync::Arc<Policy> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, policy: Policy) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(policy);
     }
 }
 
@@ -261,13 +230,23 @@ impl Policy {
         !self.disabled_mutators.contains(id)
     }
 
-    /// The reason a namespace is exempt from a rule or mutator, if it is.
-    pub fn namespace_exemption(&self, namespace: &str, id: &str) -> Option<&str> {
+    /// The reason a namespace is exempt from a rule, if it is (`"*"` covers every rule).
+    pub fn namespace_exemption(&self, namespace: &str, rule: &str) -> Option<&str> {
+        self.namespace_exempts(namespace, |r| r == "*" || r == rule)
+    }
+
+    /// The reason a namespace is exempt from a mutator, if it is. Only a mutator named by its id
+    /// is switched off: `"*"` exempts from the rules, and the fixes the mutators make (a
+    /// volumeClaimTemplate completed so the API server accepts it) stay on unless asked for.
+    pub fn namespace_mutator_exemption(&self, namespace: &str, mutator: &str) -> Option<&str> {
+        self.namespace_exempts(namespace, |r| r == mutator)
+    }
+
+    fn namespace_exempts(&self, namespace: &str, covers: impl Fn(&str) -> bool) -> Option<&str> {
         self.exemptions
             .iter()
             .find(|e| {
-                e.namespaces.iter().any(|n| n == namespace)
-                    && e.rules.iter().any(|r| r == "*" || r == id)
+                e.namespaces.iter().any(|n| n == namespace) && e.rules.iter().any(|r| covers(r))
             })
             .map(|e| e.reason.as_str())
     }
@@ -353,6 +332,12 @@ impl PolicyFile {
 
         let mut disabled_mutators = BTreeSet::new();
         for (id, enabled) in &self.mutators {
+            if id == "sts-default-pvc-retention" {
+                return Err(invalid(
+                    &format!("mutators.{id}"),
+                    RETIRED_RETENTION.to_owned(),
+                ));
+            }
             let mutator = mutate::find(id).ok_or_else(|| {
                 invalid(
                     &format!("mutators.{id}"),
@@ -405,17 +390,15 @@ impl PolicyFile {
                 format!("{class:?} is empty; leave it out to use the cluster's default class"),
             ));
         }
-        let retention = &self.defaults.persistent_volume_claim_retention_policy;
-        for (name, value) in [
-            ("whenDeleted", &retention.when_deleted),
-            ("whenScaled", &retention.when_scaled),
-        ] {
-            if !matches!(value.as_str(), "Retain" | "Delete") {
-                return Err(invalid(
-                    &format!("defaults.persistentVolumeClaimRetentionPolicy.{name}"),
-                    format!("{value:?} is not Retain or Delete"),
-                ));
-            }
+        if self
+            .defaults
+            .persistent_volume_claim_retention_policy
+            .is_some()
+        {
+            return Err(invalid(
+                "defaults.persistentVolumeClaimRetentionPolicy",
+                RETIRED_RETENTION.to_owned(),
+            ));
         }
 
         for (i, exemption) in self.exemptions.iter().enumerate() {
@@ -449,7 +432,9 @@ impl PolicyFile {
             mode: self.mode,
             failure_action: self.failure_action,
             lookups: self.lookups,
-            defaults: self.defaults,
+            defaults: Defaults {
+                volume_claim_template: self.defaults.volume_claim_template,
+            },
             exemptions: self.exemptions,
             settings: self.settings,
             actions,

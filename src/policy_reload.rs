@@ -6,8 +6,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use crate::{
     metrics::Metrics,
-    policy::{Policy, PolicyError},
-    review::PolicySlot,
+    policy::{Policy, PolicyError, PolicySlot},
 };
 
 /// Turns the file's text into the policy to serve (command-line overrides included).

@@ -9,9 +9,11 @@ use std::fmt;
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
 use serde::{Deserialize, Serialize};
 
-use crate::{lookup::Lookup, policy::Settings};
+pub use crate::subject::Target;
+use crate::{lookup::Lookup, subject::Operation};
 
 mod governing_service;
+mod governing_service_delete;
 mod pod_anti_affinity;
 mod pod_management_policy;
 mod pvc_retention;
@@ -58,22 +60,6 @@ impl fmt::Display for Action {
     }
 }
 
-/// The kind of object a rule looks at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Target {
-    StatefulSet,
-    Service,
-}
-
-impl Target {
-    pub fn kind(self) -> &'static str {
-        match self {
-            Target::StatefulSet => "StatefulSet",
-            Target::Service => "Service",
-        }
-    }
-}
-
 /// One way a rule can be violated. Most rules have a single case; a rule whose cases differ in
 /// severity (no templates at all vs. a template that can never be bound) names each, so the
 /// policy can set their actions apart.
@@ -86,10 +72,23 @@ pub struct Case {
 /// A single case named `default`, for rules that are violated in one way only.
 pub const DEFAULT_CASE: &str = "default";
 
-/// What a rule looks at, with its check function.
+/// What a rule looks at, with its check function. The variant also says which requests the rule
+/// judges: StatefulSet and Service checks judge creations and updates (the new object),
+/// `ServiceDelete` judges the deletion of a Service (the object being deleted).
 pub enum Check {
     StatefulSet(fn(&StatefulSet, &Context) -> Vec<Finding>),
     Service(fn(&Service, &Context) -> Vec<Finding>),
+    ServiceDelete(fn(&Service, &Context) -> Vec<Finding>),
+}
+
+impl Check {
+    /// Whether this check judges a request of this operation.
+    pub fn judges(&self, operation: Operation) -> bool {
+        match self {
+            Check::StatefulSet(_) | Check::Service(_) => operation != Operation::Delete,
+            Check::ServiceDelete(_) => operation == Operation::Delete,
+        }
+    }
 }
 
 /// A rule as registered in [`RULES`].
@@ -166,6 +165,24 @@ pub struct Context<'a> {
     pub settings: &'a Settings,
 }
 
+/// Settings rules read, from the policy's `settings`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Settings {
+    /// Label keys whose values change on each release (`sts-vct-volatile-labels`).
+    pub volatile_labels: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            volatile_labels: ["helm.sh/chart", "app.kubernetes.io/version", "chart"]
+                .map(str::to_owned)
+                .to_vec(),
+        }
+    }
+}
+
 /// Every rule stsguard knows, in the order they are reported and listed.
 pub static RULES: &[Rule] = &[
     service_name::RULE,
@@ -186,6 +203,7 @@ pub static RULES: &[Rule] = &[
     governing_service::SVC_HEADLESS_FOR_STATEFULSET,
     governing_service::SVC_GOVERNING_TYPE,
     governing_service::SVC_PUBLISH_NOT_READY,
+    governing_service_delete::RULE,
 ];
 
 /// The rule with this id, if there is one.

@@ -34,7 +34,9 @@ use tower_http::timeout::TimeoutLayer;
 use crate::{
     cluster::Health,
     metrics::Metrics,
-    review::{Answer, Endpoint, Reviewer, today},
+    metrics::Reviewed,
+    review::{Answer, Endpoint, Reviewer},
+    time::today,
 };
 
 /// Limits and timeouts of the webhook listener.
@@ -161,7 +163,7 @@ fn guarded(routes: Router, metrics: Arc<Metrics>, limits: &Limits) -> Router {
                     let unseen = status == StatusCode::REQUEST_TIMEOUT
                         || status == StatusCode::INTERNAL_SERVER_ERROR;
                     if unseen && let Some(endpoint) = endpoint_of(request_path.path()) {
-                        metrics.request_rejected(endpoint, status.as_u16());
+                        metrics.request_rejected(endpoint.as_str(), status.as_u16());
                     }
                     response
                 }
@@ -250,7 +252,7 @@ async fn mutate(State(state): State<AppState>, request: Request) -> Response {
 
 async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Response {
     let started = Instant::now();
-    let _timer = state.metrics.review_started(endpoint);
+    let _timer = state.metrics.review_started(endpoint.as_str());
     let limit = state.max_body_bytes;
     let declared = request
         .headers()
@@ -258,7 +260,7 @@ async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Respon
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        state.metrics.request_rejected(endpoint, 413);
+        state.metrics.request_rejected(endpoint.as_str(), 413);
         return too_large(limit);
     }
     let body = match axum::body::to_bytes(request.into_body(), limit).await {
@@ -269,10 +271,10 @@ async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Respon
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some();
             if over_limit {
-                state.metrics.request_rejected(endpoint, 413);
+                state.metrics.request_rejected(endpoint.as_str(), 413);
                 return too_large(limit);
             }
-            state.metrics.request_rejected(endpoint, 400);
+            state.metrics.request_rejected(endpoint.as_str(), 400);
             return text(StatusCode::BAD_REQUEST, "cannot read the request body\n");
         }
     };
@@ -292,12 +294,23 @@ async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Respon
     match parsed {
         Ok(parsed) => {
             let answer = state.reviewer.answer(endpoint, parsed, today()).await;
-            state.metrics.review_answered(endpoint, &answer.summary);
+            let s = &answer.summary;
+            state.metrics.review_answered(
+                Reviewed {
+                    endpoint: endpoint.as_str(),
+                    kind: &s.kind,
+                    operation: s.operation,
+                    verdict: s.decision.as_str(),
+                },
+                s.violations
+                    .iter()
+                    .map(|(rule, action)| (*rule, action.as_str())),
+            );
             respond(endpoint, answer, started)
         }
         Err(e) => {
             tracing::warn!(endpoint = endpoint.as_str(), error = %e, "rejected request");
-            state.metrics.request_rejected(endpoint, 400);
+            state.metrics.request_rejected(endpoint.as_str(), 400);
             text(StatusCode::BAD_REQUEST, &format!("{e}\n"))
         }
     }
@@ -315,16 +328,12 @@ fn respond(endpoint: Endpoint, answer: Answer, started: Instant) -> Response {
         }
     };
     let s = &answer.summary;
+    // In the review's span, which carries uid, kind, namespace, name, operation and verdict.
+    let _span = answer.span.enter();
     tracing::info!(
         endpoint = endpoint.as_str(),
-        uid = %s.uid,
-        kind = %s.kind,
-        namespace = %s.namespace,
-        name = %s.name,
-        operation = s.operation,
         sub_resource = s.sub_resource.as_deref().unwrap_or(""),
         dry_run = s.dry_run,
-        verdict = %s.decision,
         rules = %s.rules.join(","),
         skipped_rules = %s.skipped.join(","),
         latency_us = started.elapsed().as_micros() as u64,

@@ -38,10 +38,13 @@ pub fn init(format: LogFormat) -> WorkerGuard {
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
             .try_init(),
+        // A review's uid, kind, namespace, name, operation and verdict are its span's fields:
+        // under `span` in JSON, in the `review{…}` prefix in text.
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            .with_current_span(true)
+            .with_span_list(false)
             .try_init(),
     };
     // Already installed (only `main` installs it, once): keep the first.

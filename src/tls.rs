@@ -209,7 +209,7 @@ pub struct Generated {
 /// Generates a CA and a serving certificate for these DNS names and IP addresses, valid from
 /// yesterday for `days`.
 pub fn generate(dns: &[String], ips: &[IpAddr], days: i64) -> Result<Generated, TlsError> {
-    let today = crate::review::today();
+    let today = crate::time::today();
     let from = today.yesterday().unwrap_or(today);
     let until = today.saturating_add(jiff::Span::new().days(days));
     let validity = |params: &mut CertificateParams| {

@@ -57,7 +57,7 @@ fn audit_rows(file: &str) -> Vec<[String; 5]> {
         &loaded,
         &Policy::builtin(),
         "default",
-        stsguard::review::today(),
+        stsguard::time::today(),
     );
     assert!(report.errors.is_empty(), "{file}: {:?}", report.errors);
     report

@@ -978,18 +978,13 @@ fn strip_object(object: &mut Value, strip: &Strip) {
 }
 
 /// What the enabled mutators guarantee about a StatefulSet they were given on CREATE: every
-/// mount resolves, every template can be bound, the retention policy is complete.
+/// mount resolves and every template can be bound. (The retention policy is the API server's to
+/// default, before any webhook.)
 fn assert_mutated_postconditions(object: &Value, create: bool) -> Result<(), TestCaseError> {
     let spec = &object["spec"];
     let pod = &spec["template"]["spec"];
     let empty = Vec::new();
     let templates = spec["volumeClaimTemplates"].as_array().unwrap_or(&empty);
-    let policy = &spec["persistentVolumeClaimRetentionPolicy"];
-    prop_assert!(
-        policy["whenDeleted"].is_string() && policy["whenScaled"].is_string(),
-        "{}",
-        spec
-    );
     if !create {
         return Ok(());
     }

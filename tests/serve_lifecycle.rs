@@ -272,7 +272,10 @@ async fn every_review_is_logged_through_shutdown() {
     let mut uids: Vec<&str> = lines
         .iter()
         .filter(|l| l["message"] == "review")
-        .map(|l| l["uid"].as_str().unwrap())
+        .map(|l| {
+            assert_eq!(l["span"]["verdict"], "allowed", "{l}");
+            l["span"]["uid"].as_str().unwrap()
+        })
         .collect();
     uids.sort_unstable();
     let mut expected: Vec<String> = (0..REVIEWS).map(|i| format!("burst-{i}")).collect();

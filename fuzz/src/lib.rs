@@ -17,11 +17,14 @@ use std::{
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use serde_json::{Value, json};
 use stsguard::{
-    audit::{AuditReport, Classified, Object, audit, classify},
+    admit::{Classified, classify},
+    audit::{AuditReport, audit},
     lookup::{InMemory, NoLookup},
     manifest::{Loaded, parse_into},
     policy::Policy,
-    review::{Endpoint, Reviewer, today},
+    review::{Endpoint, Reviewer},
+    subject::Object,
+    time::today,
 };
 
 /// The origin fuzzed policy text is loaded under; every error must name it.

@@ -11,8 +11,8 @@ use crate::{
     audit::audit,
     manifest,
     report::{self, Format},
-    review::today,
     rules::Action,
+    time::today,
 };
 
 #[derive(Clone, Debug, Args)]

@@ -1,19 +1,20 @@
 //! `stsguard mutate`: manifests with the mutating webhook's changes applied, for previews and
 //! as a Helm post-renderer (`helm install --post-renderer`).
 
-use std::{io::Read, path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::Args;
 use serde_json::Value;
 
 use super::load_policy;
 use crate::{
-    audit::{Classified, Object, classify},
-    lookup::InMemory,
-    manifest::{self, InputError},
-    mutate::{self, mutate_service, mutate_statefulset},
-    policy::Policy,
-    review::today,
+    admit::{self, Chain, Classified, Request},
+    audit::ManifestFacts,
+    lookup::{Lookup, NoLookup},
+    manifest::{self, InputError, Piece, Source},
+    policy::{Lookups, Policy},
+    subject::{self, Object, Operation},
+    time::today,
 };
 
 #[derive(Clone, Debug, Args)]
@@ -42,57 +43,88 @@ pub(super) fn run(args: &MutateArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut inputs = Vec::new();
+    match mutate(args, &policy) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The manifests with the mutating webhook's CREATE changes, or every reason they cannot be
+/// given whole.
+fn mutate(args: &MutateArgs, policy: &Policy) -> Result<String, Vec<InputError>> {
     let mut errors = Vec::new();
-    for path in &args.files {
-        if path.as_os_str() == "-" {
-            let mut text = String::new();
-            match std::io::stdin().read_to_string(&mut text) {
-                Ok(_) => inputs.push(("-".to_owned(), text, false)),
-                Err(e) => errors.push(format!("-: cannot read stdin: {e}")),
-            }
-            continue;
-        }
-        let files = if path.is_dir() {
-            match manifest::manifest_files(path) {
-                Ok(files) => files,
-                Err(e) => {
-                    errors.push(format!("{}: {e}", path.display()));
-                    continue;
+    let inputs = manifest::read_inputs(&args.files, &mut std::io::stdin().lock(), &mut errors);
+    let files: Vec<(&str, Vec<Piece>)> = inputs
+        .iter()
+        .map(|input| {
+            let pieces = manifest::pieces(&input.file, &input.text, input.json, &mut errors);
+            (input.file.as_str(), pieces)
+        })
+        .collect();
+
+    // Each object as the API server would hand it to the mutating webhook (defaulted), by
+    // document, for the Service mutators' facts and for the mutation itself.
+    let mut objects: Vec<(Source, Object)> = Vec::new();
+    for (_, pieces) in &files {
+        for piece in pieces {
+            for value in piece.value.iter().flat_map(manifest::items) {
+                match admit::classify(value) {
+                    Classified::Object(object) | Classified::Legacy(object, _) => {
+                        objects.push((piece.source.clone(), admit::default(object)));
+                    }
+                    Classified::Invalid(message) => errors.push(InputError {
+                        file: piece.source.file.clone(),
+                        line: Some(piece.source.line),
+                        column: None,
+                        message,
+                    }),
+                    Classified::Other => {}
                 }
-            }
-        } else {
-            vec![path.clone()]
-        };
-        for file in files {
-            match std::fs::read_to_string(&file) {
-                Ok(text) => {
-                    let json = file.extension().is_some_and(|e| e == "json");
-                    inputs.push((file.display().to_string(), text, json));
-                }
-                Err(e) => errors.push(format!("{}: cannot read: {e}", file.display())),
             }
         }
     }
-
-    // Service mutators learn which StatefulSets name a Service from the same input.
-    let mut facts = InMemory::new();
-    for (file, text, json) in &inputs {
-        let mut loaded = manifest::Loaded::default();
-        manifest::parse_into(&mut loaded, file, text, *json);
-        for doc in loaded.documents {
-            if let Classified::Object(Object::StatefulSet(sts)) = classify(&doc.value) {
-                facts.add_statefulset(&args.namespace, sts);
-            }
-        }
+    if !errors.is_empty() {
+        return Err(errors);
     }
+    let facts = ManifestFacts::new(objects.iter().map(|(s, o)| (s, o)), &args.namespace);
 
+    let mut next = objects.iter();
     let mut out = String::new();
-    for (file, text, json) in &inputs {
-        let mutated = manifest::rewrite(file, text, *json, |_, value| {
-            mutate_value(value, &args.namespace, &policy, &facts)
+    for (_, pieces) in &files {
+        let rendered = manifest::render(pieces, |source, value| {
+            if !admit::judges(value) {
+                return false;
+            }
+            let Some((_, object)) = next.next() else {
+                return false;
+            };
+            let near = facts.near(&source.file);
+            let lookup: &dyn Lookup = match policy.lookups {
+                Lookups::Auto => &near,
+                Lookups::Off => &NoLookup,
+            };
+            let chain = Chain {
+                policy,
+                lookup,
+                today: today(),
+            };
+            let mutation = chain.mutate(&Request {
+                operation: Operation::Create,
+                namespace: subject::namespace(object.subject().metadata(), &args.namespace),
+                object: object.subject(),
+                old: None,
+            });
+            !mutation.is_empty() && json_patch::patch(value, &mutation.patch).is_ok()
         });
-        match mutated {
+        match rendered {
             Ok((_, rewrites)) if args.diff => {
                 for r in rewrites {
                     out.push_str(&diff(&r.source.to_string(), &r.before, &r.after));
@@ -107,42 +139,14 @@ pub(super) fn run(args: &MutateArgs) -> ExitCode {
                 }
                 out.push_str(&rewritten);
             }
-            Err(input_errors) => errors.extend(input_errors.iter().map(InputError::to_string)),
+            Err(e) => errors.push(e),
         }
     }
-    if !errors.is_empty() {
-        for e in errors {
-            eprintln!("error: {e}");
-        }
-        return ExitCode::from(2);
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
     }
-    print!("{out}");
-    ExitCode::SUCCESS
-}
-
-/// Applies the CREATE mutators to a StatefulSet or Service document; other documents are left
-/// alone.
-fn mutate_value(
-    value: &mut Value,
-    default_namespace: &str,
-    policy: &Policy,
-    facts: &InMemory,
-) -> bool {
-    let Classified::Object(object) = classify(value) else {
-        return false;
-    };
-    let subject = object.subject();
-    let namespace = subject
-        .metadata()
-        .namespace
-        .clone()
-        .unwrap_or_else(|| default_namespace.to_owned());
-    let create = mutate::Operation::Create;
-    let mutation = match &object {
-        Object::StatefulSet(sts) => mutate_statefulset(sts, &namespace, create, policy, today()),
-        Object::Service(svc) => mutate_service(svc, &namespace, create, policy, facts, today()),
-    };
-    !mutation.is_empty() && json_patch::patch(value, &mutation.patch).is_ok()
 }
 
 fn diff(location: &str, before: &Value, after: &Value) -> String {

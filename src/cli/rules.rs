@@ -4,23 +4,33 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use crate::{catalog, mutate::MUTATORS, rules::RULES};
+use crate::{
+    catalog::{self, Preset},
+    mutate::MUTATORS,
+    rules::RULES,
+};
 
 #[derive(Clone, Debug, Args)]
 pub struct RulesArgs {
-    /// `text` for reading, `markdown` for the README's tables.
+    /// `text` for reading, `markdown` for the README's tables, `policy` for a policy file that
+    /// lists every rule and mutator.
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub format: RulesFormat,
+    /// With `--format policy`: which of the shipped policies to print.
+    #[arg(long, value_enum, default_value = "default")]
+    pub preset: Preset,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum RulesFormat {
     Text,
     Markdown,
+    Policy,
 }
 
 pub(super) fn run(args: &RulesArgs) -> ExitCode {
     match args.format {
+        RulesFormat::Policy => print!("{}", catalog::policy_yaml(args.preset)),
         RulesFormat::Markdown => {
             print!(
                 "{}\n{}",

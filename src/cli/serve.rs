@@ -7,13 +7,13 @@ use clap::Args;
 use super::{ModeArg, RuleArg, load_policy, with_overrides};
 use crate::{
     cluster::{self, Cluster, ClusterError},
-    duration,
     lookup::{Lookup, NoLookup},
     metrics::Metrics,
-    policy::{Lookups, Policy, PolicyError},
+    policy::{Lookups, Policy, PolicyError, PolicySlot},
     policy_reload::{Load, PolicyWatcher},
-    review::{PolicySlot, Reviewer},
+    review::Reviewer,
     server::{Limits, Readiness, Server, Webhook, shutdown_signal},
+    time,
     tls::{self, CertResolver, CertWatcher, TlsError, Watched},
 };
 
@@ -55,7 +55,7 @@ pub struct ServeArgs {
     #[arg(long, env = "STSGUARD_NO_CLUSTER")]
     pub no_cluster: bool,
     /// Deadline of the live API call that confirms an object the cache says is missing.
-    #[arg(long, env = "STSGUARD_LOOKUP_TIMEOUT", default_value = "1s", value_parser = duration::parse)]
+    #[arg(long, env = "STSGUARD_LOOKUP_TIMEOUT", default_value = "1s", value_parser = time::parse_duration)]
     pub lookup_timeout: Duration,
     /// Accept only clients presenting a certificate signed by this CA (PEM): the API server,
     /// configured through its admission configuration.
@@ -65,22 +65,22 @@ pub struct ServeArgs {
     #[arg(long, env = "STSGUARD_WATCH_POLICY", requires = "policy")]
     pub watch_policy: bool,
     /// How often --watch-policy reads the policy file.
-    #[arg(long, env = "STSGUARD_POLICY_RELOAD_INTERVAL", default_value = "5s", value_parser = duration::parse)]
+    #[arg(long, env = "STSGUARD_POLICY_RELOAD_INTERVAL", default_value = "5s", value_parser = time::parse_duration)]
     pub policy_reload_interval: Duration,
     /// How often the certificate files are checked for rotation (e.g. 10s).
-    #[arg(long, env = "STSGUARD_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = duration::parse)]
+    #[arg(long, env = "STSGUARD_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = time::parse_duration)]
     pub cert_reload_interval: Duration,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "STSGUARD_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Time allowed to read a request and answer it (e.g. 10s).
-    #[arg(long, env = "STSGUARD_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
+    #[arg(long, env = "STSGUARD_REQUEST_TIMEOUT", default_value = "10s", value_parser = time::parse_duration)]
     pub request_timeout: Duration,
     /// Time allowed for the TLS handshake and for request headers to arrive.
-    #[arg(long, env = "STSGUARD_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = duration::parse)]
+    #[arg(long, env = "STSGUARD_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = time::parse_duration)]
     pub header_read_timeout: Duration,
     /// Time in-flight reviews get to finish after SIGTERM or SIGINT.
-    #[arg(long, env = "STSGUARD_SHUTDOWN_GRACE", default_value = "20s", value_parser = duration::parse)]
+    #[arg(long, env = "STSGUARD_SHUTDOWN_GRACE", default_value = "20s", value_parser = time::parse_duration)]
     pub shutdown_grace: Duration,
 }
 

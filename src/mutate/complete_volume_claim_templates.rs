@@ -5,8 +5,8 @@ use json_patch::PatchOperation;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use serde_json::json;
 
+use super::Defaults;
 use super::{Apply, Mutator, add};
-use crate::policy::Defaults;
 
 pub(super) const MUTATOR: Mutator = Mutator {
     id: "sts-complete-volume-claim-templates",
@@ -75,12 +75,11 @@ mod tests {
     use super::*;
     use crate::{
         mutate::{Mutation, tests::apply as apply_patch},
-        policy::Policy,
         rules::testing::sts,
     };
 
     fn run(built: &StatefulSet) -> StatefulSet {
-        let patch = apply(built, &Policy::builtin().defaults);
+        let patch = apply(built, &Defaults::default());
         apply_patch(
             built,
             &Mutation {
@@ -123,13 +122,13 @@ mod tests {
 
     #[test]
     fn complete_templates_are_left_alone() {
-        assert!(apply(&sts().build(), &Policy::builtin().defaults).is_empty());
+        assert!(apply(&sts().build(), &Defaults::default()).is_empty());
         let two_ti = sts()
             .set(
                 "/spec/volumeClaimTemplates/0/spec/resources/requests/storage",
                 json!("2Ti"),
             )
             .build();
-        assert!(apply(&two_ti, &Policy::builtin().defaults).is_empty());
+        assert!(apply(&two_ti, &Defaults::default()).is_empty());
     }
 }

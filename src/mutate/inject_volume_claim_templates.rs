@@ -5,8 +5,9 @@ use json_patch::PatchOperation;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use serde_json::{Map, Value, json};
 
+use super::Defaults;
 use super::{Apply, Mutator, add};
-use crate::{policy::Defaults, rules::unresolved_mounts};
+use crate::rules::unresolved_mounts;
 
 pub(super) const MUTATOR: Mutator = Mutator {
     id: "sts-inject-volume-claim-templates",
@@ -68,13 +69,12 @@ mod tests {
 
     use super::*;
     use crate::{
-        mutate::{Mutation, tests::apply as apply_patch},
-        policy::Policy,
+        mutate::{Mutation, VolumeClaimTemplateDefaults, tests::apply as apply_patch},
         rules::testing::sts,
     };
 
-    fn run(built: &StatefulSet, policy: &Policy) -> StatefulSet {
-        let patch = apply(built, &policy.defaults);
+    fn run(built: &StatefulSet, defaults: &Defaults) -> StatefulSet {
+        let patch = apply(built, defaults);
         apply_patch(
             built,
             &Mutation {
@@ -87,7 +87,7 @@ mod tests {
     #[test]
     fn creates_the_list_when_there_is_none() {
         let built = sts().remove("/spec/volumeClaimTemplates").build();
-        let patched = run(&built, &Policy::builtin());
+        let patched = run(&built, &Defaults::default());
         let templates = patched.spec.unwrap().volume_claim_templates.unwrap();
         assert_eq!(templates.len(), 1);
         assert_eq!(templates[0].metadata.name.as_deref(), Some("data"));
@@ -111,13 +111,15 @@ mod tests {
                 json!({"name": "wal", "mountPath": "/wal"}),
             )
             .build();
-        let policy = Policy::from_yaml(
-            "defaults: {volumeClaimTemplate: {accessModes: [ReadWriteOncePod], storage: 5Gi,
-                        storageClassName: fast, volumeMode: Filesystem}}",
-            "t",
-        )
-        .unwrap();
-        let patched = run(&built, &policy);
+        let defaults = Defaults {
+            volume_claim_template: VolumeClaimTemplateDefaults {
+                access_modes: vec!["ReadWriteOncePod".into()],
+                storage: "5Gi".into(),
+                storage_class_name: Some("fast".into()),
+                volume_mode: Some("Filesystem".into()),
+            },
+        };
+        let patched = run(&built, &defaults);
         let templates = patched.spec.unwrap().volume_claim_templates.unwrap();
         let names: Vec<_> = templates
             .iter()
@@ -131,6 +133,6 @@ mod tests {
 
     #[test]
     fn resolved_mounts_need_nothing() {
-        assert!(apply(&sts().build(), &Policy::builtin().defaults).is_empty());
+        assert!(apply(&sts().build(), &Defaults::default()).is_empty());
     }
 }

@@ -5,8 +5,7 @@ use serde_json::{Value, json};
 
 use crate::{
     lookup::{Lookup, NoLookup},
-    policy::Settings,
-    rules::{Context, Finding},
+    rules::{Context, Finding, Settings},
 };
 
 /// A StatefulSet that passes every default rule, changed step by step through JSON pointers.
