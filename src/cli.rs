@@ -15,17 +15,19 @@ mod certs;
 mod mutate;
 mod rules;
 mod serve;
+mod version;
 
 pub use audit::AuditArgs;
 pub use certs::CertsArgs;
 pub use mutate::MutateArgs;
 pub use rules::RulesArgs;
 pub use serve::{ServeArgs, StartError, prepare_serve};
+pub use version::{GIT_COMMIT, KUBERNETES_API};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "stsguard",
-    version,
+    version = version::long(),
     about = "Kubernetes admission webhook for StatefulSet best practices"
 )]
 pub struct Cli {
@@ -56,6 +58,8 @@ pub enum Command {
     Rules(RulesArgs),
     /// Certificate tooling.
     Certs(CertsArgs),
+    /// Print the version, the commit it was built from and the Kubernetes API it targets.
+    Version,
 }
 
 /// Runs the command; the exit code follows each command's contract.
@@ -66,6 +70,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Mutate(args) => mutate::run(&args),
         Command::Rules(args) => rules::run(&args),
         Command::Certs(args) => certs::run(&args),
+        Command::Version => version::run(),
     }
 }
 
