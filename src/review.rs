@@ -227,13 +227,15 @@ impl Reviewer {
             head.name.clone()
         };
         let namespace = head.namespace.clone().unwrap_or_default();
-        // One span per review: everything logged while it is answered carries its uid.
+        // One span per review: everything logged while it is answered carries its uid and the
+        // object's kind, namespace and name.
         let span = tracing::info_span!(
             "review",
             %uid,
             kind = %gvk.kind,
             %namespace,
-            %name,
+            // Not `name`: JSON logs put the span's own name there.
+            object = %name,
             operation = operation_name(&operation),
             verdict = field::Empty,
         );

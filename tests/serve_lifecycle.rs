@@ -258,6 +258,13 @@ async fn every_review_is_logged_through_shutdown() {
     while let Some(status) = answers.join_next().await {
         assert_eq!(status.unwrap(), 200);
     }
+    // A review whose object does not read: the warning logged inside the review carries its uid.
+    review["request"]["uid"] = serde_json::json!("broken");
+    review["request"]["object"]["spec"]["replicas"] = serde_json::json!("three");
+    let broken = client
+        .post(&url, serde_json::to_vec(&review).unwrap())
+        .await;
+    assert_eq!(broken.status, 200);
     sigterm(&child);
     assert_eq!(
         wait(&mut child, Duration::from_secs(25)).await.code(),
@@ -271,7 +278,7 @@ async fn every_review_is_logged_through_shutdown() {
         .collect();
     let mut uids: Vec<&str> = lines
         .iter()
-        .filter(|l| l["message"] == "review")
+        .filter(|l| l["message"] == "review" && l["span"]["uid"] != "broken")
         .map(|l| {
             assert_eq!(l["span"]["verdict"], "allowed", "{l}");
             l["span"]["uid"].as_str().unwrap()
@@ -281,6 +288,22 @@ async fn every_review_is_logged_through_shutdown() {
     let mut expected: Vec<String> = (0..REVIEWS).map(|i| format!("burst-{i}")).collect();
     expected.sort_unstable();
     assert_eq!(uids, expected);
+    let of_broken: Vec<_> = lines
+        .iter()
+        .filter(|l| l["span"]["uid"] == "broken")
+        .collect();
+    assert!(
+        of_broken.iter().any(|l| l["message"] == "invalid review"
+            && l["level"] == "WARN"
+            && l["span"]["object"] == "web"),
+        "{of_broken:?}"
+    );
+    assert!(
+        of_broken
+            .iter()
+            .any(|l| l["message"] == "review" && l["span"]["verdict"] == "invalid"),
+        "{of_broken:?}"
+    );
     assert_eq!(
         lines.last().unwrap()["message"],
         "all connections closed",

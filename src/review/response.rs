@@ -86,7 +86,7 @@ pub(super) fn allowed(uid: &str) -> AdmissionResponse {
 
 /// A review whose object cannot be read as the kind it claims: denied with status 400.
 pub(super) fn invalid(response: &mut AdmissionResponse, summary: &mut Summary, message: String) {
-    tracing::warn!(%message, "invalid review");
+    tracing::warn!(error = %message, "invalid review");
     response.allowed = false;
     response.result = Status::failure(&message, "BadRequest").with_code(400);
     summary.decision = Decision::Invalid;
