@@ -529,6 +529,30 @@ fn mutate_applies_the_webhook_changes_and_keeps_the_rest() {
     let bad = stsguard(&["mutate", "-f", "-"], Some(b"kind: [\n"));
     assert_eq!(bad.status.code(), Some(2));
     assert!(bad.stdout.is_empty(), "nothing half-done on stdout");
+
+    // What audit refuses, mutate refuses too: a document that is no valid StatefulSet.
+    let invalid = format!(
+        "{config}---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: x}}\nspec: {{replicas: three}}\n"
+    );
+    let out = stsguard(&["mutate", "-f", "-"], Some(invalid.as_bytes()));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("-:7") && stderr.contains("not a valid apps/v1 StatefulSet"),
+        "{stderr}"
+    );
+
+    // A changed document keeps the comments that lead it, such as Helm's `# Source:` line.
+    let rendered = format!(
+        "---\n# Source: db/templates/statefulset.yaml\n{}",
+        serde_saphyr::to_string(&db).unwrap()
+    );
+    let text = stdout(&stsguard(&["mutate", "-f", "-"], Some(rendered.as_bytes())));
+    assert!(
+        text.starts_with("---\n# Source: db/templates/statefulset.yaml\n") && text.contains("wal"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -546,4 +570,79 @@ fn rules_lists_every_rule_and_matches_the_readme() {
     for table_line in markdown.lines().filter(|l| l.starts_with("| `")) {
         assert!(readme.contains(table_line), "README lacks: {table_line}");
     }
+}
+
+/// A directory of unrelated apps gives every file the verdict it gets when audited alone, even
+/// where the apps share Service names in the one namespace their manifests leave implicit.
+#[test]
+fn a_directory_of_unrelated_apps_keeps_each_files_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let sts = |name: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: {name}}}\nspec:\n  \
+             serviceName: web\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    \
+             metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers:\n        - name: \
+             app\n          image: nginx\n          readinessProbe: {{tcpSocket: {{port: 80}}}}\n  \
+             volumeClaimTemplates:\n    - metadata: {{name: data}}\n      spec: {{accessModes: \
+             [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n"
+        )
+    };
+    let service = |app: &str, ip: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{clusterIP: {ip}, \
+             selector: {{app: {app}}}}}\n"
+        )
+    };
+    let files = [
+        (
+            "a-cache/app.yaml",
+            format!("{}---\n{}", sts("cache"), service("cache", "10.0.0.7")),
+        ),
+        (
+            "b-db/app.yaml",
+            format!("{}---\n{}", sts("db"), service("db", "None")),
+        ),
+        ("c-front/svc.yaml", service("front", "10.0.0.9")),
+    ];
+    let verdicts = |paths: &[&Path]| -> Vec<(String, String, Vec<String>)> {
+        let mut args = vec!["audit", "-o", "json", "--fail-on", "never"];
+        for p in paths {
+            args.extend(["-f", p.to_str().unwrap()]);
+        }
+        let report: Value = serde_json::from_str(&stdout(&stsguard(&args, None))).unwrap();
+        report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let rules = r["violations"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v["rule"].as_str().unwrap().to_owned())
+                    .collect();
+                let file = Path::new(r["file"].as_str().unwrap())
+                    .strip_prefix(dir.path())
+                    .unwrap()
+                    .display()
+                    .to_string();
+                (file, r["name"].as_str().unwrap().to_owned(), rules)
+            })
+            .collect()
+    };
+    let mut alone = Vec::new();
+    for (file, text) in &files {
+        let path = dir.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        alone.extend(verdicts(&[&path]));
+    }
+    let together = verdicts(&[dir.path()]);
+    assert_eq!(together, alone);
+    // The comparison covers a real deny: cache's ClusterIP Service is not shadowed by db's.
+    assert!(
+        alone.iter().any(|(_, name, rules)| name == "cache"
+            && rules.contains(&"sts-governing-service-headless".to_owned())),
+        "{alone:?}"
+    );
 }
