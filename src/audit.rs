@@ -126,7 +126,8 @@ pub fn audit(loaded: &Loaded, policy: &Policy, namespace: &str, today: Date) -> 
         )
     };
     let written = index(&entries);
-    report.notes = written.collisions();
+    report.notes = loaded.notes.clone();
+    report.notes.extend(written.collisions());
     let mutated = crate::parallel::map(&entries, |entry| {
         let near = written.near(&entry.doc.source.file);
         let chain = chain(policy, &near, today);

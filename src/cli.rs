@@ -116,6 +116,63 @@ impl FromStr for RuleArg {
     }
 }
 
+/// Input options `audit` and `mutate` share.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct InputOptions {
+    /// Leave out paths under a given directory that match this gitignore-style glob (relative to
+    /// the directory; repeatable). `.gitignore` files are honoured too.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Accept input with no Kubernetes objects in it (by default an error, so that a failed
+    /// `helm template` piped in cannot pass).
+    #[arg(long)]
+    pub allow_empty: bool,
+}
+
+/// The error for input with nothing in it.
+pub(crate) fn nothing_in(files: &[std::path::PathBuf]) -> String {
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| {
+            if f.as_os_str() == "-" {
+                "stdin".to_owned()
+            } else {
+                f.display().to_string()
+            }
+        })
+        .collect();
+    format!(
+        "no Kubernetes objects in {} (use --allow-empty if that is expected)",
+        names.join(", ")
+    )
+}
+
+/// `--color`: colour in the text output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    /// Colour on a terminal, unless `NO_COLOR` is set; `CLICOLOR_FORCE` forces it.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorArg {
+    /// Whether to colour output going to stdout, by the conventions of `NO_COLOR`
+    /// (no-color.org) and `CLICOLOR_FORCE`.
+    pub fn enabled(self) -> bool {
+        let set = |name| std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0");
+        match self {
+            ColorArg::Always => true,
+            ColorArg::Never => false,
+            ColorArg::Auto if set("CLICOLOR_FORCE") => true,
+            ColorArg::Auto => {
+                std::io::IsTerminal::is_terminal(&std::io::stdout()) && !set("NO_COLOR")
+            }
+        }
+    }
+}
+
 /// Loads the policy named by `--policy` (or the built-in one), then applies `--mode` and `--rule`.
 pub fn load_policy(
     path: Option<&Path>,

@@ -11,8 +11,10 @@ use std::{
 use serde_json::Value;
 
 mod render;
+mod walk;
 
 pub use render::{Rewrite, render};
+pub use walk::{Walk, manifest_files};
 
 /// Where a document starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,15 +67,27 @@ impl fmt::Display for InputError {
 pub struct Loaded {
     pub documents: Vec<Document>,
     pub errors: Vec<InputError>,
+    /// What was passed over, and why (a chart's templates, a symlink loop).
+    pub notes: Vec<String>,
 }
-
-const EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
 
 /// Reads every input: `-` is stdin, a directory is searched recursively for `*.yaml`, `*.yml`
 /// and `*.json` (in name order), anything else is read as a file.
 pub fn load(inputs: &[PathBuf], stdin: &mut dyn Read) -> Loaded {
+    load_excluding(inputs, &[], stdin)
+}
+
+/// [`load`], leaving out what the `exclude` globs match under a directory.
+pub fn load_excluding(inputs: &[PathBuf], exclude: &[String], stdin: &mut dyn Read) -> Loaded {
     let mut loaded = Loaded::default();
-    for input in read_inputs(inputs, stdin, &mut loaded.errors) {
+    let read = read_inputs(
+        inputs,
+        exclude,
+        stdin,
+        &mut loaded.errors,
+        &mut loaded.notes,
+    );
+    for input in read {
         parse_into(&mut loaded, &input.file, &input.text, input.json);
     }
     loaded
@@ -89,12 +103,15 @@ pub struct Input {
     pub json: bool,
 }
 
-/// Reads the inputs' text: `-` is stdin, a directory is searched for manifests, anything else is
-/// a file. What cannot be read is recorded in `errors`.
+/// Reads the inputs' text: `-` is stdin, a directory is searched for manifests (see
+/// [`manifest_files`]), anything else is a file. What cannot be read is recorded in `errors`, what
+/// was passed over in `notes`.
 pub fn read_inputs(
     inputs: &[PathBuf],
+    exclude: &[String],
     stdin: &mut dyn Read,
     errors: &mut Vec<InputError>,
+    notes: &mut Vec<String>,
 ) -> Vec<Input> {
     let mut read = Vec::new();
     for input in inputs {
@@ -109,8 +126,11 @@ pub fn read_inputs(
                 Err(e) => errors.push(whole_file("-", format!("cannot read stdin: {e}"))),
             }
         } else if input.is_dir() {
-            match manifest_files(input) {
-                Ok(files) => read.extend(files.iter().filter_map(|f| read_file(f, errors))),
+            match manifest_files(input, exclude) {
+                Ok(walk) => {
+                    read.extend(walk.files.iter().filter_map(|f| read_file(f, errors)));
+                    notes.extend(walk.notes);
+                }
                 Err(e) => errors.push(whole_file(&input.display().to_string(), e)),
             }
         } else {
@@ -127,33 +147,6 @@ fn whole_file(file: &str, message: String) -> InputError {
         column: None,
         message,
     }
-}
-
-/// The manifest files under a directory, recursively, in name order.
-pub fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let mut files = Vec::new();
-    find_manifests(dir, &mut files)?;
-    files.sort();
-    Ok(files)
-}
-
-fn find_manifests(dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read directory: {e}"))?;
-    for entry in entries {
-        let path = entry
-            .map_err(|e| format!("cannot read directory: {e}"))?
-            .path();
-        if path.is_dir() {
-            find_manifests(&path, found)?;
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| EXTENSIONS.contains(&e))
-        {
-            found.push(path);
-        }
-    }
-    Ok(())
 }
 
 fn read_file(path: &Path, errors: &mut Vec<InputError>) -> Option<Input> {
@@ -229,6 +222,25 @@ pub fn pieces<'a>(
             value,
         }];
     }
+    let before = errors.len();
+    let pieces = yaml_pieces(file, text, errors);
+    // `{{ .Values.x }}` does not parse as YAML, once per template expression: one error that
+    // says what the file is says more than a dozen about its syntax.
+    if errors.len() > before && text.contains("{{") && text.contains("}}") {
+        errors.truncate(before + 1);
+        errors[before].column = None;
+        errors[before].message = "this looks like an unrendered Helm template; render it first: \
+                                  helm template <release> <chart> | stsguard audit -f -"
+            .to_owned();
+    }
+    pieces
+}
+
+fn yaml_pieces<'a>(file: &str, text: &'a str, errors: &mut Vec<InputError>) -> Vec<Piece<'a>> {
+    let source = |line| Source {
+        file: file.to_owned(),
+        line,
+    };
     let chunks = split_documents(text);
     let parsed = crate::parallel::map(&chunks, |chunk| {
         let first = first_content_line(chunk.text)?;

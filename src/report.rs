@@ -37,6 +37,9 @@ pub struct Options<'a> {
     pub fail_on: Action,
     /// Colour for the text format.
     pub color: bool,
+    /// Text and JSON list only the objects with findings (`--quiet`); the summary still counts
+    /// every object.
+    pub only_failed: bool,
     /// Emit openreports.io/v1alpha1 Report objects instead of wgpolicyk8s.io PolicyReports.
     pub openreports: bool,
 }
@@ -44,7 +47,7 @@ pub struct Options<'a> {
 pub fn render(report: &AuditReport, format: Format, options: &Options) -> String {
     match format {
         Format::Text => text::render(report, options),
-        Format::Json => json::render(report),
+        Format::Json => json::render(report, options),
         Format::Sarif => sarif::render(report, options),
         Format::Junit => junit::render(report, options),
         Format::PolicyReport => policy_report::render(report, options),

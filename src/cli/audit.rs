@@ -1,10 +1,10 @@
 //! `stsguard audit`: the webhook's admission chain over manifests, as a report.
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, ValueEnum};
 
-use super::{ModeArg, RuleArg, load_policy};
+use super::{ColorArg, InputOptions, ModeArg, RuleArg, load_policy, nothing_in};
 
 mod live;
 use crate::{
@@ -54,6 +54,14 @@ pub struct AuditArgs {
     /// With --format policy-report: emit openreports.io/v1alpha1 Report objects.
     #[arg(long)]
     pub openreports: bool,
+    #[command(flatten)]
+    pub input: InputOptions,
+    /// List only the objects with findings (text and JSON); the summary still counts all.
+    #[arg(short = 'q', long, visible_alias = "only-failed")]
+    pub quiet: bool,
+    /// Colour in the text output.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    pub color: ColorArg,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -99,16 +107,24 @@ pub(super) fn run(args: &AuditArgs) -> ExitCode {
             }
         }
     } else {
-        manifest::load(&args.files, &mut std::io::stdin().lock())
+        let loaded = manifest::load_excluding(
+            &args.files,
+            &args.input.exclude,
+            &mut std::io::stdin().lock(),
+        );
+        if loaded.documents.is_empty() && loaded.errors.is_empty() && !args.input.allow_empty {
+            eprintln!("stsguard: {}", nothing_in(&args.files));
+            return ExitCode::from(2);
+        }
+        loaded
     };
     let namespace = args.namespace.as_deref().unwrap_or("default");
     let report = audit(&loaded, &policy, namespace, today());
     let options = report::Options {
         policy: &policy,
         fail_on: args.fail_on.into(),
-        color: args.format == Format::Text
-            && std::io::stdout().is_terminal()
-            && std::env::var_os("NO_COLOR").is_none(),
+        color: args.format == Format::Text && args.color.enabled(),
+        only_failed: args.quiet,
         openreports: args.openreports,
     };
     print!("{}", report::render(&report, args.format, &options));

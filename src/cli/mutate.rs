@@ -4,9 +4,8 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::Args;
-use serde_json::Value;
 
-use super::load_policy;
+use super::{InputOptions, load_policy, nothing_in};
 use crate::{
     admit::{self, Chain, Classified, Request},
     audit::ManifestFacts,
@@ -28,9 +27,12 @@ pub struct MutateArgs {
     /// Namespace of objects that name none (namespace exemptions apply by it).
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
-    /// Print a unified diff of what changed instead of the manifests.
+    /// Print a unified diff of what would change instead of the manifests (exit 1 when there is
+    /// any, as `diff` does); `patch -p0` and `git apply -p0` apply it.
     #[arg(long)]
     pub diff: bool,
+    #[command(flatten)]
+    pub input: InputOptions,
 }
 
 /// Exit code 0 with the manifests (or the diff) on stdout; 2 on input or usage errors, with
@@ -44,9 +46,14 @@ pub(super) fn run(args: &MutateArgs) -> ExitCode {
         }
     };
     match mutate(args, &policy) {
-        Ok(out) => {
+        Ok((out, changed)) => {
             print!("{out}");
-            ExitCode::SUCCESS
+            // `--diff` says by its exit code whether anything would change, as `diff` does.
+            if args.diff && changed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(errors) => {
             for e in errors {
@@ -57,11 +64,21 @@ pub(super) fn run(args: &MutateArgs) -> ExitCode {
     }
 }
 
-/// The manifests with the mutating webhook's CREATE changes, or every reason they cannot be
-/// given whole.
-fn mutate(args: &MutateArgs, policy: &Policy) -> Result<String, Vec<InputError>> {
+/// The manifests with the mutating webhook's CREATE changes (or the diff), and whether anything
+/// changed; or every reason they cannot be given whole.
+fn mutate(args: &MutateArgs, policy: &Policy) -> Result<(String, bool), Vec<InputError>> {
     let mut errors = Vec::new();
-    let inputs = manifest::read_inputs(&args.files, &mut std::io::stdin().lock(), &mut errors);
+    let mut notes = Vec::new();
+    let inputs = manifest::read_inputs(
+        &args.files,
+        &args.input.exclude,
+        &mut std::io::stdin().lock(),
+        &mut errors,
+        &mut notes,
+    );
+    for note in notes {
+        eprintln!("note: {note}");
+    }
     let files: Vec<(&str, Vec<Piece>)> = inputs
         .iter()
         .map(|input| {
@@ -94,11 +111,26 @@ fn mutate(args: &MutateArgs, policy: &Policy) -> Result<String, Vec<InputError>>
     if !errors.is_empty() {
         return Err(errors);
     }
+    if objects.is_empty()
+        && !args.input.allow_empty
+        && files
+            .iter()
+            .all(|(_, p)| p.iter().all(|p| p.value.is_none()))
+    {
+        return Err(vec![InputError {
+            file: "-".to_owned(),
+            line: None,
+            column: None,
+            message: nothing_in(&args.files),
+        }]);
+    }
     let facts = ManifestFacts::new(objects.iter().map(|(s, o)| (s, o)), &args.namespace);
 
     let mut next = objects.iter();
     let mut out = String::new();
-    for (_, pieces) in &files {
+    let mut changed = false;
+    let mut unapplied: Vec<Source> = Vec::new();
+    for ((file, pieces), input) in files.iter().zip(&inputs) {
         let rendered = manifest::render(pieces, |source, value| {
             if !admit::judges(value) {
                 return false;
@@ -122,15 +154,24 @@ fn mutate(args: &MutateArgs, policy: &Policy) -> Result<String, Vec<InputError>>
                 object: object.subject(),
                 old: None,
             });
-            !mutation.is_empty() && json_patch::patch(value, &mutation.patch).is_ok()
+            if mutation.is_empty() {
+                return false;
+            }
+            // A mutation that does not apply to its own object would be a mutator bug; the
+            // document must not be passed on as if it had been mutated.
+            if json_patch::patch(value, &mutation.patch).is_err() {
+                unapplied.push(source.clone());
+                return false;
+            }
+            true
         });
         match rendered {
-            Ok((_, rewrites)) if args.diff => {
-                for r in rewrites {
-                    out.push_str(&diff(&r.source.to_string(), &r.before, &r.after));
-                }
+            Ok((rewritten, rewrites)) if args.diff => {
+                changed |= !rewrites.is_empty();
+                out.push_str(&diff(file, &input.text, &rewritten));
             }
-            Ok((rewritten, _)) => {
+            Ok((rewritten, rewrites)) => {
+                changed |= !rewrites.is_empty();
                 if !out.is_empty() && !out.ends_with('\n') {
                     out.push('\n');
                 }
@@ -142,22 +183,28 @@ fn mutate(args: &MutateArgs, policy: &Policy) -> Result<String, Vec<InputError>>
             Err(e) => errors.push(e),
         }
     }
+    errors.extend(unapplied.into_iter().map(|source| InputError {
+        message: "the mutation does not apply to this document (please report this)".to_owned(),
+        file: source.file,
+        line: Some(source.line),
+        column: None,
+    }));
     if errors.is_empty() {
-        Ok(out)
+        Ok((out, changed))
     } else {
         Err(errors)
     }
 }
 
-fn diff(location: &str, before: &Value, after: &Value) -> String {
-    let before = serde_saphyr::to_string(before).unwrap_or_default();
-    let after = serde_saphyr::to_string(after).unwrap_or_default();
-    similar::TextDiff::from_lines(&before, &after)
+/// A unified diff of one file as written and as mutated, with the file's path on both header
+/// lines, so that `patch -p0` and `git apply -p0` apply it from where the paths were given.
+fn diff(file: &str, before: &str, after: &str) -> String {
+    if before == after {
+        return String::new();
+    }
+    similar::TextDiff::from_lines(before, after)
         .unified_diff()
         .context_radius(3)
-        .header(
-            &format!("{location} (as written)"),
-            &format!("{location} (mutated)"),
-        )
+        .header(file, file)
         .to_string()
 }

@@ -3,13 +3,16 @@
 
 use serde_json::{Value, json};
 
-use super::outcome_word;
+use super::{Options, outcome_word};
 use crate::{audit::AuditReport, evaluate::Outcome};
 
-pub(super) fn render(report: &AuditReport) -> String {
+pub(super) fn render(report: &AuditReport, options: &Options) -> String {
     let results: Vec<Value> = report
         .results
         .iter()
+        .filter(|r| {
+            !options.only_failed || !r.verdict.violations.is_empty() || !r.verdict.notes.is_empty()
+        })
         .map(|r| {
             let violations: Vec<Value> = r
                 .verdict

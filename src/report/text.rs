@@ -40,6 +40,9 @@ pub(super) fn render(report: &AuditReport, options: &Options) -> String {
             passed += 1;
             paint(GREEN, "ok")
         };
+        if options.only_failed && r.verdict.violations.is_empty() && r.verdict.notes.is_empty() {
+            continue;
+        }
         let _ = writeln!(
             out,
             "{}  {} {}/{}  [{status}]",
@@ -126,6 +129,7 @@ mod tests {
             policy: &policy,
             fail_on: Action::Deny,
             color,
+            only_failed: false,
             openreports: false,
         };
         let plain = render(&report, &options(false));
