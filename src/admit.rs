@@ -32,8 +32,12 @@ pub enum Classified {
     Legacy(Object, String),
     /// Another kind; stsguard does not judge it.
     Other,
-    /// A StatefulSet or Service that does not read as one.
-    Invalid(String),
+    /// A StatefulSet or Service that does not read as one: what is wrong, and the path of the
+    /// field it is wrong at (`spec.replicas`) when there is one.
+    Invalid {
+        message: String,
+        path: Option<String>,
+    },
 }
 
 /// StatefulSet API versions read as `apps/v1`; the old beta ones still appear in repositories.
@@ -79,21 +83,32 @@ pub fn classify(value: &Value) -> Classified {
                          as apps/v1, which also requires spec.selector"
                     ),
                 ),
-                Err(e) => {
-                    Classified::Invalid(format!("not a valid {api_version} StatefulSet: {e}"))
-                }
+                Err(e) => invalid(&format!("{api_version} StatefulSet"), e),
             }
         }
         "Service" if api_version == "v1" => match typed::<Service>(value) {
             Ok(svc) => Classified::Object(Object::Service(Arc::new(svc))),
-            Err(e) => Classified::Invalid(format!("not a valid v1 Service: {e}")),
+            Err(e) => invalid("v1 Service", e),
         },
         _ => Classified::Other,
     }
 }
 
-fn typed<K: DeserializeOwned>(value: &Value) -> Result<K, serde_json::Error> {
-    K::deserialize(value)
+/// The object read as `K`; an error knows the path of the field it is about.
+fn typed<K: DeserializeOwned>(
+    value: &Value,
+) -> Result<K, serde_path_to_error::Error<serde_json::Error>> {
+    serde_path_to_error::deserialize(value)
+}
+
+fn invalid(what: &str, error: serde_path_to_error::Error<serde_json::Error>) -> Classified {
+    let path = error.path().to_string();
+    let path = (path != ".").then_some(path);
+    let message = match &path {
+        Some(path) => format!("not a valid {what}: {path}: {}", error.inner()),
+        None => format!("not a valid {what}: {}", error.inner()),
+    };
+    Classified::Invalid { message, path }
 }
 
 /// The defaulting the API server applies to every object it decodes, before any webhook sees
@@ -441,13 +456,15 @@ mod tests {
         assert!(matches!(classify(&beta), Classified::Legacy(..)));
         let bad = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
                          "metadata": {"name": "a"}, "spec": {"replicas": "three"}});
-        let Classified::Invalid(message) = classify(&bad) else {
+        let Classified::Invalid { message, path } = classify(&bad) else {
             panic!("not invalid")
         };
-        assert!(
-            message.contains("not a valid apps/v1 StatefulSet"),
-            "{message}"
+        assert_eq!(
+            message,
+            "not a valid apps/v1 StatefulSet: spec.replicas: invalid type: string \"three\", \
+             expected i32"
         );
+        assert_eq!(path.as_deref(), Some("spec.replicas"));
         let other = json!({"apiVersion": "v1", "kind": "ConfigMap"});
         assert!(matches!(classify(&other), Classified::Other));
     }

@@ -109,9 +109,9 @@ pub fn audit(loaded: &Loaded, policy: &Policy, namespace: &str, today: Date) -> 
                 patch: vec![],
                 note,
             }),
-            Err(Classified::Invalid(message)) => report.errors.push(InputError {
+            Err(Classified::Invalid { message, path }) => report.errors.push(InputError {
                 file: doc.source.file.clone(),
-                line: Some(doc.source.line),
+                line: Some(doc.line_of(path.as_deref())),
                 column: None,
                 message,
             }),
@@ -268,11 +268,12 @@ spec: {clusterIP: None, selector: {app: web}}
         );
         assert_eq!(report.skipped_documents, 1);
         assert_eq!(report.errors.len(), 1);
-        assert_eq!(report.errors[0].line, Some(5));
+        // The line of the field, as far as it can be told: `replicas` is in `spec`'s flow map.
+        assert_eq!(report.errors[0].line, Some(8));
         assert!(
             report.errors[0]
                 .message
-                .contains("not a valid apps/v1 StatefulSet")
+                .contains("not a valid apps/v1 StatefulSet: spec.replicas:")
         );
     }
 

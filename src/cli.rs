@@ -89,10 +89,11 @@ impl From<ModeArg> for Mode {
     }
 }
 
-/// `--rule ID=ACTION`: overrides every case of one rule.
+/// `--rule ID=ACTION` overrides every case of one rule, `--rule ID.CASE=ACTION` one case.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleArg {
     pub id: String,
+    pub case: Option<String>,
     pub action: Action,
 }
 
@@ -100,9 +101,16 @@ impl FromStr for RuleArg {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (id, action) = s
-            .split_once('=')
-            .ok_or_else(|| format!("{s:?} is not ID=ACTION (e.g. sts-readiness-probe=deny)"))?;
+        let (target, action) = s.split_once('=').ok_or_else(|| {
+            format!(
+                "{s:?} is not ID=ACTION or ID.CASE=ACTION (e.g. sts-readiness-probe=deny, \
+                 sts-volume-claim-templates.missing=deny)"
+            )
+        })?;
+        let (id, case) = match target.split_once('.') {
+            Some((id, case)) => (id, Some(case.to_owned())),
+            None => (target, None),
+        };
         let action = match action {
             "deny" => Action::Deny,
             "warn" => Action::Warn,
@@ -111,6 +119,7 @@ impl FromStr for RuleArg {
         };
         Ok(RuleArg {
             id: id.to_owned(),
+            case,
             action,
         })
     }
@@ -196,7 +205,7 @@ pub fn with_overrides(
         policy = policy.with_mode(mode.into());
     }
     for rule in rules {
-        policy = policy.with_rule(&rule.id, rule.action)?;
+        policy = policy.with_rule(&rule.id, rule.case.as_deref(), rule.action)?;
     }
     Ok(policy)
 }
@@ -211,8 +220,39 @@ mod tests {
             "sts-readiness-probe=deny".parse::<RuleArg>(),
             Ok(RuleArg {
                 id: "sts-readiness-probe".into(),
+                case: None,
                 action: Action::Deny
             })
+        );
+        let one = load_policy(
+            None,
+            None,
+            &["sts-volume-claim-templates.missing=deny".parse().unwrap()],
+        )
+        .unwrap();
+        let rule = crate::rules::find("sts-volume-claim-templates").unwrap();
+        assert_eq!(one.action(rule, "missing"), Action::Deny);
+        assert_eq!(one.action(rule, "incomplete"), Action::Deny);
+        let warn = load_policy(
+            None,
+            None,
+            &["sts-volume-claim-templates.incomplete=warn"
+                .parse()
+                .unwrap()],
+        )
+        .unwrap();
+        assert_eq!(warn.action(rule, "missing"), Action::Warn);
+        assert_eq!(warn.action(rule, "incomplete"), Action::Warn);
+        let e = load_policy(
+            None,
+            None,
+            &["sts-volume-claim-templates.absent=deny".parse().unwrap()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("unknown case") && e.contains("missing, incomplete"),
+            "{e}"
         );
         assert!(
             "sts-readiness-probe"

@@ -8,7 +8,13 @@ use stsguard::{cli, telemetry};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let _log = telemetry::init(cli.log_format);
+    // The webhook logs every review; the one-shot commands speak through their output and exit
+    // code, and the libraries' own error lines (a failed connection) would only repeat them.
+    let default = match cli.command {
+        cli::Command::Serve(_) => "info",
+        _ => "off",
+    };
+    let _log = telemetry::init(cli.log_format, default);
     // Every TLS configuration names its provider; installing it as the process default as well
     // keeps any library that asks for the default on the same one.
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -10,11 +10,14 @@ use std::{
 
 use serde_json::Value;
 
+mod locate;
 mod render;
 mod walk;
 
 pub use render::{Rewrite, render};
 pub use walk::{Walk, manifest_files};
+
+use locate::locate;
 
 /// Where a document starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +63,21 @@ impl fmt::Display for InputError {
         }
         write!(f, ": {}", self.message)
     }
+}
+
+impl Document {
+    /// The line where the field at `path` is written, or the document's first line.
+    pub fn line_of(&self, path: Option<&str>) -> usize {
+        field_line(&self.text, self.source.line, path)
+    }
+}
+
+/// The line where the field at `path` is written in a document whose text starts its content
+/// at `line`; `line` itself when it cannot be told.
+pub fn field_line(text: &str, line: usize, path: Option<&str>) -> usize {
+    let first = first_content_line(text).unwrap_or(0);
+    path.and_then(|p| locate(text, p))
+        .map_or(line, |at| line - first + at)
 }
 
 /// Everything read from the inputs, in order.
@@ -264,12 +282,28 @@ fn yaml_pieces<'a>(file: &str, text: &'a str, errors: &mut Vec<InputError>) -> V
                         .location()
                         .map(|l| (l.line() as usize, l.column() as usize))
                         .unwrap_or((first + 1, 0));
-                    errors.push(InputError {
-                        file: file.to_owned(),
-                        line: Some(chunk.line + line),
-                        column: Some(column).filter(|c| *c > 0),
-                        message: format!("invalid YAML: {}", yaml_message(&e.to_string())),
-                    });
+                    let message = yaml_message(&e.to_string());
+                    // The parser notices an unclosed `[` or `{` where the next thing does not
+                    // fit, often lines later: point at the bracket instead.
+                    let error = match unclosed(chunk.text, line) {
+                        Some((open_line, open_column, bracket)) => InputError {
+                            file: file.to_owned(),
+                            line: Some(chunk.line + open_line),
+                            column: Some(open_column),
+                            message: format!(
+                                "invalid YAML: this {bracket:?} is never closed (the parser \
+                                 stopped at line {}: {message})",
+                                chunk.line + line
+                            ),
+                        },
+                        None => InputError {
+                            file: file.to_owned(),
+                            line: Some(chunk.line + line),
+                            column: Some(column).filter(|c| *c > 0),
+                            message: format!("invalid YAML: {message}"),
+                        },
+                    };
+                    errors.push(error);
                 }
             }
         }
@@ -372,9 +406,34 @@ fn first_content_line(text: &str) -> Option<usize> {
     })
 }
 
+/// A flow collection (`[` or `{`) opened on a line before `error_line` (1-based) and still open
+/// there: its line and column (1-based) and the bracket. Quotes and comments are skipped.
+fn unclosed(text: &str, error_line: usize) -> Option<(usize, usize, char)> {
+    let mut open: Vec<(usize, usize, char)> = Vec::new();
+    for (number, line) in text.lines().enumerate().take(error_line.saturating_sub(1)) {
+        let mut quote: Option<char> = None;
+        let mut previous = ' ';
+        for (column, c) in line.chars().enumerate() {
+            match (quote, c) {
+                (Some(q), _) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') if previous.is_whitespace() => break,
+                (None, '[' | '{') => open.push((number + 1, column + 1, c)),
+                (None, ']' | '}') => {
+                    open.pop();
+                }
+                _ => {}
+            }
+            previous = c;
+        }
+    }
+    open.first().copied()
+}
+
 /// The first line of a serde-saphyr error without its `error: line N column M:` prefix (the
 /// position is reported separately, relative to the file).
-fn yaml_message(display: &str) -> String {
+pub(crate) fn yaml_message(display: &str) -> String {
     let first = display.lines().next().unwrap_or(display);
     let first = first.strip_prefix("error: ").unwrap_or(first);
     match first.find("column ") {
@@ -449,6 +508,36 @@ mod tests {
         parse_into(&mut loaded, "bad.json", "{\n  \"kind\": ,\n}", true);
         let e = loaded.errors[0].to_string();
         assert!(e.starts_with("bad.json:2:11: invalid JSON"), "{e}");
+    }
+
+    #[test]
+    fn an_unclosed_bracket_is_reported_at_its_own_line() {
+        let loaded = parse("kind: A\nitems: [1, 2\nb: 3\nc: 4\n");
+        let error = &loaded.errors[0];
+        assert_eq!((error.line, error.column), (Some(2), Some(8)), "{error}");
+        assert!(
+            error.message.contains("this '[' is never closed"),
+            "{error}"
+        );
+        // Brackets in quotes and comments do not count.
+        let fine = parse("a: \"[x\"  # [\nb: [1]\nc: {d: 1}\n");
+        assert!(fine.errors.is_empty(), "{:?}", fine.errors);
+    }
+
+    #[test]
+    fn an_unrendered_helm_template_is_one_error_that_says_so() {
+        let loaded = parse(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: {{ .Release.Name }}\n  \
+             labels: {{- include \"x\" . | nindent 4 }}\nspec:\n  replicas: {{ .Values.n }}\n",
+        );
+        assert_eq!(loaded.errors.len(), 1, "{:?}", loaded.errors);
+        assert!(
+            loaded.errors[0]
+                .message
+                .contains("unrendered Helm template"),
+            "{}",
+            loaded.errors[0]
+        );
     }
 
     #[test]

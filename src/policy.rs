@@ -17,7 +17,6 @@ use crate::{
 
 mod file;
 
-use file::rule_ids;
 pub use file::{DefaultsFile, NamespaceExemption, PolicyFile, RETIRED_RETENTION};
 
 /// The built-in policy, the same text as `policies/default.yaml`.
@@ -139,8 +138,11 @@ impl Policy {
     /// Parses and validates policy text; `origin` names it in errors.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         let file: PolicyFile = serde_saphyr::from_str(text).map_err(|e| PolicyError::Parse {
-            origin: origin.to_owned(),
-            message: e.to_string(),
+            origin: match e.location() {
+                Some(at) => format!("{origin}:{}:{}", at.line(), at.column()),
+                None => origin.to_owned(),
+            },
+            message: crate::manifest::yaml_message(&e.to_string()),
         })?;
         file.validate(origin)
     }
@@ -192,14 +194,36 @@ impl Policy {
         self
     }
 
-    /// Sets every case of a rule to `action` (the command line's `--rule ID=ACTION`).
-    pub fn with_rule(mut self, id: &str, action: Action) -> Result<Policy, PolicyError> {
-        let rule = rules::find(id).ok_or_else(|| PolicyError::Invalid {
+    /// Sets one case of a rule, or every case when `case` is `None`, to `action` (the command
+    /// line's `--rule ID[.CASE]=ACTION`).
+    pub fn with_rule(
+        mut self,
+        id: &str,
+        case: Option<&str>,
+        action: Action,
+    ) -> Result<Policy, PolicyError> {
+        let invalid = |field: String, message| PolicyError::Invalid {
             origin: "--rule".to_owned(),
-            field: id.to_owned(),
-            message: format!("unknown rule id; known ids: {}", rule_ids()),
+            field,
+            message,
+        };
+        let rule = rules::find(id).ok_or_else(|| {
+            invalid(
+                id.to_owned(),
+                file::unknown_id("rule", id, rules::RULES.iter().map(|r| r.id)),
+            )
         })?;
-        for case in rule.cases {
+        let cases: Vec<&rules::Case> = match case {
+            None => rule.cases.iter().collect(),
+            Some(name) => vec![rule.case(name).ok_or_else(|| {
+                let known: Vec<_> = rule.cases.iter().map(|c| c.name).collect();
+                invalid(
+                    format!("{id}.{name}"),
+                    format!("unknown case; {id} has {}", known.join(", ")),
+                )
+            })?],
+        };
+        for case in cases {
             self.actions.insert((rule.id, case.name), action);
         }
         Ok(self)
@@ -274,6 +298,13 @@ mod tests {
 
     #[test]
     fn errors_name_the_origin_field_and_problem() {
+        let e = err("rules: {sts-readines-probe: deny}");
+        assert!(e.contains("did you mean \"sts-readiness-probe\"?"), "{e}");
+        let e = err("rules: {sts-readiness-probe: [deny\n");
+        assert_eq!(
+            e, "policy test.yaml:1:30 is not valid: unclosed bracket '['",
+            "the file, not <input>"
+        );
         let e = err("rules: {sts-nope: deny}");
         assert!(
             e.contains("test.yaml")

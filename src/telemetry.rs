@@ -17,10 +17,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Safe to call once; later calls are ignored.
+/// Installs the global subscriber, with `RUST_LOG` or else `default` as the filter. Safe to call
+/// once; later calls are ignored.
 #[must_use = "lines still queued are lost when the guard is not kept until exit"]
-pub fn init(format: LogFormat) -> WorkerGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+pub fn init(format: LogFormat, default: &str) -> WorkerGuard {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // Not lossy: when the queue is full, logging waits for the writer rather than dropping
     // lines (the review log is the audit trail).
     // The queue's slots are allocated up front: the default 128,000 cost 4 MB of idle memory,

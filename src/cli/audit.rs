@@ -38,8 +38,9 @@ pub struct AuditArgs {
     /// Overrides the policy's mode.
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
-    /// Overrides a rule's action, e.g. `--rule sts-pod-anti-affinity=warn` (repeatable).
-    #[arg(long = "rule", value_name = "ID=ACTION")]
+    /// Overrides a rule's action, e.g. `--rule sts-pod-anti-affinity=warn`, or one case of it,
+    /// e.g. `--rule sts-volume-claim-templates.missing=deny` (repeatable).
+    #[arg(long = "rule", value_name = "ID[.CASE]=ACTION")]
     pub rules: Vec<RuleArg>,
     /// Namespace of objects that name none (default `default`); with --cluster, the only
     /// namespace audited (default: all).

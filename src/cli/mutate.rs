@@ -97,9 +97,13 @@ fn mutate(args: &MutateArgs, policy: &Policy) -> Result<(String, bool), Vec<Inpu
                     Classified::Object(object) | Classified::Legacy(object, _) => {
                         objects.push((piece.source.clone(), admit::default(object)));
                     }
-                    Classified::Invalid(message) => errors.push(InputError {
+                    Classified::Invalid { message, path } => errors.push(InputError {
                         file: piece.source.file.clone(),
-                        line: Some(piece.source.line),
+                        line: Some(manifest::field_line(
+                            piece.text,
+                            piece.source.line,
+                            path.as_deref(),
+                        )),
                         column: None,
                         message,
                     }),

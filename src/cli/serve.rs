@@ -41,8 +41,9 @@ pub struct ServeArgs {
     /// Overrides the policy's mode.
     #[arg(long, env = "STSGUARD_MODE", value_enum)]
     pub mode: Option<ModeArg>,
-    /// Overrides a rule's action, e.g. `--rule sts-pod-anti-affinity=warn` (repeatable).
-    #[arg(long = "rule", value_name = "ID=ACTION")]
+    /// Overrides a rule's action, e.g. `--rule sts-pod-anti-affinity=warn`, or one case of it,
+    /// e.g. `--rule sts-volume-claim-templates.missing=deny` (repeatable).
+    #[arg(long = "rule", value_name = "ID[.CASE]=ACTION")]
     pub rules: Vec<RuleArg>,
     /// Kubeconfig for cluster lookups; without it, in-cluster configuration or
     /// KUBECONFIG/~/.kube/config, and no lookups when there is none.

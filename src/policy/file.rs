@@ -102,10 +102,7 @@ impl PolicyFile {
         for (id, setting) in &self.rules {
             let field = format!("rules.{id}");
             let rule = rules::find(id).ok_or_else(|| {
-                invalid(
-                    &field,
-                    format!("unknown rule id; known ids: {}", rule_ids()),
-                )
+                invalid(&field, unknown_id("rule", id, RULES.iter().map(|r| r.id)))
             })?;
             match setting {
                 Value::String(_) | Value::Bool(false) => {
@@ -151,7 +148,7 @@ impl PolicyFile {
             let mutator = mutate::find(id).ok_or_else(|| {
                 invalid(
                     &format!("mutators.{id}"),
-                    format!("unknown mutator id; known ids: {}", mutator_ids()),
+                    unknown_id("mutator", id, mutate::MUTATORS.iter().map(|m| m.id)),
                 )
             })?;
             if !enabled {
@@ -271,16 +268,19 @@ fn parse_action(value: &Value) -> Result<Action, String> {
     }
 }
 
-pub(super) fn rule_ids() -> String {
-    RULES.iter().map(|r| r.id).collect::<Vec<_>>().join(", ")
-}
-
-fn mutator_ids() -> String {
-    mutate::MUTATORS
+/// What to say about an id that is not one of `known`: the closest, when one is close enough to
+/// be a typo, else the whole list.
+pub(crate) fn unknown_id<'a>(what: &str, id: &str, known: impl Iterator<Item = &'a str>) -> String {
+    let known: Vec<&str> = known.collect();
+    let closest = known
         .iter()
-        .map(|m| m.id)
-        .collect::<Vec<_>>()
-        .join(", ")
+        .map(|k| (strsim::levenshtein(id, k), *k))
+        .min()
+        .filter(|(distance, _)| *distance <= 3.max(id.len() / 5));
+    match closest {
+        Some((_, k)) => format!("unknown {what} id; did you mean {k:?}?"),
+        None => format!("unknown {what} id; known ids: {}", known.join(", ")),
+    }
 }
 
 /// Whether `s` is a Kubernetes quantity above zero (`1Gi`, `500M`, `1.5Ti`, `1e9`).

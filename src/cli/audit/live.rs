@@ -29,10 +29,20 @@ pub(super) fn load(kubeconfig: Option<&Path>, namespace: Option<&str>) -> Result
             Ok(config) => config,
             Err(why) => return Err(format!("no cluster to audit: {why}")),
         };
+        let server = config.cluster_url.to_string();
         let client = Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))?;
         let mut loaded = Loaded::default();
-        list::<Service>(&client, namespace, &mut loaded).await?;
-        list::<StatefulSet>(&client, namespace, &mut loaded).await?;
+        let listed = async {
+            list::<Service>(&client, namespace, &mut loaded).await?;
+            list::<StatefulSet>(&client, namespace, &mut loaded).await
+        };
+        listed.await.map_err(|e| {
+            format!(
+                "{e} (API server {server}): check that it is reachable from here, that the \
+                 kubeconfig's current context is the cluster you mean (--kubeconfig, KUBECONFIG), \
+                 and that its credentials may list services and statefulsets"
+            )
+        })?;
         Ok(loaded)
     })
 }
