@@ -1,9 +1,15 @@
 //! The rule and mutator catalogue as text, for README.md and the command line.
 
+use serde_json::{Value, json};
+
 use crate::{
-    mutate::MUTATORS,
+    mutate::{MUTATORS, Mutator},
     rules::{Action, RULES, Rule},
 };
+
+mod examples;
+
+pub use examples::example;
 
 /// A rule's default, e.g. `deny` or `missing: warn, incomplete: deny`.
 pub fn default_actions(rule: &Rule) -> String {
@@ -165,6 +171,36 @@ pub fn policy_yaml(preset: Preset) -> String {
         out.push_str(&format!("    - {label}\n"));
     }
     out
+}
+
+/// A rule as data, for `stsguard rules -o json|yaml`.
+pub fn rule_value(rule: &Rule) -> Value {
+    json!({
+        "id": rule.id,
+        "kind": rule.target.kind(),
+        "cases": rule.cases.iter().map(|c| json!({"name": c.name, "default": c.default.as_str()})).collect::<Vec<_>>(),
+        "needsLookups": rule.needs_lookup,
+        "checks": flat(rule.summary),
+        "why": flat(rule.why),
+        "fix": flat(rule.fix),
+    })
+}
+
+/// A mutator as data, for `stsguard rules -o json|yaml`.
+pub fn mutator_value(m: &Mutator) -> Value {
+    json!({
+        "id": m.id,
+        "kind": m.target().kind(),
+        "default": if m.default_enabled { "on" } else { "off" },
+        "onUpdate": m.mutable_fields_only,
+        "changes": flat(m.summary),
+        "why": flat(m.why),
+    })
+}
+
+/// Text written across source lines, as one line.
+pub fn flat(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn cell(text: &str) -> String {

@@ -13,6 +13,7 @@ use crate::{
 mod audit;
 mod certs;
 mod mutate;
+mod review;
 mod rules;
 mod serve;
 mod version;
@@ -20,6 +21,7 @@ mod version;
 pub use audit::AuditArgs;
 pub use certs::CertsArgs;
 pub use mutate::MutateArgs;
+pub use review::ReviewArgs;
 pub use rules::RulesArgs;
 pub use serve::{ServeArgs, StartError, prepare_serve};
 pub use version::{GIT_COMMIT, KUBERNETES_API};
@@ -58,6 +60,14 @@ pub enum Command {
     Rules(RulesArgs),
     /// Certificate tooling.
     Certs(CertsArgs),
+    /// Wrap a manifest into the AdmissionReview the API server would send (to try a webhook with
+    /// curl).
+    Review(ReviewArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print the version, the commit it was built from and the Kubernetes API it targets.
     Version,
 }
@@ -70,6 +80,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Mutate(args) => mutate::run(&args),
         Command::Rules(args) => rules::run(&args),
         Command::Certs(args) => certs::run(&args),
+        Command::Review(args) => review::run(&args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "stsguard", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::Version => version::run(),
     }
 }

@@ -17,7 +17,9 @@ use crate::{
 
 mod file;
 
-pub use file::{DefaultsFile, NamespaceExemption, PolicyFile, RETIRED_RETENTION};
+pub use file::{
+    DefaultsFile, NamespaceExemption, PolicyFile, RETIRED_RETENTION, unknown_id as file_unknown_id,
+};
 
 /// The built-in policy, the same text as `policies/default.yaml`.
 pub const DEFAULT_POLICY: &str = include_str!("../policies/default.yaml");

@@ -106,7 +106,9 @@ fn endpoint_of(name: &str) -> Endpoint {
 fn corpus() -> &'static [(String, String)] {
     static CORPUS: OnceLock<Vec<(String, String)>> = OnceLock::new();
     CORPUS.get_or_init(|| {
-        let files = stsguard::manifest::manifest_files(&repo("tests/fixtures/corpus")).unwrap();
+        let files = stsguard::manifest::manifest_files(&repo("tests/fixtures/corpus"), &[])
+            .unwrap()
+            .files;
         assert!(files.len() >= 40, "{files:?}");
         files
             .into_iter()

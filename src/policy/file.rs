@@ -270,7 +270,7 @@ fn parse_action(value: &Value) -> Result<Action, String> {
 
 /// What to say about an id that is not one of `known`: the closest, when one is close enough to
 /// be a typo, else the whole list.
-pub(crate) fn unknown_id<'a>(what: &str, id: &str, known: impl Iterator<Item = &'a str>) -> String {
+pub fn unknown_id<'a>(what: &str, id: &str, known: impl Iterator<Item = &'a str>) -> String {
     let known: Vec<&str> = known.collect();
     let closest = known
         .iter()
