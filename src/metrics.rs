@@ -101,6 +101,7 @@ pub struct Metrics {
     cache_watching: Family<CacheLabels, Gauge>,
     certificate_reloads: Family<ResultLabels, Counter>,
     certificate_expiry: Gauge,
+    certificate_not_before: Gauge,
     policy_reloads: Family<ResultLabels, Counter>,
     cluster: Mutex<Option<Arc<dyn CacheReport>>>,
 }
@@ -182,6 +183,12 @@ impl Metrics {
             "When the serving certificate expires, as a Unix timestamp",
             certificate_expiry.clone(),
         );
+        let certificate_not_before = Gauge::default();
+        registry.register(
+            "certificate_not_before_timestamp_seconds",
+            "From when the serving certificate is valid, as a Unix timestamp",
+            certificate_not_before.clone(),
+        );
         let policy_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "policy_reloads",
@@ -211,6 +218,7 @@ impl Metrics {
             cache_watching,
             certificate_reloads,
             certificate_expiry,
+            certificate_not_before,
             policy_reloads,
             cluster: Mutex::new(None),
         }
@@ -259,7 +267,8 @@ impl Metrics {
             .inc();
     }
 
-    pub fn certificate_loaded(&self, expires_at: i64, reload: bool) {
+    pub fn certificate_loaded(&self, not_before: i64, expires_at: i64, reload: bool) {
+        self.certificate_not_before.set(not_before);
         self.certificate_expiry.set(expires_at);
         if reload {
             self.certificate_reloads

@@ -37,6 +37,7 @@ use crate::{
     metrics::Reviewed,
     review::{Answer, Endpoint, Reviewer},
     time::today,
+    tls::CertResolver,
 };
 
 /// Limits and timeouts of the webhook listener.
@@ -82,21 +83,38 @@ pub struct Webhook {
     pub metrics: Arc<Metrics>,
 }
 
-/// Whether the webhook is ready to take reviews, for `/readyz`: its listener is accepting and,
-/// with cluster lookups, every cache has had its first full sync.
+/// Whether the webhook is ready to take reviews, for `/readyz`: its listener is accepting, its
+/// serving certificate is within its validity (outside it every handshake fails) and, with
+/// cluster lookups, every cache has had its first full sync.
 #[derive(Clone, Debug, Default)]
 pub struct Readiness {
     serving: Arc<AtomicBool>,
     cluster: Option<Arc<Health>>,
+    certificate: Option<Arc<CertResolver>>,
 }
 
 impl Readiness {
     /// Readiness that also waits for these caches.
     pub fn with_cluster(health: Arc<Health>) -> Self {
         Readiness {
-            serving: Arc::default(),
             cluster: Some(health),
+            ..Readiness::default()
         }
+    }
+
+    /// Readiness that also requires this serving certificate to be within its validity.
+    pub fn with_certificate(mut self, resolver: Arc<CertResolver>) -> Self {
+        self.certificate = Some(resolver);
+        self
+    }
+
+    /// Why the serving certificate would fail a handshake now, if it would.
+    fn certificate_problem(&self) -> Option<String> {
+        let now = jiff::Timestamp::now().as_second();
+        self.certificate
+            .as_ref()
+            .and_then(|r| crate::tls::validity(r))
+            .and_then(|v| v.problem(now))
     }
 
     /// The cluster caches this readiness waits for, if any.
@@ -109,16 +127,28 @@ impl Readiness {
     }
 
     pub fn get(&self) -> bool {
-        self.serving.load(Ordering::SeqCst) && self.cluster.as_ref().is_none_or(|h| h.synced())
+        self.serving.load(Ordering::SeqCst)
+            && self.cluster.as_ref().is_none_or(|h| h.synced())
+            && self.certificate_problem().is_none()
     }
 
     /// The `/readyz` body: the verdict, then how each watch is doing.
     fn report(&self) -> String {
-        let mut out = String::from(match (self.serving.load(Ordering::SeqCst), self.get()) {
-            (false, _) => "not ready: not serving (starting or shutting down)\n",
-            (true, false) => "not ready: waiting for the first sync of the cluster caches\n",
-            (true, true) => "ready\n",
-        });
+        let certificate = self.certificate_problem();
+        let mut out = match (
+            self.serving.load(Ordering::SeqCst),
+            &certificate,
+            self.get(),
+        ) {
+            (false, _, _) => "not ready: not serving (starting or shutting down)\n".to_owned(),
+            (true, Some(problem), _) => {
+                format!("not ready: {problem}; every TLS handshake fails until it is replaced\n")
+            }
+            (true, None, false) => {
+                "not ready: waiting for the first sync of the cluster caches\n".to_owned()
+            }
+            (true, None, true) => "ready\n".to_owned(),
+        };
         match &self.cluster {
             Some(health) => {
                 for watch in health.states() {

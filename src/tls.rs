@@ -24,8 +24,8 @@ use rustls::{
 mod reload;
 mod validity;
 
-pub use reload::{CertWatcher, Watched};
-pub use validity::not_after;
+pub use reload::{CertWatcher, Watched, validity};
+pub use validity::{Validity, not_after};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -212,6 +212,17 @@ pub fn generate(dns: &[String], ips: &[IpAddr], days: i64) -> Result<Generated, 
     let today = crate::time::today();
     let from = today.yesterday().unwrap_or(today);
     let until = today.saturating_add(jiff::Span::new().days(days));
+    generate_between(dns, ips, from, until)
+}
+
+/// [`generate`] with chosen validity dates (midnight UTC), for tests of certificates that have
+/// expired or are not valid yet.
+pub fn generate_between(
+    dns: &[String],
+    ips: &[IpAddr],
+    from: jiff::civil::Date,
+    until: jiff::civil::Date,
+) -> Result<Generated, TlsError> {
     let validity = |params: &mut CertificateParams| {
         params.not_before = rcgen::date_time_ymd(
             i32::from(from.year()),

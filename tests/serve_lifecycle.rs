@@ -769,3 +769,68 @@ async fn sigterm_under_load_answers_what_was_accepted_and_exits_in_time() {
         "new connections are refused"
     );
 }
+
+/// A serving certificate outside its validity fails every handshake: `/readyz` says not ready and
+/// why, for an expired certificate and for one not valid yet.
+#[tokio::test]
+async fn a_certificate_outside_its_validity_is_not_ready() {
+    for (from, until, says) in [
+        (
+            "2020-01-01",
+            "2021-01-01",
+            "the serving certificate expired at 2021-01-01T00:00:00Z",
+        ),
+        (
+            "2099-01-01",
+            "2100-01-01",
+            "the serving certificate is not valid before 2099-01-01T00:00:00Z",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let generated = stsguard::tls::generate_between(
+            &["localhost".into()],
+            &[],
+            from.parse().unwrap(),
+            until.parse().unwrap(),
+        )
+        .unwrap();
+        let files = stsguard::tls::write(dir.path(), &generated).unwrap();
+        let log_path = dir.path().join("stderr.log");
+        let mut child = stsguard()
+            .args(serve_args(dir.path()))
+            .args(["--no-cluster", "--log-format", "json", "--tls-cert"])
+            .arg(&files.cert)
+            .arg("--tls-key")
+            .arg(&files.key)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        let serving = loop {
+            let log = std::fs::read_to_string(&log_path).unwrap();
+            if let Some(line) = log.lines().find(|l| l.contains("stsguard is serving")) {
+                break serde_json::from_str::<serde_json::Value>(line).unwrap();
+            }
+            assert!(child.try_wait().unwrap().is_none(), "exited: {log}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let probe = serving["probe_addr"].as_str().unwrap().to_owned();
+        let mut stream = tokio::net::TcpStream::connect(&probe).await.unwrap();
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains(says), "{answer}");
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("\"level\":\"ERROR\"") && l.contains(says)),
+            "{log}"
+        );
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
+}

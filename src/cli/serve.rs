@@ -134,7 +134,7 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Server, StartError> {
         .map(tls::load_client_ca)
         .transpose()?;
     let tls_config = tls::server_config(resolver.clone(), client_ca)?;
-    let watcher = CertWatcher::new(Watched { cert, key }, resolver, metrics.clone());
+    let watcher = CertWatcher::new(Watched { cert, key }, resolver.clone(), metrics.clone());
     if !args.cert_reload_interval.is_zero() {
         tokio::spawn(watcher.run(args.cert_reload_interval));
     }
@@ -145,6 +145,7 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Server, StartError> {
         shutdown_grace: args.shutdown_grace,
     };
     let (lookup, readiness) = lookups(args, policy.lookups, &metrics).await?;
+    let readiness = readiness.with_certificate(resolver);
     let slot = Arc::new(PolicySlot::new(policy));
     if let (true, Some(path)) = (args.watch_policy, args.policy.clone()) {
         let (mode, rules, origin) = (args.mode, args.rules.clone(), path.display().to_string());

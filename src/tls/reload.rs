@@ -12,7 +12,7 @@ use std::{
 
 use jiff::Timestamp;
 
-use super::{CertResolver, TlsError, certified_key_from_pem, not_after};
+use super::{CertResolver, TlsError, Validity, certified_key_from_pem};
 use crate::metrics::Metrics;
 
 /// Expiry closer than this is warned about (at start, on reload, and daily).
@@ -34,6 +34,8 @@ pub struct CertWatcher {
     serving: (Vec<u8>, Vec<u8>),
     rejected: Option<(Vec<u8>, Vec<u8>)>,
     last_warning: Option<Instant>,
+    /// The validity problem last logged, so each is logged once when it starts.
+    invalid: Option<String>,
 }
 
 impl CertWatcher {
@@ -50,8 +52,10 @@ impl CertWatcher {
             serving,
             rejected: None,
             last_warning: None,
+            invalid: None,
         };
         watcher.record_expiry(false);
+        watcher.report_validity();
         watcher
     }
 
@@ -107,8 +111,9 @@ impl CertWatcher {
     }
 
     fn record_expiry(&mut self, reload: bool) {
-        if let Some(expires) = expiry(&self.resolver) {
-            self.metrics.certificate_loaded(expires, reload);
+        if let Some(validity) = validity(&self.resolver) {
+            self.metrics
+                .certificate_loaded(validity.not_before, validity.not_after, reload);
         }
         self.warn_if_expiring();
     }
@@ -120,7 +125,7 @@ impl CertWatcher {
         {
             return;
         }
-        let Some(expires) = expiry(&self.resolver) else {
+        let Some(expires) = validity(&self.resolver).map(|v| v.not_after) else {
             return;
         };
         let left = expires - Timestamp::now().as_second();
@@ -134,22 +139,43 @@ impl CertWatcher {
         }
     }
 
+    /// Logs an error when the serving certificate falls outside its validity (and when it is
+    /// back inside): `/readyz` then says not ready, and every handshake fails.
+    pub fn report_validity(&mut self) -> Option<&str> {
+        let now = Timestamp::now().as_second();
+        let problem = validity(&self.resolver).and_then(|v| v.problem(now));
+        if problem != self.invalid {
+            match &problem {
+                Some(problem) => tracing::error!(
+                    cert = %self.files.cert.display(),
+                    "{problem}: TLS handshakes fail and /readyz reports not ready until it is replaced"
+                ),
+                None => {
+                    tracing::info!(cert = %self.files.cert.display(), "the serving certificate is valid again")
+                }
+            }
+            self.invalid = problem;
+        }
+        self.invalid.as_deref()
+    }
+
     /// Checks every `interval` for the life of the process.
     pub async fn run(mut self, interval: Duration) {
         crate::periodic::every(interval, || {
             let _ = self.check();
+            self.report_validity();
         })
         .await;
     }
 }
 
-/// When the serving certificate expires, from its end-entity certificate.
-pub fn expiry(resolver: &CertResolver) -> Option<i64> {
+/// When the serving certificate is valid, from its end-entity certificate.
+pub fn validity(resolver: &CertResolver) -> Option<Validity> {
     resolver
         .current()
         .cert
         .first()
-        .and_then(|der| not_after(der))
+        .and_then(|der| Validity::of(der))
 }
 
 #[cfg(test)]
@@ -209,10 +235,51 @@ mod tests {
             text.contains(r#"stsguard_certificate_reloads_total{result="failure"} 1"#),
             "{text}"
         );
-        let expiry = expiry(&resolver).unwrap();
+        let validity = validity(&resolver).unwrap();
         assert!(text.contains(&format!(
-            "stsguard_certificate_expiry_timestamp_seconds {expiry}"
+            "stsguard_certificate_expiry_timestamp_seconds {}",
+            validity.not_after
         )));
+        assert!(text.contains(&format!(
+            "stsguard_certificate_not_before_timestamp_seconds {}",
+            validity.not_before
+        )));
+    }
+
+    #[test]
+    fn a_certificate_outside_its_validity_is_reported_until_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let expired = crate::tls::generate_between(
+            &["a.test".into()],
+            &[],
+            "2020-01-01".parse().unwrap(),
+            "2021-01-01".parse().unwrap(),
+        )
+        .unwrap();
+        let files = write(dir.path(), &expired).unwrap();
+        let resolver = Arc::new(CertResolver::new(
+            load_certified_key(&files.cert, &files.key).unwrap(),
+        ));
+        let watched = Watched {
+            cert: files.cert,
+            key: files.key,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let mut watcher = CertWatcher::new(watched, resolver, metrics.clone());
+        assert!(
+            watcher
+                .report_validity()
+                .is_some_and(|p| p.contains("expired at 2021-01-01")),
+        );
+        assert!(
+            metrics
+                .render()
+                .contains("stsguard_certificate_not_before_timestamp_seconds 1577836800")
+        );
+        let fresh = generate(&["a.test".into()], &[], 30).unwrap();
+        write(dir.path(), &fresh).unwrap();
+        assert!(matches!(watcher.check(), Some(Ok(()))));
+        assert_eq!(watcher.report_validity(), None);
     }
 
     #[test]

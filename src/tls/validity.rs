@@ -1,87 +1,50 @@
-//! When a certificate expires: `notAfter` read from its DER encoding. Only the path to the
-//! validity field is walked (RFC 5280 §4.1), with every length checked against what is left.
+//! A certificate's validity period (`notBefore`, `notAfter`), read with x509-parser: a serving
+//! certificate outside it fails every TLS handshake, so the webhook must not report ready then.
 
-use jiff::{Timestamp, civil::DateTime, tz::TimeZone};
+use jiff::Timestamp;
+use x509_parser::prelude::{FromDer, X509Certificate};
 
-/// One DER element: its tag, and its contents and the bytes after it.
-fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 || rest.len() < count {
-            return None;
-        }
-        let len = rest[..count]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[count..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
+/// When a certificate is valid, as Unix timestamps in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before: i64,
+    pub not_after: i64,
 }
 
-const SEQUENCE: u8 = 0x30;
-const UTC_TIME: u8 = 0x17;
-const GENERALIZED_TIME: u8 = 0x18;
-const EXPLICIT_VERSION: u8 = 0xa0;
+impl Validity {
+    /// The validity of a DER-encoded certificate; `None` when it does not parse.
+    pub fn of(der: &[u8]) -> Option<Validity> {
+        let (_, certificate) = X509Certificate::from_der(der).ok()?;
+        let validity = certificate.validity();
+        Some(Validity {
+            not_before: validity.not_before.timestamp(),
+            not_after: validity.not_after.timestamp(),
+        })
+    }
+
+    /// Why a TLS client refuses the certificate at `now` (Unix seconds), if it does.
+    pub fn problem(&self, now: i64) -> Option<String> {
+        let at =
+            |t: i64| Timestamp::from_second(t).map_or_else(|_| t.to_string(), |t| t.to_string());
+        if now < self.not_before {
+            Some(format!(
+                "the serving certificate is not valid before {}",
+                at(self.not_before)
+            ))
+        } else if now > self.not_after {
+            Some(format!(
+                "the serving certificate expired at {}",
+                at(self.not_after)
+            ))
+        } else {
+            None
+        }
+    }
+}
 
 /// The certificate's `notAfter`, as a Unix timestamp in seconds.
 pub fn not_after(der: &[u8]) -> Option<i64> {
-    let (SEQUENCE, certificate, _) = element(der)? else {
-        return None;
-    };
-    let (SEQUENCE, tbs, _) = element(certificate)? else {
-        return None;
-    };
-    let mut rest = tbs;
-    let (tag, _, after) = element(rest)?;
-    if tag == EXPLICIT_VERSION {
-        rest = after;
-    }
-    // serialNumber, signature, issuer, then validity.
-    for _ in 0..3 {
-        rest = element(rest)?.2;
-    }
-    let (SEQUENCE, validity, _) = element(rest)? else {
-        return None;
-    };
-    let (_, _, after_not_before) = element(validity)?;
-    let (tag, time, _) = element(after_not_before)?;
-    parse_time(tag, std::str::from_utf8(time).ok()?)
-}
-
-/// UTCTime `YYMMDDHHMMSSZ` (years 1950–2049) or GeneralizedTime `YYYYMMDDHHMMSSZ`.
-fn parse_time(tag: u8, text: &str) -> Option<i64> {
-    let digits = text.strip_suffix('Z')?;
-    let full = match (tag, digits.len()) {
-        (UTC_TIME, 12) => {
-            let year: i32 = digits[..2].parse().ok()?;
-            format!("{}{}", if year >= 50 { 19 } else { 20 }, digits)
-        }
-        (GENERALIZED_TIME, 14) => digits.to_owned(),
-        _ => return None,
-    };
-    if !full.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let field = |range: std::ops::Range<usize>| full[range].parse::<i16>().ok();
-    let datetime = DateTime::new(
-        field(0..4)?,
-        i8::try_from(field(4..6)?).ok()?,
-        i8::try_from(field(6..8)?).ok()?,
-        i8::try_from(field(8..10)?).ok()?,
-        i8::try_from(field(10..12)?).ok()?,
-        i8::try_from(field(12..14)?).ok()?,
-        0,
-    )
-    .ok()?;
-    let timestamp: Timestamp = datetime.to_zoned(TimeZone::UTC).ok()?.timestamp();
-    Some(timestamp.as_second())
+    Validity::of(der).map(|v| v.not_after)
 }
 
 #[cfg(test)]
@@ -89,36 +52,57 @@ mod tests {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
 
     use super::*;
-    use crate::tls::generate;
+    use crate::tls::{generate, generate_between};
+
+    fn validity(pem: &str) -> Validity {
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        Validity::of(&der).unwrap()
+    }
 
     #[test]
-    fn reads_not_after_of_generated_certificates() {
+    fn reads_both_dates_of_generated_certificates() {
         let generated = generate(&["a.test".into()], &[], 30).unwrap();
-        let der = CertificateDer::from_pem_slice(generated.cert.as_bytes()).unwrap();
-        let expires = not_after(&der).unwrap();
-        let in_30_days = Timestamp::now().as_second() + 30 * 86_400;
-        // rcgen writes whole days (midnight UTC).
+        let v = validity(&generated.cert);
+        let now = Timestamp::now().as_second();
+        // rcgen writes whole days (midnight UTC), from yesterday.
+        assert!((v.not_after - (now + 30 * 86_400)).abs() <= 86_400, "{v:?}");
         assert!(
-            (expires - in_30_days).abs() <= 86_400,
-            "{expires} vs {in_30_days}"
+            v.not_before <= now && now - v.not_before <= 2 * 86_400,
+            "{v:?}"
+        );
+        assert_eq!(v.problem(now), None);
+    }
+
+    #[test]
+    fn a_certificate_outside_its_dates_says_which_side() {
+        let future = generate_between(
+            &["a.test".into()],
+            &[],
+            "2099-01-01".parse().unwrap(),
+            "2100-01-01".parse().unwrap(),
+        )
+        .unwrap();
+        let v = validity(&future.cert);
+        let now = Timestamp::now().as_second();
+        assert_eq!(
+            v.problem(now).unwrap(),
+            "the serving certificate is not valid before 2099-01-01T00:00:00Z"
+        );
+        let past = generate_between(
+            &["a.test".into()],
+            &[],
+            "2020-01-01".parse().unwrap(),
+            "2021-01-01".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            validity(&past.cert).problem(now).unwrap(),
+            "the serving certificate expired at 2021-01-01T00:00:00Z"
         );
     }
 
     #[test]
-    fn parses_both_time_forms_and_rejects_garbage() {
-        assert_eq!(parse_time(UTC_TIME, "491231235959Z"), Some(2_524_607_999));
-        assert_eq!(parse_time(UTC_TIME, "500101000000Z"), Some(-631_152_000));
-        assert_eq!(
-            parse_time(GENERALIZED_TIME, "20500101000000Z"),
-            Some(2_524_608_000)
-        );
-        for (tag, bad) in [
-            (UTC_TIME, "4912312359Z"),
-            (UTC_TIME, "49123123595aZ"),
-            (GENERALIZED_TIME, "20501301000000Z"),
-        ] {
-            assert_eq!(parse_time(tag, bad), None, "{bad}");
-        }
+    fn garbage_is_no_certificate() {
         assert_eq!(not_after(b""), None);
         assert_eq!(not_after(&[0x30, 0x82, 0xff]), None);
         assert_eq!(not_after(&[0x30, 0x03, 0x30, 0x01, 0x00]), None);
