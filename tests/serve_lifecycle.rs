@@ -32,6 +32,30 @@ fn serve_args(dir: &Path) -> Vec<String> {
     ]
 }
 
+/// `stsguard serve` with JSON logs in `log`, once it says it is serving; the child and that line.
+async fn serve_logged(
+    dir: &Path,
+    args: &[&std::ffi::OsStr],
+    log: &Path,
+) -> (Child, serde_json::Value) {
+    let mut child = stsguard()
+        .args(serve_args(dir))
+        .args(["--log-format", "json"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap();
+        if let Some(line) = text.lines().find(|l| l.contains("stsguard is serving")) {
+            return (child, serde_json::from_str(line).unwrap());
+        }
+        assert!(child.try_wait().unwrap().is_none(), "exited: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs a command expected to fail at start-up; returns its exit code and stderr.
 fn fails(cmd: &mut Command) -> (i32, String) {
     let out = cmd.stdin(Stdio::null()).output().unwrap();
@@ -222,21 +246,7 @@ async fn quick_start_serves_with_development_certificates_and_stops_on_sigterm()
 async fn every_review_is_logged_through_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("stderr.log");
-    let mut child = stsguard()
-        .args(serve_args(dir.path()))
-        .args(["--log-format", "json"])
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let serving = loop {
-        let log = std::fs::read_to_string(&log_path).unwrap();
-        if let Some(line) = log.lines().find(|l| l.contains("stsguard is serving")) {
-            break serde_json::from_str::<serde_json::Value>(line).unwrap();
-        }
-        assert!(child.try_wait().unwrap().is_none(), "exited: {log}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (mut child, serving) = serve_logged(dir.path(), &[], &log_path).await;
     let addr = serving["addr"].as_str().unwrap().to_owned();
     let ca = std::fs::read_to_string(dir.path().join("dev/ca.crt")).unwrap();
     let url = format!("https://{addr}/validate?timeout=5s");
@@ -796,24 +806,14 @@ async fn a_certificate_outside_its_validity_is_not_ready() {
         .unwrap();
         let files = stsguard::tls::write(dir.path(), &generated).unwrap();
         let log_path = dir.path().join("stderr.log");
-        let mut child = stsguard()
-            .args(serve_args(dir.path()))
-            .args(["--no-cluster", "--log-format", "json", "--tls-cert"])
-            .arg(&files.cert)
-            .arg("--tls-key")
-            .arg(&files.key)
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap();
-        let serving = loop {
-            let log = std::fs::read_to_string(&log_path).unwrap();
-            if let Some(line) = log.lines().find(|l| l.contains("stsguard is serving")) {
-                break serde_json::from_str::<serde_json::Value>(line).unwrap();
-            }
-            assert!(child.try_wait().unwrap().is_none(), "exited: {log}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let args = [
+            "--no-cluster".as_ref(),
+            "--tls-cert".as_ref(),
+            files.cert.as_os_str(),
+            "--tls-key".as_ref(),
+            files.key.as_os_str(),
+        ];
+        let (mut child, serving) = serve_logged(dir.path(), &args, &log_path).await;
         let probe = serving["probe_addr"].as_str().unwrap().to_owned();
         let mut stream = tokio::net::TcpStream::connect(&probe).await.unwrap();
         stream
