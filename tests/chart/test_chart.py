@@ -1014,3 +1014,19 @@ def test_client_ca_is_mounted_and_passed_only_when_set(chart):
 def test_schema_rejects_a_client_ca_that_is_not_pem(chart):
     with pytest.raises(helm_python.HelmValuesError, match="clientCA"):
         render(chart, values_for("default") | {"clientCA": "not a certificate"})
+
+
+def test_readme_example_configurations_agree_with_the_chart(chart):
+    readme = (CHART_DIR.parent.parent / "README.md").read_text()
+    section = readme.split("## Example webhook configurations", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    examples = {d["kind"]: d["webhooks"][0] for d in yaml.safe_load_all(block) if d}
+    rendered = render_mode(chart, "default")
+    for kind, hook in [
+        ("ValidatingWebhookConfiguration", rendered.validating),
+        ("MutatingWebhookConfiguration", rendered.mutating),
+    ]:
+        example = examples[kind]
+        assert example["matchConditions"] == hook["matchConditions"], kind
+        assert _rule_set(example) == _rule_set(hook), kind
+        assert example["failurePolicy"] == hook["failurePolicy"], kind
