@@ -54,6 +54,50 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LiveReadLabels {
+    kind: &'static str,
+    result: &'static str,
+}
+
+/// What a live read of the API server found, for `stsguard_live_reads_total{result}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiveRead {
+    /// The API server said what the cache said.
+    Agreed,
+    /// The cache lagged: the API server's answer replaced it.
+    Corrected,
+    /// The read failed or missed its deadline; the cache's answer stood.
+    Failed,
+}
+
+impl LiveRead {
+    fn as_str(self) -> &'static str {
+        match self {
+            LiveRead::Agreed => "agreed",
+            LiveRead::Corrected => "corrected",
+            LiveRead::Failed => "failed",
+        }
+    }
+}
+
+/// The counter of live API reads (`stsguard_live_reads_total`), handed to the cluster lookups.
+/// One made with `default()` counts into nothing registered.
+#[derive(Clone, Debug, Default)]
+pub struct LiveReads(Family<LiveReadLabels, Counter>);
+
+impl LiveReads {
+    /// Records one live read of `kind` (`services` for a GET, `statefulsets` for a LIST).
+    pub fn record(&self, kind: &'static str, result: LiveRead) {
+        self.0
+            .get_or_create(&LiveReadLabels {
+                kind,
+                result: result.as_str(),
+            })
+            .inc();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -91,6 +135,7 @@ pub struct Metrics {
     certificate_reloads: Family<ResultLabels, Counter>,
     certificate_expiry: Gauge,
     policy_reloads: Family<ResultLabels, Counter>,
+    live_reads: LiveReads,
     cluster: Mutex<Option<Arc<Health>>>,
 }
 
@@ -177,6 +222,14 @@ impl Metrics {
             "Policy file reloads, by result (success, failure)",
             policy_reloads.clone(),
         );
+        let live_reads = LiveReads::default();
+        registry.register(
+            "live_reads",
+            "Live reads of the API server that confirm a cached fact before a verdict rests on it, \
+             by kind (services: a GET by name, statefulsets: a namespaced LIST) and result \
+             (agreed, corrected: the cache lagged, failed: the cache's answer stood)",
+            live_reads.0.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register(
             "build_info",
@@ -201,8 +254,14 @@ impl Metrics {
             certificate_reloads,
             certificate_expiry,
             policy_reloads,
+            live_reads,
             cluster: Mutex::new(None),
         }
+    }
+
+    /// The live-read counter, for the cluster lookups to record into.
+    pub fn live_reads(&self) -> LiveReads {
+        self.live_reads.clone()
     }
 
     /// Reports these cluster caches at each scrape.
@@ -350,6 +409,9 @@ mod tests {
             metrics.review_answered(Endpoint::Validate, &summary);
         }
         metrics.request_rejected(Endpoint::Mutate, 413);
+        metrics
+            .live_reads()
+            .record("statefulsets", LiveRead::Corrected);
         let text = metrics.render();
         for line in [
             "stsguard_reviews_total{endpoint=\"validate\",kind=\"StatefulSet\",operation=\"CREATE\",verdict=\"denied\"} 1",
@@ -357,6 +419,7 @@ mod tests {
             "stsguard_review_duration_seconds_count{endpoint=\"validate\"} 1",
             "stsguard_reviews_in_flight 0",
             "stsguard_rejected_requests_total{endpoint=\"mutate\",status=\"413\"} 1",
+            "stsguard_live_reads_total{kind=\"statefulsets\",result=\"corrected\"} 1",
             "stsguard_build_info{version=\"",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");

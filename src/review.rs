@@ -299,7 +299,10 @@ impl Parsed {
                     .filter(|n| !n.is_empty())?;
                 Some((
                     namespace_of(req, &sts.metadata).to_owned(),
-                    Need::Service(name),
+                    Need::Service {
+                        name,
+                        statefulset: sts,
+                    },
                 ))
             }
             Typed::Service(req) | Typed::ServiceDelete(req) => {
@@ -307,7 +310,11 @@ impl Parsed {
                 let name = svc.metadata.name.as_deref().filter(|n| !n.is_empty())?;
                 Some((
                     namespace_of(req, &svc.metadata).to_owned(),
-                    Need::Naming(name),
+                    Need::Naming {
+                        name,
+                        object: req.object.as_ref(),
+                        old: req.old_object.as_ref(),
+                    },
                 ))
             }
             Typed::Done => None,

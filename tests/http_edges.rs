@@ -125,23 +125,84 @@ async fn bodies_over_the_limit_get_413_with_the_limit() {
     server.stop().await;
 }
 
+/// An UPDATE review as the API server sends it for server-side apply: the object and its old
+/// version, each `size` bytes of JSON (a large annotation, and managedFields as SSA writes them).
+fn update_review(size: usize) -> Vec<u8> {
+    review_with("validate-StatefulSet-UPDATE-cap-web-1", |r| {
+        for side in ["object", "oldObject"] {
+            let object = &mut r[side];
+            object["metadata"]["managedFields"] = json!([{
+                "manager": "argocd-controller", "operation": "Apply", "apiVersion": "apps/v1",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:annotations": {"f:config": {}}}}
+            }]);
+            let now = serde_json::to_vec(object).unwrap().len();
+            object["metadata"]["annotations"]["config"] = json!("x".repeat(size - now - 20));
+        }
+    })
+}
+
 #[tokio::test]
-async fn default_limit_takes_three_mebibytes_and_refuses_more() {
+async fn default_limit_takes_an_update_of_two_maximal_objects() {
     let server = TestServer::start(Policy::builtin()).await;
-    let client = client(&server, Http::One);
-    // A real review padded with a large annotation to just under 3 MiB is reviewed...
-    let big = review_with("validate-StatefulSet-CREATE-cap-web-1", |r| {
-        r["object"]["metadata"]["annotations"]["padding"] =
-            json!("x".repeat(3 * 1024 * 1024 - 8192));
-    });
-    let reply = client.post(&server.url("/validate"), big).await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.json()["response"]["allowed"], true);
-    // ...and one byte over the limit is not.
-    let reply = client
-        .post(&server.url("/validate"), vec![b' '; 3 * 1024 * 1024 + 1])
+    for http in BOTH {
+        let client = client(&server, http);
+        // The reported case: a 1.45 MB StatefulSet, updated by server-side apply.
+        let reply = client
+            .post(&server.url("/validate"), update_review(1_450_000))
+            .await;
+        assert_eq!(reply.status, 200, "{http:?}: {}", reply.text());
+        assert_eq!(reply.json()["response"]["allowed"], true);
+        // The largest a default API server sends: two objects of its 3 MiB request limit.
+        let largest = update_review(3 * 1024 * 1024);
+        assert!(largest.len() > 6 * 1024 * 1024);
+        let reply = client.post(&server.url("/validate"), largest).await;
+        assert_eq!(reply.status, 200, "{http:?}: {}", reply.text());
+        assert_eq!(reply.json()["response"]["allowed"], true);
+    }
+    // One byte over the limit is not, and says so in a Status the API server shows.
+    let reply = client(&server, Http::Two)
+        .post(&server.url("/validate"), vec![b' '; 7 * 1024 * 1024 + 1])
         .await;
     assert_eq!(reply.status, 413);
+    let status = reply.json();
+    assert_eq!(status["kind"], "Status", "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 7340032 bytes"),
+        "{status}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_far_over_the_limit_gets_an_answer_not_a_reset() {
+    let limits = Limits {
+        max_body_bytes: 64 * 1024,
+        ..Limits::default()
+    };
+    let server = TestServer::start_with(Policy::builtin(), Arc::new(NoLookup), limits).await;
+    for http in [Http::Two, Http::One] {
+        let client = client(&server, http);
+        for _ in 0..2 {
+            let reply = client
+                .try_post(&server.url("/validate"), update_review(3 * 1024 * 1024))
+                .await
+                .unwrap_or_else(|e| panic!("{http:?}: no answer: {e}"));
+            assert_eq!(reply.status, 413, "{http:?}: {}", reply.text());
+            let status = reply.json();
+            assert_eq!(status["reason"], "RequestEntityTooLarge", "{status}");
+        }
+        // The connection is still good for the next review.
+        let reply = client
+            .post(
+                &server.url("/validate"),
+                fixture("validate-StatefulSet-CREATE-cap-web-1"),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{http:?}");
+    }
     server.stop().await;
 }
 
