@@ -9,6 +9,7 @@ use std::{sync::Arc, time::Duration};
 use serde_json::{Value, json};
 use stsguard::{
     cluster::Cluster,
+    metrics::Metrics,
     policy::Policy,
     server::{Limits, Readiness},
 };
@@ -43,9 +44,19 @@ async fn webhook(fake: &FakeApiServer, namespaces: &[&str]) -> TestServer {
 
 async fn webhook_with(fake: &FakeApiServer, namespaces: &[&str], policy: Policy) -> TestServer {
     let namespaces: Vec<String> = namespaces.iter().map(|s| (*s).to_owned()).collect();
-    let cluster = Cluster::start(fake.config(), &namespaces, Duration::from_secs(1)).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let cluster = Cluster::start(fake.config(), &namespaces, Duration::from_secs(1))
+        .unwrap()
+        .with_live_reads(metrics.live_reads());
     let readiness = Readiness::with_cluster(cluster.health());
-    TestServer::start_full(policy, Arc::new(cluster), Limits::default(), readiness).await
+    TestServer::start_measured(
+        policy,
+        Arc::new(cluster),
+        Limits::default(),
+        readiness,
+        metrics,
+    )
+    .await
 }
 
 async fn readyz(server: &TestServer) -> (u16, String) {
@@ -626,4 +637,159 @@ async fn svc_make_headless_makes_a_named_service_headless_at_creation() {
         .remove("clusterIP");
     assert!(support::patch_of(&mutate(other).await).is_none());
     server.stop().await;
+}
+
+async fn metric(server: &TestServer, line: &str) -> bool {
+    support::probe(server, "/metrics").await.1.contains(line)
+}
+
+/// Issue 13, item 5: StatefulSet `cache` deleted and a ClusterIP Service `cache` created right
+/// away; Service `web` made headless a moment ago. The caches still say otherwise, and a deny
+/// that rests on them is confirmed with the API server first.
+#[tokio::test]
+async fn a_deny_that_rests_on_the_cache_is_confirmed_first() {
+    let fake = FakeApiServer::start().await;
+    fake.apply(statefulset("cache", "cache"));
+    fake.apply(service("web", "10.96.0.10", "web"));
+    let server = webhook(&fake, &[]).await;
+    ready(&server).await;
+
+    fake.delete_unannounced(Kind::StatefulSet, "cap", "cache");
+    fake.delete_unannounced(Kind::Service, "cap", "web");
+    fake.apply_unannounced(service("web", "None", "web"));
+
+    let svc = review(&server, "validate-Service-CREATE-cap-cache-1").await;
+    assert_eq!(svc["response"]["allowed"], true, "{svc}");
+    let sts = review(&server, "validate-StatefulSet-CREATE-cap-web-1").await;
+    assert_eq!(sts["response"]["allowed"], true, "{sts}");
+    assert!(
+        fake.requests()
+            .contains(&"GET /api/v1/namespaces/cap/services/web".to_owned())
+    );
+    for line in [
+        r#"stsguard_live_reads_total{kind="statefulsets",result="corrected"} 1"#,
+        r#"stsguard_live_reads_total{kind="services",result="corrected"} 1"#,
+    ] {
+        assert!(metric(&server, line).await, "{line}");
+    }
+
+    // A deny the API server agrees with stands.
+    fake.apply_unannounced(statefulset("cache", "cache"));
+    let svc = review(&server, "validate-Service-CREATE-cap-cache-1").await;
+    assert_eq!(svc["response"]["allowed"], false, "{svc}");
+    server.stop().await;
+}
+
+/// Issue 13, item 11: a Service write reads the StatefulSets live only where a deny could rest
+/// on the cache; both race directions stay covered where it does.
+#[tokio::test]
+async fn service_writes_read_live_only_where_a_deny_could_rest_on_the_cache() {
+    const LIST: &str = "/apis/apps/v1/namespaces/cap/statefulsets";
+    let fake = FakeApiServer::start().await;
+    let server = webhook(&fake, &[]).await;
+    ready(&server).await;
+
+    // An UPDATE that leaves the spec as it was (labels, annotations, a re-apply): whatever
+    // names the Service, the stored one had the same violations, so nothing can be denied.
+    let unchanged = review(&server, "validate-Service-UPDATE-cap-web-1").await;
+    assert_eq!(unchanged["response"]["allowed"], true);
+    // A DELETE: only a warning can come of it.
+    review(&server, "validate-Service-DELETE-cap-cache-1").await;
+    assert_eq!(fake.lists_of(LIST), 0, "{:#?}", fake.requests());
+
+    // A CREATE, and an UPDATE that changes the spec: one LIST each, and what it finds counts
+    // (a StatefulSet created a moment ago, not yet in the cache).
+    review(&server, "validate-Service-CREATE-cap-cache-1").await;
+    assert_eq!(fake.lists_of(LIST), 1);
+    fake.apply_unannounced(statefulset("web", "web"));
+    let mut changed: Value =
+        serde_json::from_slice(&fixture("validate-Service-UPDATE-cap-web-1")).unwrap();
+    changed["request"]["object"]["spec"]["selector"] = json!({"app": "other"});
+    let reply = client(&server, Http::Two)
+        .post(
+            &server.url("/validate"),
+            serde_json::to_vec(&changed).unwrap(),
+        )
+        .await
+        .json();
+    assert_eq!(fake.lists_of(LIST), 2);
+    assert_eq!(reply["response"]["allowed"], false, "{reply}");
+    assert!(
+        message(&reply).contains("svc-selector-for-statefulset"),
+        "{reply}"
+    );
+    for line in [
+        r#"stsguard_live_reads_total{kind="statefulsets",result="agreed"} 1"#,
+        r#"stsguard_live_reads_total{kind="statefulsets",result="corrected"} 1"#,
+    ] {
+        assert!(metric(&server, line).await, "{line}");
+    }
+    server.stop().await;
+}
+
+/// Issue 13, item 10: the Service-side selector check, from a real cache: a headless Service
+/// whose selector misses the pods of the StatefulSet that named it first is denied, and so is
+/// changing a good selector later.
+#[tokio::test]
+async fn a_headless_service_that_misses_the_pods_is_denied_from_the_service_side() {
+    let fake = FakeApiServer::start().await;
+    fake.apply(statefulset("web", "web"));
+    let server = webhook(&fake, &[]).await;
+    ready(&server).await;
+
+    let mut create: Value =
+        serde_json::from_slice(&fixture("validate-Service-UPDATE-cap-web-1")).unwrap();
+    create["request"]["operation"] = json!("CREATE");
+    create["request"]["oldObject"] = Value::Null;
+    let good = client(&server, Http::One)
+        .post(
+            &server.url("/validate"),
+            serde_json::to_vec(&create).unwrap(),
+        )
+        .await
+        .json();
+    assert_eq!(good["response"]["allowed"], true, "{good}");
+
+    create["request"]["object"]["spec"]["selector"] = json!({"app": "db"});
+    let bad = client(&server, Http::One)
+        .post(
+            &server.url("/validate"),
+            serde_json::to_vec(&create).unwrap(),
+        )
+        .await
+        .json();
+    assert_eq!(bad["response"]["allowed"], false, "{bad}");
+    assert!(
+        message(&bad).contains("svc-selector-for-statefulset"),
+        "{bad}"
+    );
+
+    let mut update: Value =
+        serde_json::from_slice(&fixture("validate-Service-UPDATE-cap-web-1")).unwrap();
+    update["request"]["object"]["spec"]["selector"] = json!({"app": "db"});
+    let changed = client(&server, Http::One)
+        .post(
+            &server.url("/validate"),
+            serde_json::to_vec(&update).unwrap(),
+        )
+        .await
+        .json();
+    assert_eq!(changed["response"]["allowed"], false, "{changed}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_fake_api_server_refuses_field_selectors_the_real_one_does_not_support() {
+    let fake = FakeApiServer::start().await;
+    let client = kube::Client::try_from(fake.config()).unwrap();
+    let api: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        kube::Api::namespaced(client, "cap");
+    let by_service = kube::api::ListParams::default().fields("spec.serviceName=web");
+    let err = api.list(&by_service).await.unwrap_err().to_string();
+    assert!(
+        err.contains("field label not supported: spec.serviceName"),
+        "{err}"
+    );
+    let by_name = kube::api::ListParams::default().fields("metadata.name=web");
+    assert!(api.list(&by_name).await.is_ok());
 }

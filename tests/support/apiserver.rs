@@ -201,6 +201,33 @@ impl FakeApiServer {
         self.record(object, true);
     }
 
+    /// Deletes an object without telling the watches: a cache that still holds an object
+    /// deleted a moment ago.
+    pub fn delete_unannounced(&self, kind: Kind, namespace: &str, name: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        let removed = inner
+            .objects
+            .remove(&(kind, namespace.to_owned(), name.to_owned()));
+        assert!(
+            removed.is_some(),
+            "no {kind:?} {namespace}/{name} to delete"
+        );
+        inner.revision += 1;
+    }
+
+    /// How many LISTs (not watches) of `path` were served.
+    pub fn lists_of(&self, path: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| {
+                r.strip_prefix("GET ")
+                    .and_then(|r| r.strip_prefix(path))
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('?'))
+                    && !r.contains("watch=")
+            })
+            .count()
+    }
+
     fn record(&self, mut object: Value, silently: bool) {
         let kind = Kind::of(&object);
         let namespace = object["metadata"]["namespace"]
@@ -281,8 +308,44 @@ fn route(path: &str) -> Option<(Kind, Option<String>, Option<String>)> {
 fn query(request: &Request, key: &str) -> Option<String> {
     request.uri().query()?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
-        (k == key).then(|| v.to_owned())
+        (k == key).then(|| percent_decoded(v))
     })
+}
+
+fn percent_decoded(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The field selectors the real API server supports for these kinds: only the generic
+/// metadata fields (StatefulSets have no field selector on spec.serviceName, Services none on
+/// their spec). Anything else is a 400, as there.
+fn unsupported_field(selector: &str) -> Option<String> {
+    selector
+        .split(',')
+        .filter(|term| !term.is_empty())
+        .map(|term| term.split(['=', '!']).next().unwrap_or_default().to_owned())
+        .find(|field| !matches!(field.as_str(), "metadata.name" | "metadata.namespace"))
 }
 
 fn status(code: u16, reason: &str, message: &str) -> Value {
@@ -329,6 +392,16 @@ async fn handle(State(server): State<FakeApiServer>, request: Request) -> Respon
         return watch_stream(&server, kind, namespace, from, bookmarks);
     }
 
+    if let Some(field) = query(&request, "fieldSelector").and_then(|s| unsupported_field(&s)) {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            &status(
+                400,
+                "BadRequest",
+                &format!("field label not supported: {field}"),
+            ),
+        );
+    }
     let mut open = server.lists_open.subscribe();
     let _ = open.wait_for(|open| *open).await;
     let inner = server.inner.lock().unwrap();

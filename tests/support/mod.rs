@@ -50,6 +50,17 @@ impl TestServer {
         limits: Limits,
         readiness: Readiness,
     ) -> TestServer {
+        Self::start_measured(policy, lookup, limits, readiness, Arc::new(Metrics::new())).await
+    }
+
+    /// As `start_full`, recording into `metrics` (which the lookup may share).
+    pub async fn start_measured(
+        policy: Policy,
+        lookup: Arc<dyn Lookup>,
+        limits: Limits,
+        readiness: Readiness,
+        metrics: Arc<Metrics>,
+    ) -> TestServer {
         let generated = tls::generate(
             &["localhost".to_owned()],
             &["127.0.0.1".parse().unwrap()],
@@ -72,7 +83,6 @@ impl TestServer {
             Webhook {
                 reviewer,
                 metrics: {
-                    let metrics = Arc::new(Metrics::new());
                     if let Some(health) = readiness.cluster() {
                         metrics.watch_cluster(health);
                     }
