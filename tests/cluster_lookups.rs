@@ -136,6 +136,15 @@ async fn service_first_then_a_statefulset_naming_it_is_denied() {
         message.contains("clusterIP: None"),
         "the fix is a ready-to-paste Service: {message}"
     );
+    // clusterIP is immutable: the fix replaces the Service rather than applying over it.
+    assert!(
+        message.contains("kubectl delete service web -n cap, then apply this headless Service"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("Fix: apply this headless Service"),
+        "{message}"
+    );
     server.stop().await;
 }
 
@@ -792,4 +801,42 @@ async fn the_fake_api_server_refuses_field_selectors_the_real_one_does_not_suppo
     );
     let by_name = kube::api::ListParams::default().fields("metadata.name=web");
     assert!(api.list(&by_name).await.is_ok());
+}
+
+/// Issue 13, item 6: with RelaxedServiceNameValidation (on in current releases) Service `1abc`
+/// exists, and a StatefulSet naming it is admitted; where the API server keeps DNS-1035 names
+/// it cannot exist, and the StatefulSet is warned why.
+#[tokio::test]
+async fn a_digit_first_service_name_follows_the_api_server() {
+    let mut review_1abc: Value =
+        serde_json::from_slice(&fixture("validate-StatefulSet-CREATE-cap-web-1")).unwrap();
+    review_1abc["request"]["object"]["spec"]["serviceName"] = json!("1abc");
+    let body = serde_json::to_vec(&review_1abc).unwrap();
+
+    let relaxed = FakeApiServer::start().await;
+    relaxed.apply(service("1abc", "None", "web"));
+    let server = webhook(&relaxed, &[]).await;
+    ready(&server).await;
+    let answer = client(&server, Http::One)
+        .post(&server.url("/validate"), body.clone())
+        .await
+        .json();
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert!(support::all_warnings(&answer).is_empty(), "{answer}");
+    server.stop().await;
+
+    let strict = FakeApiServer::start().await;
+    strict.strict_service_names();
+    assert!(strict.service_name_error("1abc").is_some());
+    let server = webhook(&strict, &[]).await;
+    ready(&server).await;
+    let answer = client(&server, Http::One)
+        .post(&server.url("/validate"), body)
+        .await
+        .json();
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    let warned = support::all_warnings(&answer).join("\n");
+    assert!(warned.contains("sts-governing-service-exists"), "{warned}");
+    assert!(warned.contains("RelaxedServiceNameValidation"), "{warned}");
+    server.stop().await;
 }

@@ -75,6 +75,8 @@ struct Inner {
     compacted: u64,
     watches: Vec<WatchStream>,
     requests: Vec<String>,
+    /// The API server's DNS-1035 rule for Service names (RelaxedServiceNameValidation off).
+    strict_service_names: bool,
 }
 
 /// The server's state; it outlives restarts of the listener.
@@ -181,6 +183,38 @@ impl FakeApiServer {
         self.record(object, false);
     }
 
+    /// Service names as an API server without RelaxedServiceNameValidation takes them:
+    /// DNS-1035 labels (a letter first). By default they are DNS-1123 labels (a digit may come
+    /// first), as with the gate on.
+    pub fn strict_service_names(&self) {
+        self.inner.lock().unwrap().strict_service_names = true;
+    }
+
+    /// Whether the API server would accept `name` for a Service, and why not.
+    pub fn service_name_error(&self, name: &str) -> Option<String> {
+        let strict = self.inner.lock().unwrap().strict_service_names;
+        let label = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        let first_ok = !strict || name.starts_with(|c: char| c.is_ascii_lowercase());
+        (!label || !first_ok).then(|| {
+            let rule = if strict {
+                "a DNS-1035 label must consist of lower case alphanumeric characters or '-', \
+                 start with an alphabetic character, and end with an alphanumeric character"
+            } else {
+                "a DNS-1123 label must consist of lower case alphanumeric characters or '-', and \
+                 must start and end with an alphanumeric character"
+            };
+            format!(
+                "Service \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": {rule}"
+            )
+        })
+    }
+
     pub fn delete(&self, kind: Kind, namespace: &str, name: &str) {
         let mut inner = self.inner.lock().unwrap();
         if let Some(mut object) =
@@ -230,6 +264,12 @@ impl FakeApiServer {
 
     fn record(&self, mut object: Value, silently: bool) {
         let kind = Kind::of(&object);
+        if kind == Kind::Service {
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            if let Some(error) = self.service_name_error(name) {
+                panic!("the API server refuses this Service: {error}");
+            }
+        }
         let namespace = object["metadata"]["namespace"]
             .as_str()
             .unwrap_or("default")
