@@ -18,7 +18,6 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Config, Resource, ResourceExt,
-    api::ListParams,
     client::ClientBuilder,
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{
@@ -505,19 +504,13 @@ impl Cluster {
         service: &str,
         cached: &[Arc<StatefulSet>],
     ) -> Confirmed {
-        let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), namespace);
-        // No resourceVersion: a consistent read (API servers with ConsistentListFromCache serve
-        // it from their watch cache). No limit: a page could hide the one that names it.
-        let listed =
-            tokio::time::timeout(self.confirm_timeout, api.list(&ListParams::default())).await;
+        let listed = tokio::time::timeout(
+            self.confirm_timeout,
+            list_naming(&self.client, namespace, service),
+        )
+        .await;
         match listed {
-            Ok(Ok(list)) => {
-                let naming: Vec<Arc<StatefulSet>> = list
-                    .items
-                    .into_iter()
-                    .filter(|sts| service_name(sts) == Some(service))
-                    .map(Arc::new)
-                    .collect();
+            Ok(Ok(naming)) => {
                 let versions = |list: &[Arc<StatefulSet>]| {
                     let mut v: Vec<_> = list
                         .iter()
@@ -539,7 +532,7 @@ impl Cluster {
                     )),
                 }
             }
-            Ok(Err(e)) => self.unconfirmed(STATEFULSETS, namespace, service, &e.to_string()),
+            Ok(Err(e)) => self.unconfirmed(STATEFULSETS, namespace, service, &e),
             Err(_) => self.unconfirmed(STATEFULSETS, namespace, service, "deadline passed"),
         }
     }
@@ -558,6 +551,51 @@ impl Cluster {
         tracing::warn!(%namespace, %name, kind, why, "could not confirm a cached fact with the API server; using the cache");
         Confirmed::default()
     }
+}
+
+/// The StatefulSets in `namespace` that name `service`, from one LIST. No resourceVersion: a
+/// consistent read (API servers with ConsistentListFromCache, beta and on by default since
+/// 1.31, answer it from their watch cache). No limit: a page could hide the one that names it.
+/// StatefulSets have no field selector for spec.serviceName, so the filter is here; only the
+/// items that name the Service are read whole, the others only as far as spec.serviceName.
+async fn list_naming(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+) -> Result<Vec<Arc<StatefulSet>>, String> {
+    #[derive(serde::Deserialize)]
+    struct List<'a> {
+        #[serde(borrow)]
+        items: Vec<&'a serde_json::value::RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item<'a> {
+        #[serde(borrow, default)]
+        spec: Option<Spec<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Spec<'a> {
+        #[serde(rename = "serviceName", borrow, default)]
+        service_name: Option<std::borrow::Cow<'a, str>>,
+    }
+    let request = http::Request::get(format!("/apis/apps/v1/namespaces/{namespace}/statefulsets"))
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    let text = client
+        .request_text(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let list: List = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let mut naming = Vec::new();
+    for raw in list.items {
+        let item: Item = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+        let names = item.spec.and_then(|s| s.service_name);
+        if names.as_deref() == Some(service) {
+            let sts: StatefulSet = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+            naming.push(Arc::new(sts));
+        }
+    }
+    Ok(naming)
 }
 
 const SERVICES: &str = "services";

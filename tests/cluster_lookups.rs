@@ -840,3 +840,76 @@ async fn a_digit_first_service_name_follows_the_api_server() {
     assert!(warned.contains("RelaxedServiceNameValidation"), "{warned}");
     server.stop().await;
 }
+
+/// The cost of the live reads (BENCHMARKS.md, "Live reads"): the latency of Service reviews
+/// with and without the StatefulSet LIST, against the fake API server over loopback.
+/// `cargo test --release --test cluster_lookups live_read_cost -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "a measurement; run by hand"]
+async fn live_read_cost() {
+    const ROUNDS: usize = 400;
+    let fake = FakeApiServer::start().await;
+    for i in 0..50 {
+        fake.apply(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": format!("db-{i}"), "namespace": "busy"},
+            "spec": {"serviceName": format!("db-{i}"), "selector": {"matchLabels": {"app": "db"}},
+                     "template": {"metadata": {"labels": {"app": "db"}},
+                                  "spec": {"containers": [{"name": "c", "image": "postgres:17",
+                                      "env": [{"name": "X", "value": "x".repeat(2000)}]}]}}}}));
+    }
+    let server = webhook(&fake, &[]).await;
+    ready(&server).await;
+    let client = client(&server, Http::Two);
+    let url = server.url("/validate");
+    let in_namespace = |file: &str, ns: &str| {
+        let mut review: Value = serde_json::from_slice(&fixture(file)).unwrap();
+        review["request"]["namespace"] = json!(ns);
+        for side in ["object", "oldObject"] {
+            if review["request"][side].is_object() {
+                review["request"][side]["metadata"]["namespace"] = json!(ns);
+            }
+        }
+        serde_json::to_vec(&review).unwrap()
+    };
+    let cases = [
+        (
+            "Service UPDATE, spec unchanged (no live read)",
+            in_namespace("validate-Service-UPDATE-cap-web-1", "cap"),
+        ),
+        (
+            "Service CREATE, namespace without StatefulSets (LIST)",
+            in_namespace("validate-Service-CREATE-cap-cache-1", "cap"),
+        ),
+        (
+            "Service CREATE, namespace with 50 StatefulSets (LIST)",
+            in_namespace("validate-Service-CREATE-cap-cache-1", "busy"),
+        ),
+    ];
+    for (what, body) in cases {
+        let mut times = Vec::with_capacity(ROUNDS);
+        for round in 0..ROUNDS + 50 {
+            let started = std::time::Instant::now();
+            let reply = client.post(&url, body.clone()).await;
+            assert_eq!(reply.status, 200);
+            if round >= 50 {
+                times.push(started.elapsed());
+            }
+        }
+        times.sort();
+        let at = |q: f64| times[((times.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e3;
+        println!(
+            "{what}: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+            at(0.5),
+            at(0.9),
+            at(0.99)
+        );
+    }
+    let (_, metrics) = support::probe(&server, "/metrics").await;
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("stsguard_live_reads_total"))
+    {
+        println!("{line}");
+    }
+    server.stop().await;
+}

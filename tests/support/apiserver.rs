@@ -138,6 +138,9 @@ impl FakeApiServer {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                // As the real API server (Go sets TCP_NODELAY): a response written in pieces
+                // does not wait for the client's delayed ACK.
+                let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(router.clone());
                 held.lock().unwrap().spawn(async move {
                     let _ = auto::Builder::new(TokioExecutor::new())

@@ -155,12 +155,17 @@ pub fn client(server: &TestServer, http: Http) -> TestClient {
 /// A client that trusts only the CA in `ca_pem`.
 pub fn client_trusting(ca_pem: &str, http: Http) -> TestClient {
     let config = client_config(ca_pem);
+    // As the API server's Go client: TCP_NODELAY, so that a request written in pieces does not
+    // wait for a delayed ACK.
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
     let builder = HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only();
     let connector = match http {
-        Http::One => builder.enable_http1().build(),
-        Http::Two => builder.enable_http2().build(),
+        Http::One => builder.enable_http1().wrap_connector(tcp),
+        Http::Two => builder.enable_http2().wrap_connector(tcp),
     };
     let mut client = Client::builder(TokioExecutor::new());
     if http == Http::Two {
