@@ -365,9 +365,11 @@ async fn read_body(body: Body, limit: usize, declared: Option<u64>) -> Result<By
     use http_body_util::BodyExt;
 
     let mut body = body;
-    let mut kept = bytes::BytesMut::with_capacity(
-        declared.map_or(0, |n| usize::try_from(n).unwrap_or(limit).min(limit)),
-    );
+    // Room for what the client says it sends, but not more than 1 MiB up front: a client that
+    // declares a large body and sends nothing holds no memory for it.
+    let mut kept = bytes::BytesMut::with_capacity(declared.map_or(0, |n| {
+        usize::try_from(n).unwrap_or(limit).min(limit).min(1 << 20)
+    }));
     let mut seen: u64 = 0;
     let over = declared.is_some_and(|n| n > limit as u64);
     if over && declared.is_some_and(|n| n > drain_limit(limit)) {

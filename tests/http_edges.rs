@@ -268,3 +268,75 @@ async fn slow_requests_time_out() {
     assert!(response.starts_with("HTTP/1.1 408"), "{response}");
     server.stop().await;
 }
+
+/// Over HTTP/2, an over-limit body is answered and the stream ends cleanly: the client can send
+/// its whole body and read the whole answer, with no RST_STREAM (which Go's client, the API
+/// server's, reports instead of the answer). Seen with a raw HTTP/2 client, since a
+/// higher-level one hides a reset that comes after the response.
+#[tokio::test]
+async fn http2_over_limit_bodies_end_without_a_stream_reset() {
+    use bytes::Bytes;
+    let limits = Limits {
+        max_body_bytes: 64 * 1024,
+        ..Limits::default()
+    };
+    let server = TestServer::start_with(Policy::builtin(), Arc::new(NoLookup), limits).await;
+    let mut config = support::client_config(&server.ca_pem);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    for declared in [true, false] {
+        let mut client = client.clone().ready().await.unwrap();
+        let total = 4 * 1024 * 1024;
+        let mut request =
+            http::Request::post(server.url("/validate")).header("content-type", "application/json");
+        if declared {
+            request = request.header("content-length", total.to_string());
+        }
+        let (response, mut body) = client
+            .send_request(request.body(()).unwrap(), false)
+            .unwrap();
+        let sender = tokio::spawn(async move {
+            let mut left = total;
+            while left > 0 {
+                let chunk = left.min(16 * 1024);
+                body.reserve_capacity(chunk);
+                let granted = std::future::poll_fn(|cx| body.poll_capacity(cx))
+                    .await
+                    .ok_or("the server closed the stream before the body was sent")?
+                    .map_err(|e| e.to_string())?;
+                let n = granted.min(left);
+                left -= n;
+                body.send_data(Bytes::from(vec![b' '; n]), left == 0)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(())
+        });
+        let response = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .expect("answered in time")
+            .expect("a response, not a reset");
+        assert_eq!(response.status(), 413);
+        let mut answer = response.into_body();
+        let mut text = Vec::new();
+        while let Some(chunk) = answer.data().await {
+            let chunk = chunk.expect("the answer's body, not a reset");
+            let _ = answer.flow_control().release_capacity(chunk.len());
+            text.extend_from_slice(&chunk);
+        }
+        let status: Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(status["reason"], "RequestEntityTooLarge", "{status}");
+        let sent = sender.await.unwrap();
+        assert!(
+            sent.is_ok(),
+            "declared length {declared}: the stream was reset: {sent:?}"
+        );
+    }
+    server.stop().await;
+}
