@@ -38,7 +38,7 @@ use crate::{
 };
 
 /// The default `--max-body-bytes`: the largest AdmissionReview an API server with default
-/// settings sends. Its `--max-request-bytes` (`MaxRequestBodyBytes`) is 3 MiB: twice etcd's
+/// settings sends. Its request body limit (`MaxRequestBodyBytes`) is 3 MiB: twice etcd's
 /// 1.5 MiB request limit, because a JSON body shrinks when stored as protobuf. So an object in a
 /// write, and a stored object rendered as JSON, are each up to 3 MiB, and an UPDATE review
 /// carries two of them (`object` and `oldObject`, with managedFields), plus the envelope: 2 × 3
@@ -420,7 +420,7 @@ fn too_large(limit: usize, size: Option<u64>) -> Response {
         "stsguard cannot review this object: the AdmissionReview is {size} than the webhook's \
          limit of {limit} bytes (--max-body-bytes, chart value maxBodyBytes). An UPDATE review \
          carries the object twice (object and oldObject); set the limit to at least twice the \
-         API server's --max-request-bytes plus 1 MiB"
+         API server's request body limit (3 MiB by default) plus 1 MiB"
     );
     let status = serde_json::json!({
         "kind": "Status",

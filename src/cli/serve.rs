@@ -71,7 +71,7 @@ pub struct ServeArgs {
     #[arg(long, env = "STSGUARD_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = duration::parse)]
     pub cert_reload_interval: Duration,
     /// Largest accepted request body, in bytes (default: two objects of the API server's default
-    /// --max-request-bytes, 3 MiB, plus 1 MiB: an UPDATE review carries object and oldObject).
+    /// request body limit, 3 MiB, plus 1 MiB: an UPDATE review carries object and oldObject).
     #[arg(long, env = "STSGUARD_MAX_BODY_BYTES", default_value_t = crate::server::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Time allowed to read a request and answer it (e.g. 10s).
