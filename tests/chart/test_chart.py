@@ -186,6 +186,9 @@ def test_chart_metadata(chart):
     assert meta["name"] == "stsguard"
     assert meta["version"] == "0.1.0"
     assert meta["appVersion"] == "0.1.0"
+    # matchConditions, which keep the control plane's own writes away from the webhooks, are
+    # GA (and always honoured) from 1.30; an older API server would drop them silently.
+    assert meta["kubeVersion"] == ">=1.30.0-0"
 
 
 @pytest.mark.parametrize("mode", list(MODES))
