@@ -1,7 +1,7 @@
 //! Live cluster facts: a kube client and reflector caches of Services and StatefulSets (all
 //! namespaces, or those named), stripped of bulk before caching, answering the [`Lookup`] trait.
-//! Where a cache says an object is absent, [`Lookup::confirm`] asks the API server once, under a
-//! short deadline, because a cache can lag behind a write made a moment ago.
+//! Where a verdict could rest on what a cache says, [`Lookup::confirm`] asks the API server once,
+//! under a short deadline, because a cache can lag behind a write made a moment ago.
 
 use std::{
     collections::BTreeMap,
@@ -18,7 +18,6 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Config, Resource, ResourceExt,
-    api::ListParams,
     client::ClientBuilder,
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{
@@ -30,7 +29,11 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tower::Layer;
 
-use crate::lookup::{BoxFuture, Confirmed, Fact, Lookup, Need};
+use crate::{
+    lookup::{BoxFuture, Confirmed, Fact, Lookup, Need},
+    metrics::{LiveRead, LiveReads},
+    rules::governs_cleanly,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -255,6 +258,7 @@ pub struct Cluster {
     statefulsets: Caches<StatefulSet>,
     health: Arc<Health>,
     confirm_timeout: Duration,
+    live_reads: LiveReads,
 }
 
 impl Cluster {
@@ -282,7 +286,15 @@ impl Cluster {
             statefulsets,
             health,
             confirm_timeout,
+            live_reads: LiveReads::default(),
         })
+    }
+
+    /// Counts live reads into `reads` (`stsguard_live_reads_total`).
+    #[must_use]
+    pub fn with_live_reads(mut self, reads: LiveReads) -> Self {
+        self.live_reads = reads;
+        self
     }
 
     pub fn health(&self) -> Arc<Health> {
@@ -429,67 +441,177 @@ impl Lookup for Cluster {
         self.synced() && self.services.for_namespace(namespace).is_some()
     }
 
+    /// Confirms with the API server what a verdict could rest on, and nothing else:
+    ///
+    /// - a StatefulSet's governing Service (one GET by name) when the cache says it is missing,
+    ///   or has it in a form the StatefulSet's rules would report (not headless, not selecting
+    ///   the pods): a Service created, deleted or fixed a moment ago may not have reached it;
+    /// - the StatefulSets naming a Service (one namespaced LIST: StatefulSets have no field
+    ///   selector for spec.serviceName) on a Service CREATE, or an UPDATE that changes the spec,
+    ///   whatever the cache says: a StatefulSet created a moment ago may be missing from it (a
+    ///   deny missed), one deleted a moment ago still in it (a deny that should not be).
+    ///
+    /// No live read where the cache's answer cannot turn into a deny: a Service DELETE (only a
+    /// warning), and an UPDATE that leaves the spec as it was (whatever StatefulSets name the
+    /// Service, the stored Service had the same violations, which UPDATE grandfathering turns
+    /// into warnings).
     fn confirm<'a>(&'a self, namespace: &'a str, need: Need<'a>) -> BoxFuture<'a, Confirmed> {
         Box::pin(async move {
-            let key = (
-                namespace.to_owned(),
-                match need {
-                    Need::Service(name) | Need::Naming(name) => name.to_owned(),
-                },
-            );
             match need {
-                Need::Service(name) if matches!(self.service(namespace, name), Fact::Absent) => {
-                    let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
-                    match tokio::time::timeout(self.confirm_timeout, api.get_opt(name)).await {
-                        Ok(Ok(found)) => {
-                            if found.is_some() {
-                                tracing::debug!(%namespace, %name, "the cache lagged: Service exists");
-                            }
-                            let fact = found.map_or(Fact::Absent, |svc| Fact::Found(Arc::new(svc)));
-                            Confirmed {
-                                service: Some((key, fact)),
-                                naming: None,
-                            }
-                        }
-                        Ok(Err(e)) => unconfirmed(namespace, name, &e.to_string()),
-                        Err(_) => unconfirmed(namespace, name, "deadline passed"),
+                Need::Service { name, statefulset } => match self.service(namespace, name) {
+                    Fact::Absent => self.confirm_service(namespace, name, None).await,
+                    Fact::Found(svc) if !governs_cleanly(&svc, statefulset) => {
+                        self.confirm_service(namespace, name, Some(&svc)).await
                     }
-                }
-                Need::Naming(service) if matches!(self.statefulsets_naming(namespace, service), Fact::Found(ref v) if v.is_empty()) =>
-                {
-                    let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), namespace);
-                    match tokio::time::timeout(
-                        self.confirm_timeout,
-                        api.list(&ListParams::default()),
-                    )
-                    .await
-                    {
-                        Ok(Ok(list)) => {
-                            let naming: Vec<Arc<StatefulSet>> = list
-                                .items
-                                .into_iter()
-                                .filter(|sts| service_name(sts) == Some(service))
-                                .map(Arc::new)
-                                .collect();
-                            if !naming.is_empty() {
-                                tracing::debug!(%namespace, %service, "the cache lagged: a StatefulSet names this Service");
-                            }
-                            Confirmed {
-                                service: None,
-                                naming: Some((key, Fact::Found(naming))),
-                            }
-                        }
-                        Ok(Err(e)) => unconfirmed(namespace, service, &e.to_string()),
-                        Err(_) => unconfirmed(namespace, service, "deadline passed"),
+                    _ => Confirmed::default(),
+                },
+                Need::Naming { name, object, old } => {
+                    let Fact::Found(cached) = self.statefulsets_naming(namespace, name) else {
+                        return Confirmed::default();
+                    };
+                    let Some(object) = object else {
+                        return Confirmed::default();
+                    };
+                    if old.is_some_and(|old| old.spec == object.spec) {
+                        return Confirmed::default();
                     }
+                    self.confirm_naming(namespace, name, &cached).await
                 }
-                _ => Confirmed::default(),
             }
         })
     }
 }
 
-fn unconfirmed(namespace: &str, name: &str, why: &str) -> Confirmed {
-    tracing::warn!(%namespace, %name, why, "could not confirm an absent object with the API server; using the cache");
-    Confirmed::default()
+impl Cluster {
+    /// One GET of the Service `name`; `cached` is what the cache holds.
+    async fn confirm_service(
+        &self,
+        namespace: &str,
+        name: &str,
+        cached: Option<&Service>,
+    ) -> Confirmed {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
+        let key = (namespace.to_owned(), name.to_owned());
+        match tokio::time::timeout(self.confirm_timeout, api.get_opt(name)).await {
+            Ok(Ok(found)) => {
+                let version = |svc: &Service| svc.metadata.resource_version.clone();
+                let agreed = found.as_ref().map(version) == cached.map(version);
+                self.count(SERVICES, agreed);
+                if !agreed {
+                    tracing::debug!(%namespace, %name, exists = found.is_some(), "the cache lagged behind the Service");
+                }
+                let fact = found.map_or(Fact::Absent, |svc| Fact::Found(Arc::new(svc)));
+                Confirmed {
+                    service: Some((key, fact)),
+                    naming: None,
+                }
+            }
+            Ok(Err(e)) => self.unconfirmed(SERVICES, namespace, name, &e.to_string()),
+            Err(_) => self.unconfirmed(SERVICES, namespace, name, "deadline passed"),
+        }
+    }
+
+    /// One LIST of the StatefulSets in `namespace`, kept where they name `service`; `cached` is
+    /// what the cache says names it.
+    async fn confirm_naming(
+        &self,
+        namespace: &str,
+        service: &str,
+        cached: &[Arc<StatefulSet>],
+    ) -> Confirmed {
+        let listed = tokio::time::timeout(
+            self.confirm_timeout,
+            list_naming(&self.client, namespace, service),
+        )
+        .await;
+        match listed {
+            Ok(Ok(naming)) => {
+                let versions = |list: &[Arc<StatefulSet>]| {
+                    let mut v: Vec<_> = list
+                        .iter()
+                        .map(|s| (s.metadata.name.clone(), s.metadata.resource_version.clone()))
+                        .collect();
+                    v.sort();
+                    v
+                };
+                let agreed = versions(&naming) == versions(cached);
+                self.count(STATEFULSETS, agreed);
+                if !agreed {
+                    tracing::debug!(%namespace, %service, "the cache lagged behind the StatefulSets naming this Service");
+                }
+                Confirmed {
+                    service: None,
+                    naming: Some((
+                        (namespace.to_owned(), service.to_owned()),
+                        Fact::Found(naming),
+                    )),
+                }
+            }
+            Ok(Err(e)) => self.unconfirmed(STATEFULSETS, namespace, service, &e),
+            Err(_) => self.unconfirmed(STATEFULSETS, namespace, service, "deadline passed"),
+        }
+    }
+
+    fn count(&self, kind: &'static str, agreed: bool) {
+        let result = if agreed {
+            LiveRead::Agreed
+        } else {
+            LiveRead::Corrected
+        };
+        self.live_reads.record(kind, result);
+    }
+
+    fn unconfirmed(&self, kind: &'static str, namespace: &str, name: &str, why: &str) -> Confirmed {
+        self.live_reads.record(kind, LiveRead::Failed);
+        tracing::warn!(%namespace, %name, kind, why, "could not confirm a cached fact with the API server; using the cache");
+        Confirmed::default()
+    }
 }
+
+/// The StatefulSets in `namespace` that name `service`, from one LIST. No resourceVersion: a
+/// consistent read (API servers with ConsistentListFromCache, beta and on by default since
+/// 1.31, answer it from their watch cache). No limit: a page could hide the one that names it.
+/// StatefulSets have no field selector for spec.serviceName, so the filter is here; only the
+/// items that name the Service are read whole, the others only as far as spec.serviceName.
+async fn list_naming(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+) -> Result<Vec<Arc<StatefulSet>>, String> {
+    #[derive(serde::Deserialize)]
+    struct List<'a> {
+        #[serde(borrow)]
+        items: Vec<&'a serde_json::value::RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item<'a> {
+        #[serde(borrow, default)]
+        spec: Option<Spec<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Spec<'a> {
+        #[serde(rename = "serviceName", borrow, default)]
+        service_name: Option<std::borrow::Cow<'a, str>>,
+    }
+    let request = http::Request::get(format!("/apis/apps/v1/namespaces/{namespace}/statefulsets"))
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    let text = client
+        .request_text(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let list: List = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let mut naming = Vec::new();
+    for raw in list.items {
+        let item: Item = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+        let names = item.spec.and_then(|s| s.service_name);
+        if names.as_deref() == Some(service) {
+            let sts: StatefulSet = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+            naming.push(Arc::new(sts));
+        }
+    }
+    Ok(naming)
+}
+
+const SERVICES: &str = "services";
+const STATEFULSETS: &str = "statefulsets";

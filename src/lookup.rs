@@ -31,8 +31,10 @@ pub trait Lookup: Send + Sync {
         true
     }
 
-    /// Confirms, with the source of truth, a fact this lookup says is absent. A cache can lag
-    /// behind a write made a moment ago; sources that cannot lag confirm nothing.
+    /// Confirms, with the source of truth, the fact a review needs before a verdict rests on it:
+    /// a cache can lag behind a write made a moment ago, both ways (an object created a moment
+    /// ago is missing, one deleted a moment ago is still there). Sources that cannot lag
+    /// confirm nothing.
     fn confirm<'a>(&'a self, _namespace: &'a str, _need: Need<'a>) -> BoxFuture<'a, Confirmed> {
         Box::pin(std::future::ready(Confirmed::default()))
     }
@@ -40,13 +42,31 @@ pub trait Lookup: Send + Sync {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The cross-object fact an object's review depends on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The cross-object fact an object's review depends on, with the object under review, so that
+/// a confirmation can tell whether the verdict could depend on a cache that lags.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Need<'a> {
-    /// A StatefulSet's review needs its governing Service.
-    Service(&'a str),
-    /// A Service's review needs the StatefulSets that name it.
-    Naming(&'a str),
+    /// A StatefulSet's review needs its governing Service `name`.
+    Service {
+        name: &'a str,
+        statefulset: &'a StatefulSet,
+    },
+    /// A Service's review needs the StatefulSets that name it: `object` is the Service as
+    /// written (none on DELETE), `old` as stored before (none on CREATE).
+    Naming {
+        name: &'a str,
+        object: Option<&'a Service>,
+        old: Option<&'a Service>,
+    },
+}
+
+impl Need<'_> {
+    /// The name of the Service the fact is about.
+    pub fn name(&self) -> &str {
+        match self {
+            Need::Service { name, .. } | Need::Naming { name, .. } => name,
+        }
+    }
 }
 
 /// Facts confirmed live, which take precedence over the lookup's own answers.

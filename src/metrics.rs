@@ -65,6 +65,50 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LiveReadLabels {
+    kind: &'static str,
+    result: &'static str,
+}
+
+/// What a live read of the API server found, for `stsguard_live_reads_total{result}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiveRead {
+    /// The API server said what the cache said.
+    Agreed,
+    /// The cache lagged: the API server's answer replaced it.
+    Corrected,
+    /// The read failed or missed its deadline; the cache's answer stood.
+    Failed,
+}
+
+impl LiveRead {
+    fn as_str(self) -> &'static str {
+        match self {
+            LiveRead::Agreed => "agreed",
+            LiveRead::Corrected => "corrected",
+            LiveRead::Failed => "failed",
+        }
+    }
+}
+
+/// The counter of live API reads (`stsguard_live_reads_total`), handed to the cluster lookups.
+/// One made with `default()` counts into nothing registered.
+#[derive(Clone, Debug, Default)]
+pub struct LiveReads(Family<LiveReadLabels, Counter>);
+
+impl LiveReads {
+    /// Records one live read of `kind` (`services` for a GET, `statefulsets` for a LIST).
+    pub fn record(&self, kind: &'static str, result: LiveRead) {
+        self.0
+            .get_or_create(&LiveReadLabels {
+                kind,
+                result: result.as_str(),
+            })
+            .inc();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -103,6 +147,7 @@ pub struct Metrics {
     certificate_expiry: Gauge,
     certificate_not_before: Gauge,
     policy_reloads: Family<ResultLabels, Counter>,
+    live_reads: LiveReads,
     cluster: Mutex<Option<Arc<dyn CacheReport>>>,
 }
 
@@ -195,6 +240,14 @@ impl Metrics {
             "Policy file reloads, by result (success, failure)",
             policy_reloads.clone(),
         );
+        let live_reads = LiveReads::default();
+        registry.register(
+            "live_reads",
+            "Live reads of the API server that confirm a cached fact before a verdict rests on it, \
+             by kind (services: a GET by name, statefulsets: a namespaced LIST) and result \
+             (agreed, corrected: the cache lagged, failed: the cache's answer stood)",
+            live_reads.0.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register(
             "build_info",
@@ -220,8 +273,14 @@ impl Metrics {
             certificate_expiry,
             certificate_not_before,
             policy_reloads,
+            live_reads,
             cluster: Mutex::new(None),
         }
+    }
+
+    /// The live-read counter, for the cluster lookups to record into.
+    pub fn live_reads(&self) -> LiveReads {
+        self.live_reads.clone()
     }
 
     /// Reports these cluster caches at each scrape.
@@ -369,6 +428,9 @@ mod tests {
             );
         }
         metrics.request_rejected("mutate", 413);
+        metrics
+            .live_reads()
+            .record("statefulsets", LiveRead::Corrected);
         let text = metrics.render();
         for line in [
             "stsguard_reviews_total{endpoint=\"validate\",kind=\"StatefulSet\",operation=\"CREATE\",verdict=\"denied\"} 1",
@@ -376,6 +438,7 @@ mod tests {
             "stsguard_review_duration_seconds_count{endpoint=\"validate\"} 1",
             "stsguard_reviews_in_flight 0",
             "stsguard_rejected_requests_total{endpoint=\"mutate\",status=\"413\"} 1",
+            "stsguard_live_reads_total{kind=\"statefulsets\",result=\"corrected\"} 1",
             "stsguard_build_info{version=\"",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");

@@ -161,14 +161,30 @@ impl Parsed {
     fn need(&self) -> Option<(String, Need<'_>)> {
         let (subject, _, _) = self.request.subjects()?;
         let ns = namespace(self.request.namespace(), &subject).to_owned();
-        match subject {
-            Subject::StatefulSet(sts) => {
-                Some((ns, Need::Service(subject::governing_service(sts)?)))
-            }
-            Subject::Service(svc) => {
+        match (subject, &self.request) {
+            (Subject::StatefulSet(sts), _) => Some((
+                ns,
+                Need::Service {
+                    name: subject::governing_service(sts)?,
+                    statefulset: sts,
+                },
+            )),
+            (Subject::Service(svc), Typed::Service(req)) => {
                 let name = svc.metadata.name.as_deref().filter(|n| !n.is_empty())?;
-                Some((ns, Need::Naming(name)))
+                let object = match req.operation {
+                    WireOperation::Delete => None,
+                    _ => req.object.as_ref(),
+                };
+                Some((
+                    ns,
+                    Need::Naming {
+                        name,
+                        object,
+                        old: req.old_object.as_ref(),
+                    },
+                ))
             }
+            _ => None,
         }
     }
 }

@@ -27,6 +27,7 @@ mod vct_volatile_labels;
 mod volume_claim_templates;
 mod volume_mounts;
 
+pub(crate) use governing_service::governs_cleanly;
 pub(crate) use volume_mounts::unresolved_mounts;
 
 #[cfg(test)]
@@ -201,6 +202,7 @@ pub static RULES: &[Rule] = &[
     governing_service::EXISTS,
     governing_service::SELECTOR,
     governing_service::SVC_HEADLESS_FOR_STATEFULSET,
+    governing_service::SVC_SELECTOR_FOR_STATEFULSET,
     governing_service::SVC_GOVERNING_TYPE,
     governing_service::SVC_PUBLISH_NOT_READY,
     governing_service_delete::RULE,

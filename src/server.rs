@@ -40,10 +40,18 @@ use crate::{
     tls::CertResolver,
 };
 
+/// The default `--max-body-bytes`: the largest AdmissionReview an API server with default
+/// settings sends. Its request body limit (`MaxRequestBodyBytes`) is 3 MiB: twice etcd's
+/// 1.5 MiB request limit, because a JSON body shrinks when stored as protobuf. So an object in a
+/// write, and a stored object rendered as JSON, are each up to 3 MiB, and an UPDATE review
+/// carries two of them (`object` and `oldObject`, with managedFields), plus the envelope: 2 × 3
+/// MiB + 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
+
 /// Limits and timeouts of the webhook listener.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Largest request body accepted; larger ones get 413.
+    /// Largest request body accepted; larger ones get 413 with a Status the API server shows.
     pub max_body_bytes: usize,
     /// Time to read the body and answer; slower requests get 408.
     pub request_timeout: Duration,
@@ -56,7 +64,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_body_bytes: 3 * 1024 * 1024,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(20),
@@ -289,21 +297,19 @@ async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Respon
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        state.metrics.request_rejected(endpoint.as_str(), 413);
-        return too_large(limit);
-    }
-    let body = match axum::body::to_bytes(request.into_body(), limit).await {
+    let body = match read_body(request.into_body(), limit, declared).await {
         Ok(body) => body,
-        Err(e) => {
-            let over_limit = e
-                .into_inner()
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            if over_limit {
-                state.metrics.request_rejected(endpoint.as_str(), 413);
-                return too_large(limit);
-            }
+        Err(BodyError::TooLarge { size }) => {
+            tracing::warn!(
+                endpoint = endpoint.as_str(),
+                limit,
+                size = ?size,
+                "review body over --max-body-bytes; answered 413"
+            );
+            state.metrics.request_rejected(endpoint.as_str(), 413);
+            return too_large(limit, size);
+        }
+        Err(BodyError::Unreadable) => {
             state.metrics.request_rejected(endpoint.as_str(), 400);
             return text(StatusCode::BAD_REQUEST, "cannot read the request body\n");
         }
@@ -377,11 +383,99 @@ fn respond(endpoint: Endpoint, answer: Answer, started: Instant) -> Response {
         .into_response()
 }
 
-fn too_large(limit: usize) -> Response {
-    text(
+/// How much of an over-limit body is read (and thrown away) so that the client gets the 413:
+/// an HTTP/2 stream whose body is left unread is reset, and an HTTP/1.1 connection closed, and
+/// a client still sending may then never see the answer. Nothing of it is kept.
+fn drain_limit(limit: usize) -> u64 {
+    (limit as u64).saturating_mul(4).max(64 * 1024 * 1024)
+}
+
+enum BodyError {
+    /// Over the limit: `size` is the declared or counted size, when known.
+    TooLarge {
+        size: Option<u64>,
+    },
+    Unreadable,
+}
+
+/// Reads a body of at most `limit` bytes. A larger one is read to its end without being kept
+/// (up to [`drain_limit`]), so that the 413 reaches the client; memory stays within `limit`.
+async fn read_body(body: Body, limit: usize, declared: Option<u64>) -> Result<Bytes, BodyError> {
+    use http_body_util::BodyExt;
+
+    let mut body = body;
+    // Room for what the client says it sends, but not more than 1 MiB up front: a client that
+    // declares a large body and sends nothing holds no memory for it.
+    let mut kept = bytes::BytesMut::with_capacity(declared.map_or(0, |n| {
+        usize::try_from(n).unwrap_or(limit).min(limit).min(1 << 20)
+    }));
+    let mut seen: u64 = 0;
+    let over = declared.is_some_and(|n| n > limit as u64);
+    if over && declared.is_some_and(|n| n > drain_limit(limit)) {
+        // Not worth reading: answered from the headers.
+        return Err(BodyError::TooLarge { size: declared });
+    }
+    let mut too_large = over;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(if too_large {
+                BodyError::TooLarge { size: declared }
+            } else {
+                BodyError::Unreadable
+            });
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        seen += data.len() as u64;
+        if seen > limit as u64 {
+            too_large = true;
+        }
+        if too_large {
+            if seen > drain_limit(limit) {
+                return Err(BodyError::TooLarge { size: None });
+            }
+            continue;
+        }
+        kept.extend_from_slice(&data);
+    }
+    if too_large {
+        return Err(BodyError::TooLarge {
+            size: declared.or(Some(seen)),
+        });
+    }
+    Ok(kept.freeze())
+}
+
+/// The answer to an over-limit body: HTTP 413 with a `metav1.Status`. The API server's client
+/// reads a non-2xx answer's body as a Status when it is one, and shows its message ("failed
+/// calling webhook ...: <message>"); a body that is not a Status leaves it with only "the
+/// server responded with the status code 413 but did not return more information". Which
+/// review it was cannot be told without reading it, so this is not an AdmissionReview (whose
+/// uid would have to match), and the webhook's failurePolicy decides, as for any failed call.
+fn too_large(limit: usize, size: Option<u64>) -> Response {
+    let size = size.map_or_else(|| "larger".to_owned(), |n| format!("{n} bytes, larger"));
+    let message = format!(
+        "stsguard cannot review this object: the AdmissionReview is {size} than the webhook's \
+         limit of {limit} bytes (--max-body-bytes, chart value maxBodyBytes). An UPDATE review \
+         carries the object twice (object and oldObject); set the limit to at least twice the \
+         API server's request body limit (3 MiB by default) plus 1 MiB"
+    );
+    let status = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": "RequestEntityTooLarge",
+        "code": 413,
+    });
+    (
         StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("request body exceeds the limit of {limit} bytes (set with --max-body-bytes)\n"),
+        [(header::CONTENT_TYPE, "application/json")],
+        status.to_string(),
     )
+        .into_response()
 }
 
 fn text(status: StatusCode, message: &str) -> Response {

@@ -99,9 +99,13 @@ fn corpus_verdicts_match_the_golden_file() {
     files.dedup();
     assert!(files.len() >= 50, "the golden file covers the corpus");
     let actual: Vec<[String; 5]> = files.iter().flat_map(|f| audit_rows(f)).collect();
-    for (a, e) in actual.iter().zip(&expected) {
-        assert_eq!(a, e);
-    }
+    let differing: Vec<String> = actual
+        .iter()
+        .zip(&expected)
+        .filter(|(a, e)| a != e)
+        .map(|(a, e)| format!("now {}\nwas {}", a.join("\t"), e.join("\t")))
+        .collect();
+    assert!(differing.is_empty(), "{}", differing.join("\n"));
     assert_eq!(actual.len(), expected.len());
 }
 

@@ -77,11 +77,20 @@ fn rendered_chart_objects_are_valid_kubernetes_objects() {
                         assert!(loaded > 0, "{what}: no certificate in ca.crt");
                     }
                 }
+                // Every webhook keeps the control plane's own writes away (matchConditions).
                 "ValidatingWebhookConfiguration" => {
-                    typed::<ValidatingWebhookConfiguration>(&value, &what);
+                    let config = typed::<ValidatingWebhookConfiguration>(&value, &what);
+                    for hook in config.webhooks.unwrap_or_default() {
+                        let conditions = hook.match_conditions.unwrap_or_default();
+                        assert!(conditions.len() >= 2, "{what}: {conditions:?}");
+                    }
                 }
                 "MutatingWebhookConfiguration" => {
-                    typed::<MutatingWebhookConfiguration>(&value, &what);
+                    let config = typed::<MutatingWebhookConfiguration>(&value, &what);
+                    for hook in config.webhooks.unwrap_or_default() {
+                        let conditions = hook.match_conditions.unwrap_or_default();
+                        assert!(conditions.len() >= 2, "{what}: {conditions:?}");
+                    }
                 }
                 "Service" => drop(typed::<Service>(&value, &what)),
                 "ServiceAccount" => drop(typed::<ServiceAccount>(&value, &what)),

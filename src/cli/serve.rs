@@ -71,8 +71,9 @@ pub struct ServeArgs {
     /// How often the certificate files are checked for rotation (e.g. 10s).
     #[arg(long, env = "STSGUARD_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = time::parse_duration)]
     pub cert_reload_interval: Duration,
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "STSGUARD_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
+    /// Largest accepted request body, in bytes (default: two objects of the API server's default
+    /// request body limit, 3 MiB, plus 1 MiB: an UPDATE review carries object and oldObject).
+    #[arg(long, env = "STSGUARD_MAX_BODY_BYTES", default_value_t = crate::server::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Time allowed to read a request and answer it (e.g. 10s).
     #[arg(long, env = "STSGUARD_REQUEST_TIMEOUT", default_value = "10s", value_parser = time::parse_duration)]
@@ -207,7 +208,8 @@ async fn lookups(
     }
     match cluster::config(args.kubeconfig.as_deref()).await? {
         Ok(config) => {
-            let cluster = Cluster::start(config, &args.namespaces, args.lookup_timeout)?;
+            let cluster = Cluster::start(config, &args.namespaces, args.lookup_timeout)?
+                .with_live_reads(metrics.live_reads());
             let readiness = Readiness::with_cluster(cluster.health());
             metrics.watch_cluster(cluster.health());
             tracing::info!(

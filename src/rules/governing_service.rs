@@ -88,6 +88,31 @@ pub(super) const SVC_HEADLESS_FOR_STATEFULSET: Rule = Rule {
     check: Check::Service(check_svc_headless),
 };
 
+pub(super) const SVC_SELECTOR_FOR_STATEFULSET: Rule = Rule {
+    id: "svc-selector-for-statefulset",
+    target: Target::Service,
+    cases: &[
+        Case {
+            name: MISMATCH,
+            default: Action::Deny,
+        },
+        Case {
+            name: NO_SELECTOR,
+            default: Action::Warn,
+        },
+    ],
+    needs_lookup: true,
+    summary: "a Service that a StatefulSet in its namespace names as serviceName selects that \
+              StatefulSet's pod template labels (mismatch), and has a selector at all \
+              (no-selector)",
+    why: "Whichever of the two objects is applied first, and whenever the selector changes, the \
+          governing Service must select the pods; this is the Service-side half of \
+          sts-governing-service-selector.",
+    fix: "Set spec.selector to labels the StatefulSet's pods carry, e.g. its \
+          spec.selector.matchLabels (see the Service in the message).",
+    check: Check::Service(check_svc_selector),
+};
+
 pub(super) const SVC_GOVERNING_TYPE: Rule = Rule {
     id: "svc-governing-type",
     target: Target::Service,
@@ -155,7 +180,10 @@ fn check_headless(sts: &StatefulSet, ctx: &Context) -> Vec<Finding> {
                          get no per-pod DNS records"
                     ),
                 )
-                .fix(paste_fix(sts, ctx.namespace, &name)),
+                .fix(fix_for_stored(
+                    &svc,
+                    &headless_service_for(sts, ctx.namespace, &name),
+                )),
             ]
         }
         _ => vec![],
@@ -164,55 +192,110 @@ fn check_headless(sts: &StatefulSet, ctx: &Context) -> Vec<Finding> {
 
 fn check_exists(sts: &StatefulSet, ctx: &Context) -> Vec<Finding> {
     match governing_service(sts, ctx) {
-        Some((name, Fact::Absent)) => vec![
-            Finding::new(
-                PATH,
-                format!(
-                    "governing Service {name:?} does not exist in namespace {:?} (yet)",
-                    ctx.namespace
-                ),
-            )
-            .fix(paste_fix(sts, ctx.namespace, &name)),
-        ],
+        Some((name, Fact::Absent)) => {
+            // Valid as a DNS-1123 label but not as a DNS-1035 one: only clusters with
+            // RelaxedServiceNameValidation can create such a Service.
+            let relaxed_only = name.starts_with(|c: char| c.is_ascii_digit());
+            let note = if relaxed_only {
+                "; a Service name that starts with a digit can exist only where the API server \
+                 has RelaxedServiceNameValidation on (Kubernetes 1.34 alpha, on by default since \
+                 it went beta), otherwise rename it"
+            } else {
+                ""
+            };
+            vec![
+                Finding::new(
+                    PATH,
+                    format!(
+                        "governing Service {name:?} does not exist in namespace {:?} (yet){note}",
+                        ctx.namespace
+                    ),
+                )
+                .fix(paste_fix(sts, ctx.namespace, &name)),
+            ]
+        }
         _ => vec![],
     }
+}
+
+/// How a governing Service's selector fails a StatefulSet's pods, if it does: the case and
+/// what is wrong. Both halves of the selector rule (StatefulSet side and Service side) judge
+/// through this one function, so they agree on the same facts.
+fn selector_problem(svc: &Service, sts: &StatefulSet) -> Option<(&'static str, String)> {
+    let selector = svc.spec.as_ref().and_then(|s| s.selector.as_ref());
+    let Some(selector) = selector.filter(|s| !s.is_empty()) else {
+        return Some((
+            NO_SELECTOR,
+            "has no selector, so no pod gets DNS records from it".to_owned(),
+        ));
+    };
+    let labels = pod_labels(sts);
+    if selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+        return None;
+    }
+    Some((
+        MISMATCH,
+        format!(
+            "selects {} but the pod template is labelled {}, so the pods get no DNS records",
+            render_labels(selector),
+            render_labels(labels)
+        ),
+    ))
+}
+
+/// Whether `svc`, as the governing Service of `sts`, gives the StatefulSet-side rules nothing
+/// to report: it is headless and selects the pods. When it does not, a verdict may rest on it,
+/// and a cached copy is confirmed with the API server first.
+pub(crate) fn governs_cleanly(svc: &Service, sts: &StatefulSet) -> bool {
+    is_headless(svc) && selector_problem(svc, sts).is_none()
 }
 
 fn check_selector(sts: &StatefulSet, ctx: &Context) -> Vec<Finding> {
     let Some((name, Fact::Found(svc))) = governing_service(sts, ctx) else {
         return vec![];
     };
-    let fix = || paste_fix(sts, ctx.namespace, &name);
-    let selector = svc.spec.as_ref().and_then(|s| s.selector.as_ref());
-    let Some(selector) = selector.filter(|s| !s.is_empty()) else {
-        return vec![
+    let Some((case, problem)) = selector_problem(&svc, sts) else {
+        return vec![];
+    };
+    vec![
+        Finding::new(PATH, format!("governing Service {name:?} {problem}"))
+            .case(case)
+            .fix(fix_for_stored(
+                &svc,
+                &headless_service_for(sts, ctx.namespace, &name),
+            )),
+    ]
+}
+
+fn check_svc_selector(svc: &Service, ctx: &Context) -> Vec<Finding> {
+    let governed = governed(svc, ctx);
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    // One finding per case, naming every StatefulSet it applies to.
+    let mut found: Vec<(&'static str, String, Vec<Arc<StatefulSet>>)> = Vec::new();
+    for sts in governed {
+        let Some((case, problem)) = selector_problem(svc, &sts) else {
+            continue;
+        };
+        match found.iter_mut().find(|(c, _, _)| *c == case) {
+            Some((_, _, list)) => list.push(sts),
+            None => found.push((case, problem, vec![sts])),
+        }
+    }
+    found
+        .into_iter()
+        .map(|(case, problem, list)| {
+            let fixed = headless_service_for(&list[0], ctx.namespace, name);
             Finding::new(
-                PATH,
+                "spec.selector",
                 format!(
-                    "governing Service {name:?} has no selector, so no pod gets DNS records from it"
+                    "this Service is the governing Service of StatefulSet {} but {problem}",
+                    names(&list)
                 ),
             )
-            .case(NO_SELECTOR)
-            .fix(fix()),
-        ];
-    };
-    let labels = pod_labels(sts);
-    if selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-        return vec![];
-    }
-    vec![
-        Finding::new(
-            PATH,
-            format!(
-                "governing Service {name:?} selects {} but the pod template is labelled {}, so \
-                 the pods get no DNS records",
-                render_labels(selector),
-                render_labels(labels)
-            ),
-        )
-        .case(MISMATCH)
-        .fix(fix()),
-    ]
+            .case(case)
+            .fix(fix_for_existing(svc, &fixed))
+        })
+        .collect()
 }
 
 /// The StatefulSets that name this Service, if the lookup can tell.
@@ -251,7 +334,10 @@ fn check_svc_headless(svc: &Service, ctx: &Context) -> Vec<Finding> {
                 names(&governed)
             ),
         )
-        .fix(paste_fix(first, ctx.namespace, name)),
+        .fix(fix_for_existing(
+            svc,
+            &headless_service_for(first, ctx.namespace, name),
+        )),
     ]
 }
 
@@ -278,7 +364,10 @@ fn check_svc_type(svc: &Service, ctx: &Context) -> Vec<Finding> {
                 names(&governed)
             ),
         )
-        .fix(paste_fix(first, ctx.namespace, name)),
+        .fix(fix_for_existing(
+            svc,
+            &headless_service_for(first, ctx.namespace, name),
+        )),
     ]
 }
 
@@ -309,7 +398,7 @@ fn check_svc_publish(svc: &Service, ctx: &Context) -> Vec<Finding> {
                 names(&governed)
             ),
         )
-        .fix(render_fix(&fixed)),
+        .fix(fix_for_existing(svc, &fixed)),
     ]
 }
 
@@ -358,7 +447,15 @@ pub(crate) fn headless_service_for(sts: &StatefulSet, namespace: &str, name: &st
             port.name.get_or_insert_with(|| format!("port-{i}"));
         }
     }
-    let selector = pod_labels(sts).clone();
+    // The StatefulSet's own selector: it selects the pods (sts-selector-labels) and is
+    // immutable, unlike template labels such as helm.sh/chart or app.kubernetes.io/version that
+    // change with every release. Template labels only when there are no matchLabels.
+    let match_labels = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .filter(|m| !m.is_empty());
+    let selector = match_labels.unwrap_or_else(|| pod_labels(sts)).clone();
     Service {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -379,9 +476,52 @@ fn paste_fix(sts: &StatefulSet, namespace: &str, name: &str) -> String {
     render_fix(&headless_service_for(sts, namespace, name))
 }
 
+fn render_yaml(svc: &Service) -> String {
+    serde_saphyr::to_string(svc).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+}
+
 fn render_fix(svc: &Service) -> String {
-    let yaml = serde_saphyr::to_string(svc).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
-    format!("apply this headless Service:\n{yaml}")
+    format!("apply this headless Service:\n{}", render_yaml(svc))
+}
+
+/// The fix for the Service under review: one being created (no resourceVersion yet, as on a
+/// CREATE review or in a manifest) is simply applied as `fixed`; one already stored is fixed as
+/// [`fix_for_stored`] says.
+fn fix_for_existing(current: &Service, fixed: &Service) -> String {
+    let stored = current
+        .metadata
+        .resource_version
+        .as_deref()
+        .is_some_and(|rv| !rv.is_empty());
+    if stored {
+        fix_for_stored(current, fixed)
+    } else {
+        render_fix(fixed)
+    }
+}
+
+/// The fix that turns the stored Service `current` into `fixed`, in a form the API server
+/// accepts: `spec.clusterIP` is immutable once set, so a Service with a cluster IP cannot be made
+/// headless by applying; it has to be deleted and created again.
+fn fix_for_stored(current: &Service, fixed: &Service) -> String {
+    let ip = current.spec.as_ref().and_then(|s| s.cluster_ip.as_deref());
+    if matches!(ip, None | Some("" | "None")) {
+        return render_fix(fixed);
+    }
+    let name = fixed.metadata.name.as_deref().unwrap_or_default();
+    let namespace = fixed
+        .metadata
+        .namespace
+        .as_deref()
+        .map(|ns| format!(" -n {ns}"))
+        .unwrap_or_default();
+    format!(
+        "replace the Service: spec.clusterIP is immutable, so applying clusterIP: None to a \
+         Service that has a cluster IP is rejected. Delete it and create it headless (its pods \
+         have no per-pod DNS records in between): kubectl delete service {name}{namespace}, \
+         then apply this headless Service:\n{}",
+        render_yaml(fixed)
+    )
 }
 
 #[cfg(test)]
@@ -479,6 +619,105 @@ mod tests {
         );
         let publishing = svc().set("/spec/publishNotReadyAddresses", json!(true));
         assert!(check_svc_with(check_svc_publish, publishing, &facts).is_empty());
+    }
+
+    #[test]
+    fn a_stored_cluster_ip_service_is_replaced_not_applied() {
+        let stored = svc()
+            .set("/metadata/resourceVersion", json!("42"))
+            .set("/spec/clusterIP", json!("10.0.0.1"));
+        let fix = |found: &[Finding]| found[0].fix.clone().unwrap();
+
+        // StatefulSet side: the Service exists, with a cluster IP that cannot be changed.
+        let found = check_sts_with(check_headless, sts(), &cluster_with(stored.clone().build()));
+        let text = fix(&found);
+        assert!(!text.starts_with("apply"), "{text}");
+        assert!(text.contains("spec.clusterIP is immutable"), "{text}");
+        assert!(text.contains("kubectl delete service web -n ns"), "{text}");
+        let yaml = text
+            .split_once("then apply this headless Service:\n")
+            .unwrap()
+            .1;
+        let pasted: Service = serde_saphyr::from_str(yaml).unwrap();
+        assert_eq!(pasted.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+
+        // Service side: an UPDATE of a stored Service is replaced too; a Service being created
+        // (no resourceVersion yet) is simply created headless.
+        let facts = InMemory::new().with_statefulset("ns", sts().build());
+        let found = check_svc_with(check_svc_headless, stored.clone(), &facts);
+        assert!(fix(&found).contains("kubectl delete service web -n ns"));
+        let creating = svc().set("/spec/clusterIP", json!("10.0.0.1"));
+        let found = check_svc_with(check_svc_headless, creating, &facts);
+        assert!(fix(&found).starts_with("apply this headless Service:\n"));
+        let node_port = stored.set("/spec/type", json!("NodePort"));
+        let found = check_svc_with(check_svc_type, node_port, &facts);
+        assert!(fix(&found).contains("kubectl delete service web -n ns"));
+
+        // A headless Service only needs its selector changed: apply works.
+        let headless = svc()
+            .set("/metadata/resourceVersion", json!("42"))
+            .set("/spec/selector", json!({"app": "db"}));
+        let found = check_sts_with(check_selector, sts(), &cluster_with(headless.build()));
+        assert!(fix(&found).starts_with("apply this headless Service:\n"));
+    }
+
+    #[test]
+    fn pasted_selector_is_the_statefulset_selector_not_every_template_label() {
+        let released = sts().set(
+            "/spec/template/metadata/labels",
+            json!({"app": "web", "helm.sh/chart": "web-1.2.3", "app.kubernetes.io/version": "1.2.3"}),
+        );
+        let svc = headless_service_for(&released.build(), "ns", "web");
+        let selector = svc.spec.unwrap().selector.unwrap();
+        assert_eq!(selector, BTreeMap::from([("app".into(), "web".into())]));
+    }
+
+    #[test]
+    fn service_side_selector_check_mirrors_the_statefulset_side() {
+        let facts = InMemory::new().with_statefulset("ns", sts().build());
+        let other = svc().set("/spec/selector", json!({"app": "db"}));
+        let found = check_svc_with(check_svc_selector, other.clone(), &facts);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].case, MISMATCH);
+        assert_eq!(found[0].path, "spec.selector");
+        assert!(found[0].message.contains("\"web\""), "{}", found[0].message);
+        // The same facts, judged from the StatefulSet side, give the same case.
+        let sts_side = check_sts_with(check_selector, sts(), &cluster_with(other.build()));
+        assert_eq!(sts_side[0].case, MISMATCH);
+
+        let none = svc().remove("/spec/selector");
+        let found = check_svc_with(check_svc_selector, none, &facts);
+        assert_eq!(found[0].case, NO_SELECTOR);
+        assert!(check_svc_with(check_svc_selector, svc(), &facts).is_empty());
+        // A Service no StatefulSet names is none of this rule's business.
+        let unrelated = svc()
+            .set("/metadata/name", json!("other"))
+            .set("/spec/selector", json!({"app": "db"}));
+        assert!(check_svc_with(check_svc_selector, unrelated, &facts).is_empty());
+        assert!(
+            check_svc_with(
+                check_svc_selector,
+                svc().remove("/spec/selector"),
+                &NoLookup
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_missing_digit_first_service_says_why_it_may_not_exist() {
+        let found = check_sts_with(
+            check_exists,
+            sts().set("/spec/serviceName", json!("1abc")),
+            &InMemory::new(),
+        );
+        assert!(
+            found[0].message.contains("RelaxedServiceNameValidation"),
+            "{}",
+            found[0].message
+        );
+        let found = check_sts_with(check_exists, sts(), &InMemory::new());
+        assert!(!found[0].message.contains("RelaxedServiceNameValidation"));
     }
 
     #[test]

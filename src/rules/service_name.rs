@@ -1,4 +1,12 @@
-//! `sts-service-name`: a StatefulSet must name its governing Service.
+//! `sts-service-name`: a StatefulSet must name its governing Service, by a name a Service can
+//! have.
+//!
+//! Service names are DNS-1035 labels (a lowercase letter first) on API servers without the
+//! RelaxedServiceNameValidation feature gate, and DNS-1123 labels (a digit may come first) on
+//! those with it. stsguard cannot see the API server's gates, so this rule accepts every
+//! DNS-1123 label, the larger set: it never denies a name the cluster accepts. A digit-first
+//! name on a cluster without the gate names a Service that cannot exist, which
+//! `sts-governing-service-exists` reports (with the reason) from the cluster facts.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 
@@ -12,7 +20,8 @@ pub(super) const RULE: Rule = Rule {
         default: Action::Deny,
     }],
     needs_lookup: false,
-    summary: "spec.serviceName is set and is a valid Service name (DNS-1035 label)",
+    summary: "spec.serviceName is set and is a valid Service name (a DNS-1123 label, as API \
+              servers with RelaxedServiceNameValidation accept)",
     why: "Pods get their stable DNS names (web-0.web.ns.svc) from the governing headless Service \
           that spec.serviceName names; without it they have no stable network identity. \
           Kubernetes 1.33 made the field optional, but the guarantee still needs it.",
@@ -36,7 +45,7 @@ fn check(sts: &StatefulSet, _: &Context) -> Vec<Finding> {
             "serviceName is missing, so the pods get no stable network identity",
         )];
     }
-    match dns1035_label_problem(name) {
+    match dns_label_problem(name) {
         Some(problem) => vec![Finding::new(
             PATH,
             format!(
@@ -48,13 +57,15 @@ fn check(sts: &StatefulSet, _: &Context) -> Vec<Finding> {
     }
 }
 
-/// Why `name` is not a DNS-1035 label (the form Service names take), if it is not.
-pub(crate) fn dns1035_label_problem(name: &str) -> Option<&'static str> {
+/// Why `name` is not a DNS-1123 label (the form Service names take where the API server has
+/// RelaxedServiceNameValidation; without it they are DNS-1035 labels, which also start with a
+/// letter), if it is not.
+pub(crate) fn dns_label_problem(name: &str) -> Option<&'static str> {
     if name.len() > 63 {
         return Some("it is longer than 63 characters");
     }
-    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
-        return Some("it must start with a lowercase letter");
+    if !name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        return Some("it must start with a lowercase letter or digit");
     }
     if !name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
         return Some("it must end with a lowercase letter or digit");
@@ -94,7 +105,7 @@ mod tests {
 
     #[test]
     fn names_that_are_not_dns_labels_are_reported() {
-        for bad in ["Web", "1web", "web-", "web_svc", "web.svc", &"a".repeat(64)] {
+        for bad in ["Web", "-web", "web-", "web_svc", "web.svc", &"a".repeat(64)] {
             let found = check_sts(check, sts().set("/spec/serviceName", json!(bad)));
             assert_eq!(found.len(), 1, "{bad} should be rejected");
             assert!(
@@ -102,7 +113,8 @@ mod tests {
                 "{bad}"
             );
         }
-        for good in ["w", "web-0", "a1-b2", &"a".repeat(63)] {
+        // Digit-first names are Services on clusters with RelaxedServiceNameValidation.
+        for good in ["w", "web-0", "a1-b2", "1abc", "0", &"a".repeat(63)] {
             assert!(check_sts(check, sts().set("/spec/serviceName", json!(good))).is_empty());
         }
     }

@@ -57,6 +57,7 @@ impl Sts {
 }
 
 /// A headless Service `web` selecting `app: web`, changed through JSON pointers.
+#[derive(Clone)]
 pub(crate) struct Svc(Value);
 
 pub(crate) fn svc() -> Svc {

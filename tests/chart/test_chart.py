@@ -1,6 +1,6 @@
 """Tests of the Helm chart charts/stsguard, rendered offline with helm-python-sdk (Helm v4).
 
-    pip install helm-python-sdk pytest pyyaml cryptography
+    pip install helm-python-sdk pytest pyyaml cryptography cel-python
     pytest tests/chart -q
 """
 
@@ -10,6 +10,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -185,6 +186,9 @@ def test_chart_metadata(chart):
     assert meta["name"] == "stsguard"
     assert meta["version"] == "0.1.0"
     assert meta["appVersion"] == "0.1.0"
+    # matchConditions, which keep the control plane's own writes away from the webhooks, are
+    # GA (and always honoured) from 1.30; an older API server would drop them silently.
+    assert meta["kubeVersion"] == ">=1.30.0-0"
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -540,12 +544,133 @@ def _rule_set(hook: dict[str, Any]) -> set[tuple[str, str, str, str]]:
 
 def test_validating_rules(chart):
     hook = render_mode(chart, "default").validating
+    # Service DELETE too: the validating webhook warns about the StatefulSets that lose their
+    # governing Service (README, "Cluster lookups").
     assert _rule_set(hook) == {
         ("apps", "v1", "statefulsets", "CREATE"),
         ("apps", "v1", "statefulsets", "UPDATE"),
         ("", "v1", "services", "CREATE"),
         ("", "v1", "services", "UPDATE"),
+        ("", "v1", "services", "DELETE"),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# matchConditions: the control plane's own writes never reach the webhook
+
+FIXTURES = CHART_DIR.parent.parent / "tests" / "fixtures" / "admission"
+CONTROL_PLANE_USERS = [
+    "system:apiserver",
+    "system:kube-controller-manager",
+    "system:kube-scheduler",
+    "system:serviceaccount:kube-system:statefulset-controller",
+    "system:serviceaccount:kube-system:generic-garbage-collector",
+]
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_every_webhook_has_the_named_match_conditions(chart, mode):
+    for hook in render_mode(chart, mode).webhooks():
+        names = [c["name"] for c in hook["matchConditions"]]
+        assert names == ["not-control-plane", "not-default-kubernetes-service"], names
+        for condition in hook["matchConditions"]:
+            assert set(condition) == {"name", "expression"}
+            assert "\n" not in condition["expression"]
+
+
+def _celpy():
+    try:
+        import celpy  # noqa: PLC0415  (PyPI: cel-python)
+    except ImportError:
+        if os.environ.get("STSGUARD_REQUIRE_VALIDATORS"):
+            raise
+        pytest.skip("cel-python is not installed (pip install cel-python)")
+    return celpy
+
+
+def _sent(hook: dict[str, Any], review: dict[str, Any]) -> bool:
+    """Whether the API server would call `hook` for this review: every matchCondition true.
+    The variables are those the API server binds: object, oldObject, and the request without
+    them (and without uid)."""
+    celpy = _celpy()
+    request = {k: v for k, v in review["request"].items() if k not in ("object", "oldObject", "uid")}
+    activation = {
+        "object": celpy.json_to_cel(review["request"].get("object")),
+        "oldObject": celpy.json_to_cel(review["request"].get("oldObject")),
+        "request": celpy.json_to_cel(request),
+    }
+    env = celpy.Environment()
+    results = []
+    for condition in hook["matchConditions"]:
+        program = env.program(env.compile(condition["expression"]))
+        result = program.evaluate(activation)
+        assert isinstance(result, celpy.celtypes.BoolType), (condition["name"], result)
+        results.append(bool(result))
+    return all(results)
+
+
+def _review(fixture: str, **changes: Any) -> dict[str, Any]:
+    review = json.loads((FIXTURES / f"{fixture}.json").read_text())
+    request = review["request"]
+    for key, value in changes.items():
+        if key == "username":
+            request["userInfo"]["username"] = value
+        elif key == "name":
+            request["name"] = value
+            for side in ("object", "oldObject"):
+                if request.get(side):
+                    request[side]["metadata"]["name"] = value
+        elif key == "namespace":
+            request["namespace"] = value
+            for side in ("object", "oldObject"):
+                if request.get(side):
+                    request[side]["metadata"]["namespace"] = value
+    return review
+
+
+REVIEWS = [
+    "validate-StatefulSet-CREATE-cap-web-1",
+    "validate-StatefulSet-UPDATE-cap-web-1",
+    "validate-Service-CREATE-cap-web-1",
+    "validate-Service-UPDATE-cap-web-1",
+    "validate-Service-DELETE-cap-cache-1",
+]
+
+
+@pytest.mark.parametrize("fixture", REVIEWS)
+def test_match_conditions_send_ordinary_writes(chart, fixture):
+    for hook in render_mode(chart, "default").webhooks():
+        assert _sent(hook, _review(fixture)), fixture
+        assert _sent(hook, _review(fixture, username="system:serviceaccount:argocd:argocd"))
+        assert _sent(hook, _review(fixture, username="system:serviceaccount:kube-systemx:a"))
+
+
+@pytest.mark.parametrize("fixture", REVIEWS)
+@pytest.mark.parametrize("user", CONTROL_PLANE_USERS)
+def test_match_conditions_skip_the_control_plane(chart, fixture, user):
+    for hook in render_mode(chart, "default").webhooks():
+        assert not _sent(hook, _review(fixture, username=user)), (fixture, user)
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    [
+        "validate-Service-CREATE-cap-web-1",
+        "validate-Service-UPDATE-cap-web-1",
+        "validate-Service-DELETE-cap-cache-1",  # object is null: the request names it
+    ],
+)
+def test_match_conditions_skip_the_default_kubernetes_service(chart, fixture):
+    for hook in render_mode(chart, "default").webhooks():
+        for user in ["system:apiserver", "kubernetes-admin"]:
+            review = _review(fixture, name="kubernetes", namespace="default", username=user)
+            assert not _sent(hook, review), (fixture, user)
+        # Only that one: another Service in default, or `kubernetes` elsewhere, is reviewed.
+        assert _sent(hook, _review(fixture, name="kubernetes", namespace="cap"))
+        assert _sent(hook, _review(fixture, name="web", namespace="default"))
+    # A StatefulSet that happens to be called kubernetes is still reviewed.
+    sts = _review("validate-StatefulSet-CREATE-cap-web-1", name="kubernetes", namespace="default")
+    assert _sent(render_mode(chart, "default").validating, sts)
 
 
 def test_mutating_rules(chart):
@@ -892,3 +1017,19 @@ def test_client_ca_is_mounted_and_passed_only_when_set(chart):
 def test_schema_rejects_a_client_ca_that_is_not_pem(chart):
     with pytest.raises(helm_python.HelmValuesError, match="clientCA"):
         render(chart, values_for("default") | {"clientCA": "not a certificate"})
+
+
+def test_readme_example_configurations_agree_with_the_chart(chart):
+    readme = (CHART_DIR.parent.parent / "README.md").read_text()
+    section = readme.split("## Example webhook configurations", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    examples = {d["kind"]: d["webhooks"][0] for d in yaml.safe_load_all(block) if d}
+    rendered = render_mode(chart, "default")
+    for kind, hook in [
+        ("ValidatingWebhookConfiguration", rendered.validating),
+        ("MutatingWebhookConfiguration", rendered.mutating),
+    ]:
+        example = examples[kind]
+        assert example["matchConditions"] == hook["matchConditions"], kind
+        assert _rule_set(example) == _rule_set(hook), kind
+        assert example["failurePolicy"] == hook["failurePolicy"], kind

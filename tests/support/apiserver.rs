@@ -75,6 +75,8 @@ struct Inner {
     compacted: u64,
     watches: Vec<WatchStream>,
     requests: Vec<String>,
+    /// The API server's DNS-1035 rule for Service names (RelaxedServiceNameValidation off).
+    strict_service_names: bool,
 }
 
 /// The server's state; it outlives restarts of the listener.
@@ -136,6 +138,9 @@ impl FakeApiServer {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                // As the real API server (Go sets TCP_NODELAY): a response written in pieces
+                // does not wait for the client's delayed ACK.
+                let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(router.clone());
                 held.lock().unwrap().spawn(async move {
                     let _ = auto::Builder::new(TokioExecutor::new())
@@ -181,6 +186,38 @@ impl FakeApiServer {
         self.record(object, false);
     }
 
+    /// Service names as an API server without RelaxedServiceNameValidation takes them:
+    /// DNS-1035 labels (a letter first). By default they are DNS-1123 labels (a digit may come
+    /// first), as with the gate on.
+    pub fn strict_service_names(&self) {
+        self.inner.lock().unwrap().strict_service_names = true;
+    }
+
+    /// Whether the API server would accept `name` for a Service, and why not.
+    pub fn service_name_error(&self, name: &str) -> Option<String> {
+        let strict = self.inner.lock().unwrap().strict_service_names;
+        let label = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        let first_ok = !strict || name.starts_with(|c: char| c.is_ascii_lowercase());
+        (!label || !first_ok).then(|| {
+            let rule = if strict {
+                "a DNS-1035 label must consist of lower case alphanumeric characters or '-', \
+                 start with an alphabetic character, and end with an alphanumeric character"
+            } else {
+                "a DNS-1123 label must consist of lower case alphanumeric characters or '-', and \
+                 must start and end with an alphanumeric character"
+            };
+            format!(
+                "Service \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": {rule}"
+            )
+        })
+    }
+
     pub fn delete(&self, kind: Kind, namespace: &str, name: &str) {
         let mut inner = self.inner.lock().unwrap();
         if let Some(mut object) =
@@ -201,8 +238,41 @@ impl FakeApiServer {
         self.record(object, true);
     }
 
+    /// Deletes an object without telling the watches: a cache that still holds an object
+    /// deleted a moment ago.
+    pub fn delete_unannounced(&self, kind: Kind, namespace: &str, name: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        let removed = inner
+            .objects
+            .remove(&(kind, namespace.to_owned(), name.to_owned()));
+        assert!(
+            removed.is_some(),
+            "no {kind:?} {namespace}/{name} to delete"
+        );
+        inner.revision += 1;
+    }
+
+    /// How many LISTs (not watches) of `path` were served.
+    pub fn lists_of(&self, path: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| {
+                r.strip_prefix("GET ")
+                    .and_then(|r| r.strip_prefix(path))
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('?'))
+                    && !r.contains("watch=")
+            })
+            .count()
+    }
+
     fn record(&self, mut object: Value, silently: bool) {
         let kind = Kind::of(&object);
+        if kind == Kind::Service {
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            if let Some(error) = self.service_name_error(name) {
+                panic!("the API server refuses this Service: {error}");
+            }
+        }
         let namespace = object["metadata"]["namespace"]
             .as_str()
             .unwrap_or("default")
@@ -281,8 +351,44 @@ fn route(path: &str) -> Option<(Kind, Option<String>, Option<String>)> {
 fn query(request: &Request, key: &str) -> Option<String> {
     request.uri().query()?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
-        (k == key).then(|| v.to_owned())
+        (k == key).then(|| percent_decoded(v))
     })
+}
+
+fn percent_decoded(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The field selectors the real API server supports for these kinds: only the generic
+/// metadata fields (StatefulSets have no field selector on spec.serviceName, Services none on
+/// their spec). Anything else is a 400, as there.
+fn unsupported_field(selector: &str) -> Option<String> {
+    selector
+        .split(',')
+        .filter(|term| !term.is_empty())
+        .map(|term| term.split(['=', '!']).next().unwrap_or_default().to_owned())
+        .find(|field| !matches!(field.as_str(), "metadata.name" | "metadata.namespace"))
 }
 
 fn status(code: u16, reason: &str, message: &str) -> Value {
@@ -329,6 +435,16 @@ async fn handle(State(server): State<FakeApiServer>, request: Request) -> Respon
         return watch_stream(&server, kind, namespace, from, bookmarks);
     }
 
+    if let Some(field) = query(&request, "fieldSelector").and_then(|s| unsupported_field(&s)) {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            &status(
+                400,
+                "BadRequest",
+                &format!("field label not supported: {field}"),
+            ),
+        );
+    }
     let mut open = server.lists_open.subscribe();
     let _ = open.wait_for(|open| *open).await;
     let inner = server.inner.lock().unwrap();

@@ -50,6 +50,17 @@ impl TestServer {
         limits: Limits,
         readiness: Readiness,
     ) -> TestServer {
+        Self::start_measured(policy, lookup, limits, readiness, Arc::new(Metrics::new())).await
+    }
+
+    /// As `start_full`, recording into `metrics` (which the lookup may share).
+    pub async fn start_measured(
+        policy: Policy,
+        lookup: Arc<dyn Lookup>,
+        limits: Limits,
+        readiness: Readiness,
+        metrics: Arc<Metrics>,
+    ) -> TestServer {
         let generated = tls::generate(
             &["localhost".to_owned()],
             &["127.0.0.1".parse().unwrap()],
@@ -72,7 +83,6 @@ impl TestServer {
             Webhook {
                 reviewer,
                 metrics: {
-                    let metrics = Arc::new(Metrics::new());
                     if let Some(health) = readiness.cluster() {
                         metrics.watch_cluster(health);
                     }
@@ -145,12 +155,17 @@ pub fn client(server: &TestServer, http: Http) -> TestClient {
 /// A client that trusts only the CA in `ca_pem`.
 pub fn client_trusting(ca_pem: &str, http: Http) -> TestClient {
     let config = client_config(ca_pem);
+    // As the API server's Go client: TCP_NODELAY, so that a request written in pieces does not
+    // wait for a delayed ACK.
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
     let builder = HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only();
     let connector = match http {
-        Http::One => builder.enable_http1().build(),
-        Http::Two => builder.enable_http2().build(),
+        Http::One => builder.enable_http1().wrap_connector(tcp),
+        Http::Two => builder.enable_http2().wrap_connector(tcp),
     };
     let mut client = Client::builder(TokioExecutor::new());
     if http == Http::Two {

@@ -199,3 +199,28 @@ objectSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{- /*
+The matchConditions every webhook carries: the API server skips the webhook (whatever its
+failurePolicy) when any of them is false. They keep the control plane's own writes away from
+stsguard, so that a broken or unreachable webhook can never stop the API server and the
+controllers from reconciling (the API server rewrites default/kubernetes every few seconds).
+One named entry per condition; add new ones to this list. Every expression must be null-safe:
+`object` is null on DELETE, `oldObject` on CREATE; fields of `request` are tested with has().
+*/}}
+{{- define "stsguard.webhook.matchConditions" -}}
+matchConditions:
+  # The API server itself, the controller manager and the scheduler (their own identities, or
+  # the per-controller service accounts in kube-system with --use-service-account-credentials).
+  - name: not-control-plane
+    expression: >-
+      !has(request.userInfo.username) ||
+      !(request.userInfo.username in ['system:apiserver', 'system:kube-controller-manager', 'system:kube-scheduler'] ||
+      request.userInfo.username.startsWith('system:serviceaccount:kube-system:'))
+  # The Service the API server reconciles for itself, whoever writes it.
+  - name: not-default-kubernetes-service
+    expression: >-
+      !(request.resource.resource == 'services' &&
+      has(request.namespace) && request.namespace == 'default' &&
+      has(request.name) && request.name == 'kubernetes')
+{{- end }}
