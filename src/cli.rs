@@ -1,4 +1,4 @@
-//! The command line: `serve`, `audit`, `mutate` and `rules`, with the options they share.
+//! The command line: `serve`, `audit`, `mutate`, `rules` and `policy`, with the options they share.
 
 use std::{path::Path, process::ExitCode, str::FromStr};
 
@@ -13,6 +13,7 @@ use crate::{
 mod audit;
 mod certs;
 mod mutate;
+mod policy;
 mod rules;
 mod serve;
 mod version;
@@ -20,6 +21,7 @@ mod version;
 pub use audit::AuditArgs;
 pub use certs::CertsArgs;
 pub use mutate::MutateArgs;
+pub use policy::PolicyArgs;
 pub use rules::RulesArgs;
 pub use serve::{ServeArgs, StartError, prepare_serve};
 pub use version::{GIT_COMMIT, KUBERNETES_API};
@@ -56,6 +58,8 @@ pub enum Command {
     Mutate(MutateArgs),
     /// List every rule and mutator with its default, rationale and fix.
     Rules(RulesArgs),
+    /// Export the policy: its in-object rules as ValidatingAdmissionPolicies (the backstop).
+    Policy(PolicyArgs),
     /// Certificate tooling.
     Certs(CertsArgs),
     /// Print the version, the commit it was built from and the Kubernetes API it targets.
@@ -69,6 +73,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Audit(args) => audit::run(&args),
         Command::Mutate(args) => mutate::run(&args),
         Command::Rules(args) => rules::run(&args),
+        Command::Policy(args) => policy::run(&args),
         Command::Certs(args) => certs::run(&args),
         Command::Version => version::run(),
     }

@@ -6,7 +6,10 @@ use std::{path::Path, process::Command};
 
 use clap::Parser;
 use k8s_openapi::api::{
-    admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
+    admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        ValidatingWebhookConfiguration,
+    },
     apps::v1::Deployment,
     core::v1::{ConfigMap, Secret, Service, ServiceAccount},
     policy::v1::PodDisruptionBudget,
@@ -82,6 +85,13 @@ fn rendered_chart_objects_are_valid_kubernetes_objects() {
                 }
                 "MutatingWebhookConfiguration" => {
                     typed::<MutatingWebhookConfiguration>(&value, &what);
+                }
+                // The backstop (templates/backstop.yaml).
+                "ValidatingAdmissionPolicy" => {
+                    drop(typed::<ValidatingAdmissionPolicy>(&value, &what))
+                }
+                "ValidatingAdmissionPolicyBinding" => {
+                    drop(typed::<ValidatingAdmissionPolicyBinding>(&value, &what));
                 }
                 "Service" => drop(typed::<Service>(&value, &what)),
                 "ServiceAccount" => drop(typed::<ServiceAccount>(&value, &what)),
