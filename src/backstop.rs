@@ -269,19 +269,25 @@ pub fn yaml(
     Ok(out)
 }
 
-/// The README's table: each rule, and who enforces it while the webhook is up and while it is
-/// down.
+/// The README's table: each rule, who judges it while the webhook is up, and what holds while
+/// it is down.
 pub fn coverage_markdown() -> String {
-    let mut out = String::from("| rule | webhook up | webhook down |\n|---|---|---|\n");
+    let mut out = String::from(
+        "| rule | webhook | backstop | while the webhook is down |\n|---|---|---|---|\n",
+    );
     for rule in RULES {
-        let down = match coverage(rule) {
-            Coverage::Cel => "backstop (ValidatingAdmissionPolicy)",
-            Coverage::Lookup => {
-                "not enforced; reported later (`stsguard audit --cluster`, PolicyReports)"
-            }
-            Coverage::LeftOut => "not enforced (no CEL form, see below); reported later",
+        let (backstop, down) = match coverage(rule) {
+            Coverage::Cel => ("yes", "enforced by the backstop"),
+            Coverage::Lookup => (
+                "no: needs other objects",
+                "not enforced; reported later (`stsguard audit --cluster`)",
+            ),
+            Coverage::LeftOut => (
+                "no: no CEL form",
+                "not enforced; reported later (`stsguard audit --cluster`)",
+            ),
         };
-        out.push_str(&format!("| `{}` | webhook | {down} |\n", rule.id));
+        out.push_str(&format!("| `{}` | yes | {backstop} | {down} |\n", rule.id));
     }
     out
 }

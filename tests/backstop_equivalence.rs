@@ -684,3 +684,53 @@ fn rules_needing_lookups_are_not_in_the_backstop() {
         }
     }
 }
+
+/// `stsguard policy export --format vap` prints what `backstop::yaml` writes, for the built-in
+/// policy and with the command line's overrides.
+#[test]
+fn the_command_prints_the_backstop() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stsguard"))
+            .args(["policy", "export"])
+            .args(args)
+            .env_remove("STSGUARD_POLICY")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (code, stdout, _) = run(&["--format", "vap"]);
+    assert_eq!(code, Some(0));
+    let expected = backstop::generate(&Policy::builtin(), backstop::DEFAULT_NAME);
+    assert_eq!(
+        stdout,
+        backstop::yaml(&expected, "the built-in policy").unwrap()
+    );
+
+    let policy = repo("policies/strict.yaml");
+    let (code, stdout, _) = run(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--mode",
+        "audit",
+        "--name",
+        "guard",
+        "--rule",
+        "sts-readiness-probe=off",
+    ]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("name: guard-deny"), "{stdout}");
+    assert!(stdout.contains("- Audit\n  - Warn"), "{stdout}");
+    assert!(!stdout.contains("sts-readiness-probe:"), "{stdout}");
+    assert!(
+        !stdout.contains("guard-warn"),
+        "strict has no warn-level case: {stdout}"
+    );
+
+    let (code, _, stderr) = run(&["--rule", "sts-nope=deny"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("sts-nope"), "{stderr}");
+}
