@@ -16,7 +16,7 @@ use k8s_openapi::{
         ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBindingSpec,
         ValidatingAdmissionPolicySpec, Validation, Variable,
     },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta},
 };
 
 use crate::{
@@ -46,6 +46,32 @@ pub struct Backstop {
     pub objects: Vec<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding)>,
     /// Enabled rules that need other objects, which only the webhook enforces.
     pub left_to_webhook: Vec<&'static str>,
+}
+
+impl Backstop {
+    /// Binds the policies to every namespace but these (the webhooks' own exclusions: their
+    /// release namespace, kube-system), as the chart does with its namespace selector.
+    pub fn exclude_namespaces(&mut self, namespaces: &[String]) {
+        if namespaces.is_empty() {
+            return;
+        }
+        let selector = LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "kubernetes.io/metadata.name".to_owned(),
+                operator: "NotIn".to_owned(),
+                values: Some(namespaces.to_vec()),
+            }]),
+            ..LabelSelector::default()
+        };
+        for (_, binding) in &mut self.objects {
+            if let Some(spec) = binding.spec.as_mut() {
+                spec.match_resources = Some(MatchResources {
+                    namespace_selector: Some(selector.clone()),
+                    ..MatchResources::default()
+                });
+            }
+        }
+    }
 }
 
 /// How the backstop treats a rule case.

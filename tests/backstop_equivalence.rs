@@ -720,6 +720,10 @@ fn the_command_prints_the_backstop() {
         "guard",
         "--rule",
         "sts-readiness-probe=off",
+        "--exclude-namespace",
+        "kube-system",
+        "--exclude-namespace",
+        "stsguard",
     ]);
     assert_eq!(code, Some(0));
     assert!(stdout.contains("name: guard-deny"), "{stdout}");

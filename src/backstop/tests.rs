@@ -1,3 +1,5 @@
+//! The backstop generator: its registry, its objects and the files generated from it.
+
 use std::path::Path;
 
 use super::*;

@@ -39,6 +39,10 @@ pub struct ExportArgs {
     /// Name of the generated objects: NAME-deny and NAME-warn.
     #[arg(long, default_value = backstop::DEFAULT_NAME)]
     pub name: String,
+    /// Namespaces the bindings leave alone (repeatable), e.g. the webhook's own and kube-system,
+    /// which the webhook does not judge either.
+    #[arg(long = "exclude-namespace", value_name = "NS")]
+    pub exclude_namespaces: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -61,7 +65,9 @@ pub(super) fn run(args: &PolicyArgs) -> ExitCode {
     );
     match args.format {
         ExportFormat::Vap => {
-            match backstop::yaml(&backstop::generate(&policy, &args.name), &origin) {
+            let mut generated = backstop::generate(&policy, &args.name);
+            generated.exclude_namespaces(&args.exclude_namespaces);
+            match backstop::yaml(&generated, &origin) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
