@@ -313,10 +313,30 @@ fn compare(
     // The one allowed difference: per-element cases grandfathered by case on UPDATE.
     let extra: Vec<_> = got.difference(&expected).collect();
     let missing: Vec<_> = expected.difference(&got).collect();
+    // The old object must have had a violation of that case somewhere (what the backstop
+    // grandfathers by), whatever became of it.
+    let old_cases: BTreeSet<(&str, &str)> = old
+        .as_ref()
+        .map(|(old_sts, _)| {
+            let input = Input {
+                subject: Subject::StatefulSet(old_sts),
+                old: None,
+                namespace,
+                operation: Operation::Create,
+            };
+            evaluate(&input, &NoLookup, &policy.1, today())
+                .violations
+                .iter()
+                .map(|v| (v.rule.id, v.finding.case))
+                .collect()
+        })
+        .unwrap_or_default();
     let allowed = extra.is_empty()
         && operation == Operation::Update
         && missing.iter().all(|(level, rule, case)| {
-            *level != Level::Warn && backstop::grandfathered_by_case(rule, case)
+            *level != Level::Warn
+                && backstop::grandfathered_by_case(rule, case)
+                && old_cases.contains(&(*rule, *case))
         });
     if allowed {
         tally.by_case += 1;
@@ -586,4 +606,42 @@ fn the_command_prints_the_backstop() {
     let (code, _, stderr) = run(&["--rule", "sts-nope=deny"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("sts-nope"), "{stderr}");
+}
+
+/// The other knowing difference: a list element that starts violating next to one that already
+/// did is denied by the webhook (a new field path), admitted by the backstop (the case was
+/// already violated).
+#[test]
+fn the_backstop_grandfathers_list_elements_by_case() {
+    let strict = Policy::load(&repo("policies/strict.yaml")).unwrap();
+    let compiled = compile(&strict);
+    let mut old = rules_baseline();
+    old["spec"]["template"]["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("readinessProbe");
+    let mut new = old.clone();
+    new["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "sidecar", "image": "x"}));
+    let (old_sts, old_json) = stored(&old).unwrap();
+    let (new_sts, new_json) = stored(&new).unwrap();
+    let webhook = webhook_answer(&strict, Operation::Update, "ns", &new_sts, Some(&old_sts));
+    assert!(webhook.contains(&(Level::Deny, "sts-readiness-probe", "default")));
+    let got = backstop_answer(
+        &compiled,
+        Operation::Update,
+        "ns",
+        &new_json,
+        Some(&old_json),
+    );
+    assert!(
+        !got.iter()
+            .any(|(_, rule, _)| *rule == "sts-readiness-probe"),
+        "{got:?}"
+    );
+    // On CREATE both deny it.
+    let got = backstop_answer(&compiled, Operation::Create, "ns", &new_json, None);
+    assert!(got.contains(&(Level::Deny, "sts-readiness-probe", "default")));
 }
