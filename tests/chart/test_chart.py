@@ -826,6 +826,8 @@ def test_notes_tell_how_to_check(chart):
         ({"webhook": {"url": "http://10.0.0.5:8443"}}, "/webhook/url"),
         ({"certManager": {"enable": True}}, "enable"),
         ({"shutdownGrace": "20"}, "/shutdownGrace"),
+        ({"backstop": {"enable": False}}, "enable"),
+        ({"backstop": {"enabled": "yes"}}, "/backstop/enabled"),
     ],
 )
 def test_schema_rejects_bad_values(chart, values, where):
