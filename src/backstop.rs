@@ -233,8 +233,9 @@ fn validation(form: &CelForm, policy: &Policy, action: Action) -> Validation {
             .collect::<Vec<_>>()
             .join(" || "),
         message: Some(format!(
-            "{}{case}: {}. Fix: {}",
+            "{}{case} at {}: {}. Fix: {}",
             rule.id,
+            form.path,
             form.what,
             flat(rule.fix)
         )),
@@ -249,9 +250,9 @@ pub fn check_of(validation: &Validation) -> Option<(&'static str, &'static str)>
     FORMS.iter().find_map(|form| {
         let rule = rule_of(form)?;
         let prefix = if rule.cases.len() > 1 {
-            format!("{} ({}): ", rule.id, form.case)
+            format!("{} ({}) at {}: ", rule.id, form.case, form.path)
         } else {
-            format!("{}: ", rule.id)
+            format!("{} at {}: ", rule.id, form.path)
         };
         message
             .starts_with(&prefix)

@@ -597,7 +597,11 @@ fn the_command_prints_the_backstop() {
     assert_eq!(code, Some(0));
     assert!(stdout.contains("name: guard-deny"), "{stdout}");
     assert!(stdout.contains("- Audit\n  - Warn"), "{stdout}");
-    assert!(!stdout.contains("sts-readiness-probe:"), "{stdout}");
+    assert!(
+        stdout.contains("sts-service-name at spec.serviceName: "),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("sts-readiness-probe at"), "{stdout}");
     assert!(
         !stdout.contains("guard-warn"),
         "strict has no warn-level case: {stdout}"

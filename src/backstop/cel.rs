@@ -14,6 +14,8 @@ use crate::rules::Settings;
 pub(crate) struct CelForm {
     pub rule: &'static str,
     pub case: &'static str,
+    /// Where, in the notation of the webhook's paths (`[*]`: any element).
+    pub path: &'static str,
     /// What a violation is, for the validation's message.
     pub what: &'static str,
     /// The case's checks over an object root (`object`, `oldObject`): one expression per field
@@ -32,6 +34,7 @@ pub(crate) static FORMS: &[CelForm] = &[
     CelForm {
         rule: "sts-service-name",
         case: "default",
+        path: "spec.serviceName",
         what: "spec.serviceName is missing or not a valid Service name (a DNS-1035 label: \
                lowercase letters, digits and '-', starting with a letter, at most 63 characters)",
         parts: |o, _| {
@@ -46,6 +49,7 @@ pub(crate) static FORMS: &[CelForm] = &[
     CelForm {
         rule: "sts-volume-claim-templates",
         case: "missing",
+        path: "spec.volumeClaimTemplates",
         what: "no volumeClaimTemplates: the pods get no stable per-pod storage",
         parts: |o, _| {
             vec![format!(
@@ -58,6 +62,7 @@ pub(crate) static FORMS: &[CelForm] = &[
     CelForm {
         rule: "sts-volume-claim-templates",
         case: "incomplete",
+        path: "spec.volumeClaimTemplates[*].spec",
         what: "a volumeClaimTemplate has no accessModes or no resources.requests.storage, so \
                its claims cannot be created",
         parts: |o, _| {
@@ -75,6 +80,7 @@ pub(crate) static FORMS: &[CelForm] = &[
     CelForm {
         rule: "sts-volume-mounts",
         case: "default",
+        path: "spec.template.spec.containers[*].volumeMounts[*].name",
         what: "a container volumeMount names neither a pod volume nor a volumeClaimTemplate",
         parts: |o, _| {
             let pod = format!("{o}.spec.template.spec");
@@ -100,6 +106,7 @@ pub(crate) static FORMS: &[CelForm] = &[
     CelForm {
         rule: "sts-selector-labels",
         case: "default",
+        path: "spec.selector",
         what: "spec.selector is empty or does not select the pod template's labels \
                (spec.template.metadata.labels)",
         parts: |o, _| {
@@ -129,6 +136,7 @@ pub(crate) static FORMS: &[CelForm] = &[
     CelForm {
         rule: "sts-readiness-probe",
         case: "default",
+        path: "spec.template.spec.containers[*].readinessProbe",
         what: "a container in the pod template has no readinessProbe",
         parts: |o, _| {
             let pod = format!("{o}.spec.template.spec");
@@ -143,6 +151,7 @@ pub(crate) static FORMS: &[CelForm] = &[
     CelForm {
         rule: "sts-update-strategy",
         case: "default",
+        path: "spec.updateStrategy.type",
         what: "spec.updateStrategy.type is OnDelete, so template changes reach pods only when \
                they are deleted by hand",
         parts: |o, _| {
@@ -156,6 +165,7 @@ pub(crate) static FORMS: &[CelForm] = &[
     CelForm {
         rule: "sts-rolling-update-partition",
         case: "default",
+        path: "spec.updateStrategy.rollingUpdate.partition",
         what: "spec.updateStrategy.rollingUpdate.partition is not below spec.replicas, so \
                template changes update no pod",
         parts: |o, _| {
@@ -171,6 +181,7 @@ pub(crate) static FORMS: &[CelForm] = &[
     CelForm {
         rule: "sts-termination-grace",
         case: "default",
+        path: "spec.template.spec.terminationGracePeriodSeconds",
         what: "spec.template.spec.terminationGracePeriodSeconds is 0, so pods are force-killed \
                instead of stopping gracefully",
         parts: |o, _| {
@@ -182,6 +193,7 @@ pub(crate) static FORMS: &[CelForm] = &[
     CelForm {
         rule: "sts-pod-management-policy",
         case: "default",
+        path: "spec.podManagementPolicy",
         what: "spec.podManagementPolicy is Parallel, so pods start and stop all at once, not \
                in order",
         parts: |o, _| {
@@ -195,6 +207,7 @@ pub(crate) static FORMS: &[CelForm] = &[
     CelForm {
         rule: "sts-vct-volatile-labels",
         case: "default",
+        path: "spec.volumeClaimTemplates[*].metadata.labels",
         what: "a volumeClaimTemplate carries a label that changes on each release \
                (settings.volatileLabels); volumeClaimTemplates are immutable, so the next \
                upgrade will fail",
@@ -214,6 +227,7 @@ pub(crate) static FORMS: &[CelForm] = &[
     CelForm {
         rule: "sts-pvc-retention",
         case: "default",
+        path: "spec.persistentVolumeClaimRetentionPolicy",
         what: "persistentVolumeClaimRetentionPolicy whenDeleted or whenScaled is Delete, so \
                deleting or scaling down the StatefulSet deletes the pods' claims and their data",
         parts: |o, _| {
@@ -232,6 +246,7 @@ pub(crate) static FORMS: &[CelForm] = &[
     CelForm {
         rule: "sts-pod-anti-affinity",
         case: "default",
+        path: "spec.template.spec.affinity.podAntiAffinity",
         what: "more than one replica and no pod anti-affinity or topology spread constraints: \
                the replicas may all be scheduled on one node",
         parts: |o, _| {

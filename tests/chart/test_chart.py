@@ -941,10 +941,10 @@ def test_backstop_renders_by_default_and_the_webhook_fails_open(chart):
             rendered.validating["namespaceSelector"])
         assert policy["spec"]["failurePolicy"] == "Ignore"
         for validation in policy["spec"]["validations"]:
-            assert re.match(r"^sts-[a-z-]+( \([a-z]+\))?: .+\. Fix: .+", validation["message"]), (
+            assert re.match(r"^sts-[a-z-]+( \([a-z]+\))? at spec\.[^ ]+: .+\. Fix: .+", validation["message"]), (
                 validation["message"])
             assert validation["expression"]
-    deny_rules = {v["message"].split(":")[0] for v in pairs["deny"][0]["spec"]["validations"]}
+    deny_rules = {v["message"].split(" at ")[0] for v in pairs["deny"][0]["spec"]["validations"]}
     assert deny_rules == {
         "sts-service-name",
         "sts-volume-claim-templates (incomplete)",
@@ -1009,4 +1009,4 @@ def test_the_shipped_backstop_is_generated_from_the_shipped_policy():
             continue
         level = doc["metadata"]["labels"]["stsguard.io/backstop-level"]
         for validation in doc["spec"]["validations"]:
-            assert validation["message"].split(":")[0] in levels[level], validation["message"]
+            assert validation["message"].split(" at ")[0] in levels[level], validation["message"]
