@@ -1,4 +1,4 @@
-//! The command line: `serve`, `audit`, `mutate` and `rules`, with the options they share.
+//! The command line: `serve`, `audit`, `mutate`, `rules` and `policy`, with the options they share.
 
 use std::{path::Path, process::ExitCode, str::FromStr};
 
@@ -13,6 +13,7 @@ use crate::{
 mod audit;
 mod certs;
 mod mutate;
+mod policy;
 mod review;
 mod rules;
 mod serve;
@@ -21,6 +22,7 @@ mod version;
 pub use audit::AuditArgs;
 pub use certs::CertsArgs;
 pub use mutate::MutateArgs;
+pub use policy::PolicyArgs;
 pub use review::ReviewArgs;
 pub use rules::RulesArgs;
 pub use serve::{ServeArgs, StartError, prepare_serve};
@@ -58,6 +60,8 @@ pub enum Command {
     Mutate(MutateArgs),
     /// List every rule and mutator with its default, rationale and fix.
     Rules(RulesArgs),
+    /// Export the policy: its in-object rules as ValidatingAdmissionPolicies (the backstop).
+    Policy(PolicyArgs),
     /// Certificate tooling.
     Certs(CertsArgs),
     /// Wrap a manifest into the AdmissionReview the API server would send (to try a webhook with
@@ -79,6 +83,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Audit(args) => audit::run(&args),
         Command::Mutate(args) => mutate::run(&args),
         Command::Rules(args) => rules::run(&args),
+        Command::Policy(args) => policy::run(&args),
         Command::Certs(args) => certs::run(&args),
         Command::Review(args) => review::run(&args),
         Command::Completions { shell } => {

@@ -3,6 +3,7 @@
 
 pub mod admit;
 pub mod audit;
+pub mod backstop;
 pub mod catalog;
 pub mod cli;
 pub mod cluster;

@@ -53,6 +53,8 @@ MODES: dict[str, dict[str, Any]] = {
         "replicaCount": 3,
         "clientCA": TEST_CA_PEM,
         "policy": CUSTOM_POLICY,
+        # A custom policy needs its own backstop (backstop.manifest); this mode goes without.
+        "backstop": {"enabled": False},
         "logFormat": "text",
         "logLevel": "stsguard=debug",
         "shutdownGrace": "25s",

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,8 @@ CLUSTER_KINDS = {
     "ClusterRoleBinding",
     "ValidatingWebhookConfiguration",
     "MutatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 }
 SERVICE_DNS_NAMES = [
     FULLNAME,
@@ -253,7 +256,7 @@ def test_render_script_writes_every_mode(chart, tmp_path):
 
 def test_manifests_keep_block_scalars_exact(chart):
     policy = "a: 1\n\n\n"  # trailing blank lines: a |+ block scalar
-    text = manifests(render_files(chart, {"policy": policy}))
+    text = manifests(render_files(chart, {"policy": policy, "backstop": {"enabled": False}}))
     cm = next(d for d in yaml.safe_load_all(text) if d and d["kind"] == "ConfigMap")
     assert cm["data"]["policy.yaml"] == policy
 
@@ -690,7 +693,9 @@ def test_webhook_settings(chart, mode):
     webhook_values = MODES[mode].get("webhook", {})
     policies = webhook_values.get("failurePolicy", {})
     timeout = webhook_values.get("timeoutSeconds", 5)
-    assert rendered.validating["failurePolicy"] == policies.get("validating", "Fail")
+    backstop = MODES[mode].get("backstop", {}).get("enabled", True)
+    default_validating = "Ignore" if backstop else "Fail"
+    assert rendered.validating["failurePolicy"] == policies.get("validating", default_validating)
     assert rendered.mutating["failurePolicy"] == policies.get("mutating", "Ignore")
     names = set()
     for hook in rendered.webhooks():
@@ -946,6 +951,8 @@ def test_notes_tell_how_to_check(chart):
         ({"webhook": {"url": "http://10.0.0.5:8443"}}, "/webhook/url"),
         ({"certManager": {"enable": True}}, "enable"),
         ({"shutdownGrace": "20"}, "/shutdownGrace"),
+        ({"backstop": {"enable": False}}, "enable"),
+        ({"backstop": {"enabled": "yes"}}, "/backstop/enabled"),
     ],
 )
 def test_schema_rejects_bad_values(chart, values, where):
@@ -1033,3 +1040,114 @@ def test_readme_example_configurations_agree_with_the_chart(chart):
         assert example["matchConditions"] == hook["matchConditions"], kind
         assert _rule_set(example) == _rule_set(hook), kind
         assert example["failurePolicy"] == hook["failurePolicy"], kind
+
+
+# ---------------------------------------------------------------------------------------------
+# Backstop: the in-object rules as ValidatingAdmissionPolicies
+
+
+BACKSTOP_FILE = Path(CHART_DIR) / "files" / "backstop.yaml"
+
+
+def _shipped_backstop() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(BACKSTOP_FILE.read_text()) if d]
+
+
+def _backstop_pairs(rendered: Rendered) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """level -> (policy, binding)."""
+    policies = {p["metadata"]["labels"]["stsguard.io/backstop-level"]: p
+                for p in rendered.all("ValidatingAdmissionPolicy")}
+    bindings = {b["metadata"]["labels"]["stsguard.io/backstop-level"]: b
+                for b in rendered.all("ValidatingAdmissionPolicyBinding")}
+    assert set(policies) == set(bindings)
+    return {level: (policies[level], bindings[level]) for level in policies}
+
+
+def test_backstop_renders_by_default_and_the_webhook_fails_open(chart):
+    rendered = render_mode(chart, "default")
+    pairs = _backstop_pairs(rendered)
+    assert set(pairs) == {"deny", "warn"}
+    shipped = {d["metadata"]["labels"]["stsguard.io/backstop-level"]: d
+               for d in _shipped_backstop() if d["kind"] == "ValidatingAdmissionPolicy"}
+    for level, (policy, binding) in pairs.items():
+        name = f"{FULLNAME}-backstop-{level}"
+        assert policy["metadata"]["name"] == name
+        assert binding["metadata"]["name"] == name
+        assert binding["spec"]["policyName"] == name
+        assert binding["spec"]["validationActions"] == (["Deny"] if level == "deny" else ["Warn"])
+        # The policy is the generated one, byte for byte in its CEL.
+        assert policy["spec"] == shipped[level]["spec"]
+        # It sees what the webhooks see, never more.
+        assert binding["spec"]["matchResources"]["namespaceSelector"] == (
+            rendered.validating["namespaceSelector"])
+        assert policy["spec"]["failurePolicy"] == "Ignore"
+        for validation in policy["spec"]["validations"]:
+            assert re.match(r"^sts-[a-z-]+( \([a-z]+\))? at spec\.[^ ]+: .+\. Fix: .+", validation["message"]), (
+                validation["message"])
+            assert validation["expression"]
+    deny_rules = {v["message"].split(" at ")[0] for v in pairs["deny"][0]["spec"]["validations"]}
+    assert deny_rules == {
+        "sts-service-name",
+        "sts-volume-claim-templates (incomplete)",
+        "sts-volume-mounts",
+        "sts-selector-labels",
+    }
+    assert rendered.validating["failurePolicy"] == "Ignore"
+
+
+def test_backstop_off_renders_nothing_and_the_webhook_fails_closed(chart):
+    rendered = render(chart, {"backstop": {"enabled": False}})
+    assert rendered.all("ValidatingAdmissionPolicy") == []
+    assert rendered.all("ValidatingAdmissionPolicyBinding") == []
+    assert rendered.validating["failurePolicy"] == "Fail"
+
+
+def test_fail_stays_one_value_away(chart):
+    rendered = render(chart, {"webhook": {"failurePolicy": {"validating": "Fail"}}})
+    assert rendered.validating["failurePolicy"] == "Fail"
+    assert len(rendered.all("ValidatingAdmissionPolicy")) == 2
+
+
+def test_audit_mode_backstop_audits_and_warns(chart):
+    pairs = _backstop_pairs(render_mode(chart, "audit"))
+    assert pairs["deny"][1]["spec"]["validationActions"] == ["Audit", "Warn"]
+    assert pairs["warn"][1]["spec"]["validationActions"] == ["Warn"]
+
+
+def test_backstop_follows_the_webhook_selectors(chart):
+    rendered = render(chart, {"webhook": {
+        "namespaceSelector": {"excludeNamespaces": ["legacy-db"]},
+        "objectSelector": {"matchLabels": {"stsguard.io/checked": "yes"}},
+    }})
+    for _, binding in _backstop_pairs(rendered).values():
+        match = binding["spec"]["matchResources"]
+        assert match["namespaceSelector"] == rendered.validating["namespaceSelector"]
+        assert match["objectSelector"] == {"matchLabels": {"stsguard.io/checked": "yes"}}
+
+
+def test_a_custom_policy_needs_its_own_backstop(chart):
+    with pytest.raises(helm_python.HelmRenderError, match="backstop.manifest"):
+        render(chart, {"policy": CUSTOM_POLICY})
+    manifest = BACKSTOP_FILE.read_text()
+    rendered = render(chart, {"policy": CUSTOM_POLICY, "backstop": {"manifest": manifest}})
+    assert set(_backstop_pairs(rendered)) == {"deny", "warn"}
+
+
+def test_the_shipped_backstop_is_generated_from_the_shipped_policy():
+    # The Rust test in src/backstop/tests.rs keeps it byte for byte what `stsguard policy export`
+    # prints for files/default-policy.yaml (STSGUARD_BLESS=1 rewrites it); here: it says so, and
+    # every rule case it holds is one the chart's policy turns on at that level.
+    text = BACKSTOP_FILE.read_text()
+    assert "from files/default-policy.yaml" in text
+    policy = yaml.safe_load((Path(CHART_DIR) / "files" / "default-policy.yaml").read_text())
+    levels = {"deny": set(), "warn": set()}
+    for rule, action in policy["rules"].items():
+        for case, act in (action.items() if isinstance(action, dict) else [(None, action)]):
+            if act in levels:
+                levels[act].add(f"{rule} ({case})" if case else rule)
+    for doc in _shipped_backstop():
+        if doc["kind"] != "ValidatingAdmissionPolicy":
+            continue
+        level = doc["metadata"]["labels"]["stsguard.io/backstop-level"]
+        for validation in doc["spec"]["validations"]:
+            assert validation["message"].split(" at ")[0] in levels[level], validation["message"]

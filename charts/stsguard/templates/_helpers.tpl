@@ -224,3 +224,31 @@ matchConditions:
       has(request.namespace) && request.namespace == 'default' &&
       has(request.name) && request.name == 'kubernetes')
 {{- end }}
+
+{{/*
+The validating webhook's failurePolicy: as set, or Ignore when the backstop enforces the
+in-object rules while the webhook is down, Fail otherwise.
+*/}}
+{{- define "stsguard.validatingFailurePolicy" -}}
+{{- if .Values.webhook.failurePolicy.validating }}
+{{- .Values.webhook.failurePolicy.validating }}
+{{- else if .Values.backstop.enabled }}
+{{- "Ignore" }}
+{{- else }}
+{{- "Fail" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The backstop's ValidatingAdmissionPolicies and bindings as generated: backstop.manifest, or the
+chart's files/backstop.yaml, which matches only the chart's own policy.
+*/}}
+{{- define "stsguard.backstop" -}}
+{{- if .Values.backstop.manifest }}
+{{- .Values.backstop.manifest }}
+{{- else if .Values.policy }}
+{{- fail "backstop.enabled with a custom policy needs backstop.manifest: the output of `stsguard policy export --format vap --policy <your policy file>` (or set backstop.enabled=false)" }}
+{{- else }}
+{{- .Files.Get "files/backstop.yaml" }}
+{{- end }}
+{{- end }}
