@@ -410,10 +410,6 @@ fn slim_statefulset(sts: &mut StatefulSet) {
     sts.status = None;
 }
 
-fn service_name(sts: &StatefulSet) -> Option<&str> {
-    sts.spec.as_ref().and_then(|s| s.service_name.as_deref())
-}
-
 impl Lookup for Cluster {
     fn service(&self, namespace: &str, name: &str) -> Fact<Arc<Service>> {
         match self.services.for_namespace(namespace) {
@@ -431,7 +427,7 @@ impl Lookup for Cluster {
         match self.statefulsets.for_namespace(namespace) {
             Some(store) if self.synced() => Fact::Found(store.state_filter(|sts| {
                 sts.metadata.namespace.as_deref() == Some(namespace)
-                    && service_name(sts) == Some(service)
+                    && crate::subject::governing_service(sts) == Some(service)
             })),
             _ => Fact::Unknown,
         }

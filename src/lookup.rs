@@ -174,19 +174,14 @@ impl InMemory {
 }
 
 fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, namespace: &str) -> Key {
-    let ns = meta
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| namespace.to_owned());
+    let ns = crate::subject::namespace(meta, namespace).to_owned();
     (ns, meta.name.clone().unwrap_or_default())
 }
 
 fn service_of(sts: &StatefulSet) -> String {
-    sts.spec
-        .as_ref()
-        .and_then(|s| s.service_name.clone())
+    crate::subject::governing_service(sts)
         .unwrap_or_default()
+        .to_owned()
 }
 
 impl Lookup for InMemory {

@@ -4,18 +4,19 @@
 //! These rules need cluster facts; without them ([`Fact::Unknown`]) they report nothing and
 //! `evaluate` says they were skipped.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
-use k8s_openapi::{
-    api::{
-        apps::v1::StatefulSet,
-        core::v1::{Service, ServicePort, ServiceSpec},
-    },
-    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
-};
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
 
 use super::{Action, Case, Check, Context, DEFAULT_CASE, Finding, Rule, Target};
 use crate::lookup::Fact;
+
+mod fix;
+mod service_side;
+
+pub(crate) use fix::headless_service_for;
+use fix::{fix_for_stored, paste_fix, pod_labels, render_labels};
+use service_side::{check_svc_headless, check_svc_publish, check_svc_selector, check_svc_type};
 
 pub(super) const HEADLESS: Rule = Rule {
     id: "sts-governing-service-headless",
@@ -148,15 +149,8 @@ pub(crate) const MISMATCH: &str = "mismatch";
 pub(crate) const NO_SELECTOR: &str = "no-selector";
 const PATH: &str = "spec.serviceName";
 
-fn service_name(sts: &StatefulSet) -> Option<&str> {
-    sts.spec
-        .as_ref()
-        .and_then(|s| s.service_name.as_deref())
-        .filter(|n| !n.is_empty())
-}
-
 fn governing_service(sts: &StatefulSet, ctx: &Context) -> Option<(String, Fact<Arc<Service>>)> {
-    let name = service_name(sts)?;
+    let name = crate::subject::governing_service(sts)?;
     Some((name.to_owned(), ctx.lookup.service(ctx.namespace, name)))
 }
 
@@ -267,265 +261,10 @@ fn check_selector(sts: &StatefulSet, ctx: &Context) -> Vec<Finding> {
     ]
 }
 
-fn check_svc_selector(svc: &Service, ctx: &Context) -> Vec<Finding> {
-    let governed = governed(svc, ctx);
-    let name = svc.metadata.name.as_deref().unwrap_or_default();
-    // One finding per case, naming every StatefulSet it applies to.
-    let mut found: Vec<(&'static str, String, Vec<Arc<StatefulSet>>)> = Vec::new();
-    for sts in governed {
-        let Some((case, problem)) = selector_problem(svc, &sts) else {
-            continue;
-        };
-        match found.iter_mut().find(|(c, _, _)| *c == case) {
-            Some((_, _, list)) => list.push(sts),
-            None => found.push((case, problem, vec![sts])),
-        }
-    }
-    found
-        .into_iter()
-        .map(|(case, problem, list)| {
-            let fixed = headless_service_for(&list[0], ctx.namespace, name);
-            Finding::new(
-                "spec.selector",
-                format!(
-                    "this Service is the governing Service of StatefulSet {} but {problem}",
-                    names(&list)
-                ),
-            )
-            .case(case)
-            .fix(fix_for_existing(svc, &fixed))
-        })
-        .collect()
-}
-
-/// The StatefulSets that name this Service, if the lookup can tell.
-fn governed(svc: &Service, ctx: &Context) -> Vec<Arc<StatefulSet>> {
-    let Some(name) = svc.metadata.name.as_deref() else {
-        return vec![];
-    };
-    match ctx.lookup.statefulsets_naming(ctx.namespace, name) {
-        Fact::Found(list) => list,
-        Fact::Absent | Fact::Unknown => vec![],
-    }
-}
-
-fn names(list: &[Arc<StatefulSet>]) -> String {
-    list.iter()
-        .map(|s| format!("{:?}", s.metadata.name.as_deref().unwrap_or_default()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn check_svc_headless(svc: &Service, ctx: &Context) -> Vec<Finding> {
-    if is_headless(svc) {
-        return vec![];
-    }
-    let governed = governed(svc, ctx);
-    let Some(first) = governed.first() else {
-        return vec![];
-    };
-    let name = svc.metadata.name.as_deref().unwrap_or_default();
-    vec![
-        Finding::new(
-            "spec.clusterIP",
-            format!(
-                "this Service is the governing Service of StatefulSet {} but is not headless, so \
-                 their pods get no per-pod DNS records",
-                names(&governed)
-            ),
-        )
-        .fix(fix_for_existing(
-            svc,
-            &headless_service_for(first, ctx.namespace, name),
-        )),
-    ]
-}
-
-fn check_svc_type(svc: &Service, ctx: &Context) -> Vec<Finding> {
-    let kind = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.type_.as_deref())
-        .unwrap_or("ClusterIP");
-    if !matches!(kind, "NodePort" | "LoadBalancer" | "ExternalName") {
-        return vec![];
-    }
-    let governed = governed(svc, ctx);
-    let Some(first) = governed.first() else {
-        return vec![];
-    };
-    let name = svc.metadata.name.as_deref().unwrap_or_default();
-    vec![
-        Finding::new(
-            "spec.type",
-            format!(
-                "governing Service of StatefulSet {} has type {kind}; expose the pods through a \
-                 separate Service",
-                names(&governed)
-            ),
-        )
-        .fix(fix_for_existing(
-            svc,
-            &headless_service_for(first, ctx.namespace, name),
-        )),
-    ]
-}
-
-fn check_svc_publish(svc: &Service, ctx: &Context) -> Vec<Finding> {
-    if svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.publish_not_ready_addresses)
-        == Some(true)
-    {
-        return vec![];
-    }
-    let governed = governed(svc, ctx);
-    let Some(first) = governed.first() else {
-        return vec![];
-    };
-    let name = svc.metadata.name.as_deref().unwrap_or_default();
-    let mut fixed = headless_service_for(first, ctx.namespace, name);
-    if let Some(spec) = fixed.spec.as_mut() {
-        spec.publish_not_ready_addresses = Some(true);
-    }
-    vec![
-        Finding::new(
-            "spec.publishNotReadyAddresses",
-            format!(
-                "governing Service of StatefulSet {} does not publish not-ready pods, so members \
-                 cannot find their peers by DNS before they are Ready",
-                names(&governed)
-            ),
-        )
-        .fix(fix_for_existing(svc, &fixed)),
-    ]
-}
-
-fn pod_labels(sts: &StatefulSet) -> &BTreeMap<String, String> {
-    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
-    sts.spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.labels.as_ref())
-        .unwrap_or(&EMPTY)
-}
-
-fn render_labels(labels: &BTreeMap<String, String>) -> String {
-    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{{{}}}", pairs.join(","))
-}
-
-/// The headless Service this StatefulSet needs, built from it, for people to paste.
-pub(crate) fn headless_service_for(sts: &StatefulSet, namespace: &str, name: &str) -> Service {
-    let mut ports: Vec<ServicePort> = Vec::new();
-    let containers = sts
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .map(|p| p.containers.as_slice())
-        .unwrap_or_default();
-    for port in containers.iter().flat_map(|c| c.ports.iter().flatten()) {
-        let protocol = port.protocol.clone().filter(|p| p != "TCP");
-        if ports
-            .iter()
-            .any(|p| p.port == port.container_port && p.protocol == protocol)
-        {
-            continue;
-        }
-        ports.push(ServicePort {
-            name: port.name.clone(),
-            port: port.container_port,
-            target_port: port.name.clone().map(IntOrString::String),
-            protocol,
-            ..Default::default()
-        });
-    }
-    // A Service with several ports needs a name on each.
-    if ports.len() > 1 {
-        for (i, port) in ports.iter_mut().enumerate() {
-            port.name.get_or_insert_with(|| format!("port-{i}"));
-        }
-    }
-    // The StatefulSet's own selector: it selects the pods (sts-selector-labels) and is
-    // immutable, unlike template labels such as helm.sh/chart or app.kubernetes.io/version that
-    // change with every release. Template labels only when there are no matchLabels.
-    let match_labels = sts
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.match_labels.as_ref())
-        .filter(|m| !m.is_empty());
-    let selector = match_labels.unwrap_or_else(|| pod_labels(sts)).clone();
-    Service {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(namespace.to_owned()).filter(|n| !n.is_empty()),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".to_owned()),
-            selector: Some(selector).filter(|s| !s.is_empty()),
-            ports: Some(ports).filter(|p| !p.is_empty()),
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
-fn paste_fix(sts: &StatefulSet, namespace: &str, name: &str) -> String {
-    render_fix(&headless_service_for(sts, namespace, name))
-}
-
-fn render_yaml(svc: &Service) -> String {
-    serde_saphyr::to_string(svc).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
-}
-
-fn render_fix(svc: &Service) -> String {
-    format!("apply this headless Service:\n{}", render_yaml(svc))
-}
-
-/// The fix for the Service under review: one being created (no resourceVersion yet, as on a
-/// CREATE review or in a manifest) is simply applied as `fixed`; one already stored is fixed as
-/// [`fix_for_stored`] says.
-fn fix_for_existing(current: &Service, fixed: &Service) -> String {
-    let stored = current
-        .metadata
-        .resource_version
-        .as_deref()
-        .is_some_and(|rv| !rv.is_empty());
-    if stored {
-        fix_for_stored(current, fixed)
-    } else {
-        render_fix(fixed)
-    }
-}
-
-/// The fix that turns the stored Service `current` into `fixed`, in a form the API server
-/// accepts: `spec.clusterIP` is immutable once set, so a Service with a cluster IP cannot be made
-/// headless by applying; it has to be deleted and created again.
-fn fix_for_stored(current: &Service, fixed: &Service) -> String {
-    let ip = current.spec.as_ref().and_then(|s| s.cluster_ip.as_deref());
-    if matches!(ip, None | Some("" | "None")) {
-        return render_fix(fixed);
-    }
-    let name = fixed.metadata.name.as_deref().unwrap_or_default();
-    let namespace = fixed
-        .metadata
-        .namespace
-        .as_deref()
-        .map(|ns| format!(" -n {ns}"))
-        .unwrap_or_default();
-    format!(
-        "replace the Service: spec.clusterIP is immutable, so applying clusterIP: None to a \
-         Service that has a cluster IP is rejected. Delete it and create it headless (its pods \
-         have no per-pod DNS records in between): kubectl delete service {name}{namespace}, \
-         then apply this headless Service:\n{}",
-        render_yaml(fixed)
-    )
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use serde_json::json;
 
     use super::*;

@@ -1,0 +1,150 @@
+//! The Service side of the governing Service rules: a Service that StatefulSets name is judged
+//! against them, with the same facts as their own side.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
+
+use super::{
+    fix::{fix_for_existing, headless_service_for},
+    is_headless, selector_problem,
+};
+use crate::{
+    lookup::Fact,
+    rules::{Context, Finding},
+};
+
+pub(super) fn check_svc_selector(svc: &Service, ctx: &Context) -> Vec<Finding> {
+    let governed = governed(svc, ctx);
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    // One finding per case, naming every StatefulSet it applies to.
+    let mut found: Vec<(&'static str, String, Vec<Arc<StatefulSet>>)> = Vec::new();
+    for sts in governed {
+        let Some((case, problem)) = selector_problem(svc, &sts) else {
+            continue;
+        };
+        match found.iter_mut().find(|(c, _, _)| *c == case) {
+            Some((_, _, list)) => list.push(sts),
+            None => found.push((case, problem, vec![sts])),
+        }
+    }
+    found
+        .into_iter()
+        .map(|(case, problem, list)| {
+            let fixed = headless_service_for(&list[0], ctx.namespace, name);
+            Finding::new(
+                "spec.selector",
+                format!(
+                    "this Service is the governing Service of StatefulSet {} but {problem}",
+                    names(&list)
+                ),
+            )
+            .case(case)
+            .fix(fix_for_existing(svc, &fixed))
+        })
+        .collect()
+}
+
+/// The StatefulSets that name this Service, if the lookup can tell.
+fn governed(svc: &Service, ctx: &Context) -> Vec<Arc<StatefulSet>> {
+    let Some(name) = svc.metadata.name.as_deref() else {
+        return vec![];
+    };
+    match ctx.lookup.statefulsets_naming(ctx.namespace, name) {
+        Fact::Found(list) => list,
+        Fact::Absent | Fact::Unknown => vec![],
+    }
+}
+
+fn names(list: &[Arc<StatefulSet>]) -> String {
+    list.iter()
+        .map(|s| format!("{:?}", s.metadata.name.as_deref().unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(super) fn check_svc_headless(svc: &Service, ctx: &Context) -> Vec<Finding> {
+    if is_headless(svc) {
+        return vec![];
+    }
+    let governed = governed(svc, ctx);
+    let Some(first) = governed.first() else {
+        return vec![];
+    };
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    vec![
+        Finding::new(
+            "spec.clusterIP",
+            format!(
+                "this Service is the governing Service of StatefulSet {} but is not headless, so \
+                 their pods get no per-pod DNS records",
+                names(&governed)
+            ),
+        )
+        .fix(fix_for_existing(
+            svc,
+            &headless_service_for(first, ctx.namespace, name),
+        )),
+    ]
+}
+
+pub(super) fn check_svc_type(svc: &Service, ctx: &Context) -> Vec<Finding> {
+    let kind = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("ClusterIP");
+    if !matches!(kind, "NodePort" | "LoadBalancer" | "ExternalName") {
+        return vec![];
+    }
+    let governed = governed(svc, ctx);
+    let Some(first) = governed.first() else {
+        return vec![];
+    };
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    vec![
+        Finding::new(
+            "spec.type",
+            format!(
+                "governing Service of StatefulSet {} has type {kind}; expose the pods through a \
+                 separate Service",
+                names(&governed)
+            ),
+        )
+        .fix(fix_for_existing(
+            svc,
+            &headless_service_for(first, ctx.namespace, name),
+        )),
+    ]
+}
+
+pub(super) fn check_svc_publish(svc: &Service, ctx: &Context) -> Vec<Finding> {
+    if svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.publish_not_ready_addresses)
+        == Some(true)
+    {
+        return vec![];
+    }
+    let governed = governed(svc, ctx);
+    let Some(first) = governed.first() else {
+        return vec![];
+    };
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    let mut fixed = headless_service_for(first, ctx.namespace, name);
+    if let Some(spec) = fixed.spec.as_mut() {
+        spec.publish_not_ready_addresses = Some(true);
+    }
+    vec![
+        Finding::new(
+            "spec.publishNotReadyAddresses",
+            format!(
+                "governing Service of StatefulSet {} does not publish not-ready pods, so members \
+                 cannot find their peers by DNS before they are Ready",
+                names(&governed)
+            ),
+        )
+        .fix(fix_for_existing(svc, &fixed)),
+    ]
+}
