@@ -7,7 +7,7 @@ use std::{
     collections::BTreeMap,
     fmt::Debug,
     path::Path,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -18,7 +18,6 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Config, Resource, ResourceExt,
-    client::ClientBuilder,
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{
         WatchStreamExt,
@@ -27,14 +26,17 @@ use kube::{
     },
 };
 use serde::de::DeserializeOwned;
-use tower::Layer;
 
 use crate::{
     lookup::{BoxFuture, Confirmed, Fact, Lookup, Need},
-    metrics::{LiveRead, LiveReads},
+    metrics::LiveReads,
     rules::governs_cleanly,
 };
 
+mod confirm;
+mod health;
+
+pub use health::{Health, WatchState, client};
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("cannot read kubeconfig {path}: {message}")]
@@ -64,176 +66,6 @@ pub async fn config(kubeconfig: Option<&Path>) -> Result<Result<Config, String>,
         },
     };
     Ok(Ok(config))
-}
-
-/// A client for `config` whose watch requests report to `health` when they connect: the
-/// watcher itself says nothing when a quiet watch resumes after an outage.
-pub fn client(config: Config, health: Arc<Health>) -> Result<Client, ClusterError> {
-    let builder =
-        ClientBuilder::try_from(config).map_err(|e| ClusterError::Client(e.to_string()))?;
-    Ok(builder.with_layer(&WatchProbeLayer(health)).build())
-}
-
-struct WatchProbeLayer(Arc<Health>);
-
-impl<S> Layer<S> for WatchProbeLayer {
-    type Service = WatchProbe<S>;
-
-    fn layer(&self, inner: S) -> WatchProbe<S> {
-        WatchProbe {
-            inner,
-            health: self.0.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-struct WatchProbe<S> {
-    inner: S,
-    health: Arc<Health>,
-}
-
-impl<S, B> tower::Service<http::Request<kube::client::Body>> for WatchProbe<S>
-where
-    S: tower::Service<http::Request<kube::client::Body>, Response = http::Response<B>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<http::Response<B>, S::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
-        let watch = request
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|p| p == "watch=true"));
-        let path = request.uri().path().to_owned();
-        let health = self.health.clone();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            if watch && response.status().is_success() {
-                health.watch_connected(&path);
-            }
-            Ok(response)
-        })
-    }
-}
-
-/// How one watch is doing, for `/readyz` and the logs.
-#[derive(Clone, Debug)]
-pub struct WatchState {
-    pub kind: &'static str,
-    /// The API path this watch lists and watches.
-    path: String,
-    /// `None`: all namespaces.
-    pub namespace: Option<String>,
-    pub synced: bool,
-    pub objects: usize,
-    /// The last error, while the watch has not recovered from it.
-    pub error: Option<String>,
-    pub since: Instant,
-}
-
-impl std::fmt::Display for WatchState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scope = self.namespace.as_deref().unwrap_or("all namespaces");
-        write!(f, "{} ({scope}): ", self.kind)?;
-        match (&self.error, self.synced) {
-            (Some(e), _) => write!(
-                f,
-                "reconnecting for {}s after: {e}",
-                self.since.elapsed().as_secs()
-            ),
-            (None, true) => write!(f, "synced, {} objects", self.objects),
-            (None, false) => write!(f, "waiting for the first list"),
-        }
-    }
-}
-
-/// The state of every watch.
-#[derive(Debug, Default)]
-pub struct Health {
-    watches: Mutex<Vec<WatchState>>,
-}
-
-impl Health {
-    fn register(&self, kind: &'static str, namespace: Option<String>) -> usize {
-        let prefix = if kind == "statefulsets" {
-            "/apis/apps/v1"
-        } else {
-            "/api/v1"
-        };
-        let path = match &namespace {
-            Some(ns) => format!("{prefix}/namespaces/{ns}/{kind}"),
-            None => format!("{prefix}/{kind}"),
-        };
-        let mut watches = self.lock();
-        watches.push(WatchState {
-            kind,
-            path,
-            namespace,
-            synced: false,
-            objects: 0,
-            error: None,
-            since: Instant::now(),
-        });
-        watches.len() - 1
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<WatchState>> {
-        self.watches.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether every cache has been filled by a first complete list.
-    pub fn synced(&self) -> bool {
-        let watches = self.lock();
-        !watches.is_empty() && watches.iter().all(|w| w.synced)
-    }
-
-    pub fn states(&self) -> Vec<WatchState> {
-        self.lock().clone()
-    }
-
-    /// A watch request for `path` was answered: the watch is connected again.
-    fn watch_connected(&self, path: &str) {
-        for w in self.lock().iter_mut().filter(|w| w.path == path) {
-            if w.error.take().is_some() {
-                tracing::info!(kind = w.kind, namespace = ?w.namespace, "watch reconnected");
-                w.since = Instant::now();
-            }
-        }
-    }
-
-    fn update(&self, index: usize, change: impl FnOnce(&mut WatchState)) {
-        if let Some(state) = self.lock().get_mut(index) {
-            change(state);
-        }
-    }
-}
-
-impl crate::metrics::CacheReport for Health {
-    fn caches(&self) -> Vec<crate::metrics::CacheState> {
-        self.lock()
-            .iter()
-            .map(|w| crate::metrics::CacheState {
-                kind: w.kind,
-                namespace: w.namespace.clone(),
-                objects: w.objects,
-                synced: w.synced,
-                watching: w.error.is_none(),
-            })
-            .collect()
-    }
 }
 
 /// Caches of one kind: one for all namespaces, or one per watched namespace.
@@ -476,137 +308,6 @@ impl Lookup for Cluster {
             }
         })
     }
-}
-
-impl Cluster {
-    /// One GET of the Service `name`; `cached` is what the cache holds.
-    async fn confirm_service(
-        &self,
-        namespace: &str,
-        name: &str,
-        cached: Option<&Service>,
-    ) -> Confirmed {
-        let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
-        let key = (namespace.to_owned(), name.to_owned());
-        match tokio::time::timeout(self.confirm_timeout, api.get_opt(name)).await {
-            Ok(Ok(found)) => {
-                let version = |svc: &Service| svc.metadata.resource_version.clone();
-                let agreed = found.as_ref().map(version) == cached.map(version);
-                self.count(SERVICES, agreed);
-                if !agreed {
-                    tracing::debug!(%namespace, %name, exists = found.is_some(), "the cache lagged behind the Service");
-                }
-                let fact = found.map_or(Fact::Absent, |svc| Fact::Found(Arc::new(svc)));
-                Confirmed {
-                    service: Some((key, fact)),
-                    naming: None,
-                }
-            }
-            Ok(Err(e)) => self.unconfirmed(SERVICES, namespace, name, &e.to_string()),
-            Err(_) => self.unconfirmed(SERVICES, namespace, name, "deadline passed"),
-        }
-    }
-
-    /// One LIST of the StatefulSets in `namespace`, kept where they name `service`; `cached` is
-    /// what the cache says names it.
-    async fn confirm_naming(
-        &self,
-        namespace: &str,
-        service: &str,
-        cached: &[Arc<StatefulSet>],
-    ) -> Confirmed {
-        let listed = tokio::time::timeout(
-            self.confirm_timeout,
-            list_naming(&self.client, namespace, service),
-        )
-        .await;
-        match listed {
-            Ok(Ok(naming)) => {
-                let versions = |list: &[Arc<StatefulSet>]| {
-                    let mut v: Vec<_> = list
-                        .iter()
-                        .map(|s| (s.metadata.name.clone(), s.metadata.resource_version.clone()))
-                        .collect();
-                    v.sort();
-                    v
-                };
-                let agreed = versions(&naming) == versions(cached);
-                self.count(STATEFULSETS, agreed);
-                if !agreed {
-                    tracing::debug!(%namespace, %service, "the cache lagged behind the StatefulSets naming this Service");
-                }
-                Confirmed {
-                    service: None,
-                    naming: Some((
-                        (namespace.to_owned(), service.to_owned()),
-                        Fact::Found(naming),
-                    )),
-                }
-            }
-            Ok(Err(e)) => self.unconfirmed(STATEFULSETS, namespace, service, &e),
-            Err(_) => self.unconfirmed(STATEFULSETS, namespace, service, "deadline passed"),
-        }
-    }
-
-    fn count(&self, kind: &'static str, agreed: bool) {
-        let result = if agreed {
-            LiveRead::Agreed
-        } else {
-            LiveRead::Corrected
-        };
-        self.live_reads.record(kind, result);
-    }
-
-    fn unconfirmed(&self, kind: &'static str, namespace: &str, name: &str, why: &str) -> Confirmed {
-        self.live_reads.record(kind, LiveRead::Failed);
-        tracing::warn!(%namespace, %name, kind, why, "could not confirm a cached fact with the API server; using the cache");
-        Confirmed::default()
-    }
-}
-
-/// The StatefulSets in `namespace` that name `service`, from one LIST. No resourceVersion: a
-/// consistent read (API servers with ConsistentListFromCache, beta and on by default since
-/// 1.31, answer it from their watch cache). No limit: a page could hide the one that names it.
-/// StatefulSets have no field selector for spec.serviceName, so the filter is here; only the
-/// items that name the Service are read whole, the others only as far as spec.serviceName.
-async fn list_naming(
-    client: &Client,
-    namespace: &str,
-    service: &str,
-) -> Result<Vec<Arc<StatefulSet>>, String> {
-    #[derive(serde::Deserialize)]
-    struct List<'a> {
-        #[serde(borrow)]
-        items: Vec<&'a serde_json::value::RawValue>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Item<'a> {
-        #[serde(borrow, default)]
-        spec: Option<Spec<'a>>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Spec<'a> {
-        #[serde(rename = "serviceName", borrow, default)]
-        service_name: Option<std::borrow::Cow<'a, str>>,
-    }
-    let request = http::Request::get(format!("/apis/apps/v1/namespaces/{namespace}/statefulsets"))
-        .body(Vec::new())
-        .map_err(|e| e.to_string())?;
-    let text = client
-        .request_text(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let list: List = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let mut naming = Vec::new();
-    for raw in list.items {
-        let item: Item = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
-        let names = item.spec.and_then(|s| s.service_name);
-        if names.as_deref() == Some(service) {
-            let sts: StatefulSet = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
-            naming.push(Arc::new(sts));
-        }
-    }
-    Ok(naming)
 }
 
 const SERVICES: &str = "services";

@@ -1,0 +1,145 @@
+//! Live confirmation: where a verdict could rest on what a cache says, one GET or LIST under
+//! `--lookup-timeout` asks the API server, because a cache can lag behind a write.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
+use kube::{Api, Client};
+
+use crate::{
+    lookup::{Confirmed, Fact},
+    metrics::LiveRead,
+};
+
+use super::{Cluster, SERVICES, STATEFULSETS};
+
+impl Cluster {
+    /// One GET of the Service `name`; `cached` is what the cache holds.
+    pub(super) async fn confirm_service(
+        &self,
+        namespace: &str,
+        name: &str,
+        cached: Option<&Service>,
+    ) -> Confirmed {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
+        let key = (namespace.to_owned(), name.to_owned());
+        match tokio::time::timeout(self.confirm_timeout, api.get_opt(name)).await {
+            Ok(Ok(found)) => {
+                let version = |svc: &Service| svc.metadata.resource_version.clone();
+                let agreed = found.as_ref().map(version) == cached.map(version);
+                self.count(SERVICES, agreed);
+                if !agreed {
+                    tracing::debug!(%namespace, %name, exists = found.is_some(), "the cache lagged behind the Service");
+                }
+                let fact = found.map_or(Fact::Absent, |svc| Fact::Found(Arc::new(svc)));
+                Confirmed {
+                    service: Some((key, fact)),
+                    naming: None,
+                }
+            }
+            Ok(Err(e)) => self.unconfirmed(SERVICES, namespace, name, &e.to_string()),
+            Err(_) => self.unconfirmed(SERVICES, namespace, name, "deadline passed"),
+        }
+    }
+
+    /// One LIST of the StatefulSets in `namespace`, kept where they name `service`; `cached` is
+    /// what the cache says names it.
+    pub(super) async fn confirm_naming(
+        &self,
+        namespace: &str,
+        service: &str,
+        cached: &[Arc<StatefulSet>],
+    ) -> Confirmed {
+        let listed = tokio::time::timeout(
+            self.confirm_timeout,
+            list_naming(&self.client, namespace, service),
+        )
+        .await;
+        match listed {
+            Ok(Ok(naming)) => {
+                let versions = |list: &[Arc<StatefulSet>]| {
+                    let mut v: Vec<_> = list
+                        .iter()
+                        .map(|s| (s.metadata.name.clone(), s.metadata.resource_version.clone()))
+                        .collect();
+                    v.sort();
+                    v
+                };
+                let agreed = versions(&naming) == versions(cached);
+                self.count(STATEFULSETS, agreed);
+                if !agreed {
+                    tracing::debug!(%namespace, %service, "the cache lagged behind the StatefulSets naming this Service");
+                }
+                Confirmed {
+                    service: None,
+                    naming: Some((
+                        (namespace.to_owned(), service.to_owned()),
+                        Fact::Found(naming),
+                    )),
+                }
+            }
+            Ok(Err(e)) => self.unconfirmed(STATEFULSETS, namespace, service, &e),
+            Err(_) => self.unconfirmed(STATEFULSETS, namespace, service, "deadline passed"),
+        }
+    }
+
+    fn count(&self, kind: &'static str, agreed: bool) {
+        let result = if agreed {
+            LiveRead::Agreed
+        } else {
+            LiveRead::Corrected
+        };
+        self.live_reads.record(kind, result);
+    }
+
+    fn unconfirmed(&self, kind: &'static str, namespace: &str, name: &str, why: &str) -> Confirmed {
+        self.live_reads.record(kind, LiveRead::Failed);
+        tracing::warn!(%namespace, %name, kind, why, "could not confirm a cached fact with the API server; using the cache");
+        Confirmed::default()
+    }
+}
+
+/// The StatefulSets in `namespace` that name `service`, from one LIST. No resourceVersion: a
+/// consistent read (API servers with ConsistentListFromCache, beta and on by default since
+/// 1.31, answer it from their watch cache). No limit: a page could hide the one that names it.
+/// StatefulSets have no field selector for spec.serviceName, so the filter is here; only the
+/// items that name the Service are read whole, the others only as far as spec.serviceName.
+async fn list_naming(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+) -> Result<Vec<Arc<StatefulSet>>, String> {
+    #[derive(serde::Deserialize)]
+    struct List<'a> {
+        #[serde(borrow)]
+        items: Vec<&'a serde_json::value::RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item<'a> {
+        #[serde(borrow, default)]
+        spec: Option<Spec<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Spec<'a> {
+        #[serde(rename = "serviceName", borrow, default)]
+        service_name: Option<std::borrow::Cow<'a, str>>,
+    }
+    let request = http::Request::get(format!("/apis/apps/v1/namespaces/{namespace}/statefulsets"))
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    let text = client
+        .request_text(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let list: List = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let mut naming = Vec::new();
+    for raw in list.items {
+        let item: Item = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+        let names = item.spec.and_then(|s| s.service_name);
+        if names.as_deref() == Some(service) {
+            let sts: StatefulSet = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+            naming.push(Arc::new(sts));
+        }
+    }
+    Ok(naming)
+}

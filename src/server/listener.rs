@@ -1,0 +1,340 @@
+//! The listeners: TLS accept loop, one task per connection with its deadlines, and graceful
+//! shutdown.
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::Router;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::watch};
+use tokio_rustls::TlsAcceptor;
+
+use super::{Limits, Readiness, Webhook, app, probe_app};
+
+/// Both listeners, bound and ready to run.
+pub struct Server {
+    tls_listener: TcpListener,
+    probe_listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    probes: Router,
+    readiness: Readiness,
+    limits: Limits,
+}
+
+impl Server {
+    /// Binds both listeners. Certificates are loaded before this, so a bad file never gets as
+    /// far as a bound port.
+    pub async fn bind(
+        addr: SocketAddr,
+        probe_addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        webhook: Webhook,
+        limits: Limits,
+    ) -> io::Result<Server> {
+        let Webhook {
+            reviewer,
+            readiness,
+            metrics,
+        } = webhook;
+        let router = app(reviewer, metrics.clone(), &limits);
+        let probes = probe_app(readiness.clone(), metrics);
+        Server::with_routers(addr, probe_addr, tls, router, probes, readiness, limits).await
+    }
+
+    /// Binds the same listeners for other routes; the benchmarks' floor server uses it to
+    /// measure this TLS and HTTP stack with no review work.
+    pub async fn with_routers(
+        addr: SocketAddr,
+        probe_addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        router: Router,
+        probes: Router,
+        readiness: Readiness,
+        limits: Limits,
+    ) -> io::Result<Server> {
+        let tls_listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        let probe_listener = TcpListener::bind(probe_addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {probe_addr}: {e}")))?;
+        Ok(Server {
+            tls_listener,
+            probe_listener,
+            acceptor: TlsAcceptor::from(tls),
+            router,
+            probes,
+            readiness,
+            limits,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tls_listener.local_addr()
+    }
+
+    pub fn probe_addr(&self) -> io::Result<SocketAddr> {
+        self.probe_listener.local_addr()
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight reviews finish
+    /// within the grace period, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let Server {
+            tls_listener,
+            probe_listener,
+            acceptor,
+            router,
+            probes,
+            readiness,
+            limits,
+        } = self;
+
+        // The probe listener outlives the webhook listener, so that /readyz can report
+        // "not ready" while in-flight reviews drain.
+        let (probe_stop, mut probe_stopped) = watch::channel(false);
+        let probe_task = tokio::spawn(async move {
+            let stop = async move {
+                let _ = probe_stopped.wait_for(|stop| *stop).await;
+            };
+            if let Err(e) = axum::serve(probe_listener, probes)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::error!(error = %e, "probe listener failed");
+            }
+        });
+
+        // Connections watch this to begin a graceful close; the set lets shutdown wait for them.
+        let (closing, _) = watch::channel(false);
+        let mut connections = tokio::task::JoinSet::new();
+        readiness.set(true);
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                accepted = tls_listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            while connections.try_join_next().is_some() {}
+            let (tcp, peer) = match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Answers are small and written in a few pieces (TLS records, HTTP/2 frames): with
+            // Nagle's algorithm on, the last piece can wait for the client's delayed ACK, some
+            // 40 ms, on the API server's write path.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+            }
+            let acceptor = acceptor.clone();
+            let router = router.clone();
+            let closing = closing.subscribe();
+            let limits = limits.clone();
+            connections.spawn(async move {
+                let stream =
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp))
+                        .await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                serve_connection(stream, router, &limits, closing, peer).await;
+            });
+        }
+
+        drop(tls_listener);
+        readiness.set(false);
+        tracing::info!(grace = ?limits.shutdown_grace, "shutting down: finishing in-flight reviews");
+        closing.send_replace(true);
+        let drained = async { while connections.join_next().await.is_some() {} };
+        tokio::select! {
+            () = drained => tracing::info!("all connections closed"),
+            () = tokio::time::sleep(limits.shutdown_grace) => {
+                tracing::warn!("grace period over; closing the remaining connections");
+                connections.abort_all();
+            }
+        }
+        let _ = probe_stop.send(true);
+        let _ = probe_task.await;
+        Ok(())
+    }
+}
+
+/// How long a connection may sit between requests before it is closed. The API server reuses
+/// idle connections, and reconnects when one is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Requests a connection has in flight and when it last had one, for its watchdog.
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch` when the last request ended.
+    last_ended: AtomicU64,
+    served: AtomicBool,
+    epoch: Instant,
+}
+
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let now = u64::try_from(activity.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        activity.last_ended.store(now, Ordering::SeqCst);
+        activity.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.served.store(true, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+
+    /// When the connection should be closed if nothing happens before then: `None` while a
+    /// request is in flight. Before its first request a connection gets `header_read_timeout`
+    /// from accept (a client that connects and sends nothing, or trickles its first request,
+    /// is cut off); after that, `IDLE_TIMEOUT` from the end of its last request.
+    fn deadline(&self, header_read_timeout: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        if !self.served.load(Ordering::SeqCst) {
+            return Some(self.epoch + header_read_timeout);
+        }
+        let ended = Duration::from_millis(self.last_ended.load(Ordering::SeqCst));
+        Some(self.epoch + ended + IDLE_TIMEOUT)
+    }
+}
+
+/// Serves one TLS connection (HTTP/1.1 or HTTP/2) until the client closes it, it idles past its
+/// deadline, or shutdown begins; a graceful close that does not finish in time is cut.
+async fn serve_connection(
+    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    router: Router,
+    limits: &Limits,
+    mut closing: watch::Receiver<bool>,
+    peer: SocketAddr,
+) {
+    let activity = Arc::new(Activity {
+        in_flight: AtomicUsize::new(0),
+        last_ended: AtomicU64::new(0),
+        served: AtomicBool::new(false),
+        epoch: Instant::now(),
+    });
+    let service = TowerToHyperService::new(router);
+    let counted = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |request| {
+            let in_flight = activity.begin();
+            let response = hyper::service::Service::call(&service, request);
+            async move {
+                let response = response.await;
+                drop(in_flight);
+                response
+            }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection(TokioIo::new(stream), counted);
+    let mut conn = std::pin::pin!(conn);
+    let mut cut_at: Option<tokio::time::Instant> = None;
+    loop {
+        // While a request is in flight there is no deadline; look again a little later.
+        let idle_at = activity
+            .deadline(limits.header_read_timeout)
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + limits.header_read_timeout);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = closing.wait_for(|closing| *closing), if cut_at.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                cut_at = Some(tokio::time::Instant::now() + limits.shutdown_grace);
+            }
+            () = tokio::time::sleep_until(idle_at), if cut_at.is_none() => {
+                // Re-check: a request may have started while the timer ran.
+                if activity.deadline(limits.header_read_timeout).is_some_and(|d| d <= Instant::now()) {
+                    tracing::debug!(%peer, "closing an idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    cut_at = Some(tokio::time::Instant::now() + limits.header_read_timeout);
+                }
+            }
+            () = sleep_until_or_forever(cut_at) => {
+                tracing::debug!(%peer, "connection did not close in time; dropping it");
+                return;
+            }
+        }
+    }
+}
+
+async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}
