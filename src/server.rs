@@ -25,7 +25,7 @@ mod listener;
 mod readiness;
 
 use body::{BodyError, read_body, too_large};
-pub use listener::{Server, shutdown_signal};
+pub use listener::{Server, Signal, shutdown_signal};
 use readiness::not_found;
 pub use readiness::{Readiness, probe_app};
 
@@ -55,6 +55,13 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long in-flight reviews may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// How long to keep accepting and answering after a shutdown signal, with `/readyz` already
+    /// 503, while the EndpointSlice drops the pod and the API server stops sending to it.
+    pub drain_delay: Duration,
+    /// How long a connection may live before it is closed gracefully (GOAWAY, `Connection:
+    /// close`), give or take a tenth, so that the API server's long-lived connections spread over
+    /// the replicas as they come and go. Zero: no limit.
+    pub max_connection_age: Duration,
 }
 
 impl Default for Limits {
@@ -64,6 +71,8 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(20),
+            drain_delay: Duration::ZERO,
+            max_connection_age: Duration::ZERO,
         }
     }
 }

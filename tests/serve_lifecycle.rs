@@ -721,21 +721,31 @@ async fn a_watched_policy_is_reloaded_and_a_bad_one_rejected() {
     );
 }
 
+/// SIGTERM under load: `/readyz` turns 503 at once, yet for the drain delay every review is
+/// still answered, on old connections and new ones (the API server keeps calling until the
+/// EndpointSlice drops the pod); then new connections are refused, what was accepted is
+/// answered, and the process exits within the drain delay and the grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_under_load_answers_what_was_accepted_and_exits_in_time() {
+async fn sigterm_under_load_drains_then_answers_what_was_accepted_and_exits_in_time() {
+    const DRAIN: Duration = Duration::from_millis(1500);
     let dir = tempfile::tempdir().unwrap();
-    let mut running = start_with(dir.path(), &["--shutdown-grace", "5s"]);
+    let mut running = start_with(
+        dir.path(),
+        &["--shutdown-grace", "5s", "--drain-delay", "1500ms"],
+    );
     let ca = std::fs::read_to_string(dir.path().join("dev/ca.crt")).unwrap();
     let url = format!("https://{}/validate", running.addr);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signalled = std::sync::Arc::new(std::sync::OnceLock::<std::time::Instant>::new());
 
-    // Eight clients on their own connections, sending reviews back to back.
+    // Eight clients on their own connections, sending reviews back to back; each refusal is
+    // timed against the signal.
     let mut load = Vec::new();
     for i in 0..8 {
-        let (ca, url, stop) = (ca.clone(), url.clone(), stop.clone());
+        let (ca, url, stop, signalled) = (ca.clone(), url.clone(), stop.clone(), signalled.clone());
         load.push(tokio::spawn(async move {
             let client = client_trusting(&ca, if i % 2 == 0 { Http::One } else { Http::Two });
-            let (mut answered, mut refused) = (0u32, 0u32);
+            let (mut answered, mut refused_in_drain) = (0u32, 0u32);
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 match client
                     .try_post(&url, fixture("validate-StatefulSet-CREATE-cap-nosvc-1"))
@@ -749,35 +759,79 @@ async fn sigterm_under_load_answers_what_was_accepted_and_exits_in_time() {
                     }
                     // Not accepted: the connection was closing or the listener gone.
                     Err(_) => {
-                        refused += 1;
+                        if signalled
+                            .get()
+                            .is_some_and(|at| at.elapsed() < DRAIN - Duration::from_millis(200))
+                        {
+                            refused_in_drain += 1;
+                        }
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                 }
             }
-            (answered, refused)
+            (answered, refused_in_drain)
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let signalled = std::time::Instant::now();
+    signalled.set(std::time::Instant::now()).unwrap();
     sigterm(&running.child);
+    // Not ready at once...
+    let mut readyz = String::new();
+    for _ in 0..40 {
+        readyz = probe_get(&running.probe, "/readyz").await;
+        if readyz.starts_with("HTTP/1.1 503") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+    // ...while a new connection is still answered.
+    let fresh = client_trusting(&ca, Http::Two)
+        .try_post(&url, fixture("validate-StatefulSet-CREATE-cap-nosvc-1"))
+        .await
+        .expect("a new connection during the drain delay is answered");
+    assert_eq!(fresh.status, 200);
+    assert!(signalled.get().unwrap().elapsed() < DRAIN);
+
     let status = wait(&mut running.child, Duration::from_secs(10)).await;
-    let took = signalled.elapsed();
+    let took = signalled.get().unwrap().elapsed();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let mut answered = 0;
+    let (mut answered, mut refused_in_drain) = (0, 0);
     for task in load {
-        answered += task.await.unwrap().0;
+        let (a, r) = task.await.unwrap();
+        answered += a;
+        refused_in_drain += r;
     }
     assert_eq!(status.code(), Some(0));
     assert!(
-        took < Duration::from_secs(5),
-        "exited {took:?} after SIGTERM, beyond the grace period"
+        took >= DRAIN,
+        "exited {took:?} after SIGTERM, before the drain delay"
     );
+    assert!(
+        took < DRAIN + Duration::from_secs(5),
+        "exited {took:?} after SIGTERM, beyond the drain delay and the grace period"
+    );
+    assert_eq!(refused_in_drain, 0, "nothing is refused while draining");
     assert!(answered > 50, "the load was running: {answered} answers");
     assert!(
         tokio::net::TcpStream::connect(&running.addr).await.is_err(),
         "new connections are refused"
     );
+}
+
+/// A GET on the plain probe listener, as raw HTTP/1.1.
+async fn probe_get(addr: &str, path: &str) -> String {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer).await;
+    answer
 }
 
 /// A serving certificate outside its validity fails every handshake: `/readyz` says not ready and
@@ -815,13 +869,7 @@ async fn a_certificate_outside_its_validity_is_not_ready() {
         ];
         let (mut child, serving) = serve_logged(dir.path(), &args, &log_path).await;
         let probe = serving["probe_addr"].as_str().unwrap().to_owned();
-        let mut stream = tokio::net::TcpStream::connect(&probe).await.unwrap();
-        stream
-            .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.unwrap();
+        let answer = probe_get(&probe, "/readyz").await;
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
         assert!(answer.contains(says), "{answer}");
         let log = std::fs::read_to_string(&log_path).unwrap();

@@ -12,7 +12,7 @@ use crate::{
     policy::{Lookups, Policy, PolicyError, PolicySlot},
     policy_reload::{Load, PolicyWatcher},
     review::Reviewer,
-    server::{Limits, Readiness, Server, Webhook, shutdown_signal},
+    server::{Limits, Readiness, Server, Signal, Webhook, shutdown_signal},
     time,
     tls::{self, CertResolver, CertWatcher, TlsError, Watched},
 };
@@ -84,6 +84,14 @@ pub struct ServeArgs {
     /// Time in-flight reviews get to finish after SIGTERM or SIGINT.
     #[arg(long, env = "STSGUARD_SHUTDOWN_GRACE", default_value = "20s", value_parser = time::parse_duration)]
     pub shutdown_grace: Duration,
+    /// After SIGTERM, keep accepting and answering this long with /readyz at 503, while the pod
+    /// leaves the Service's endpoints and the API server stops calling it; then stop accepting.
+    #[arg(long, env = "STSGUARD_DRAIN_DELAY", default_value = "5s", value_parser = time::parse_duration)]
+    pub drain_delay: Duration,
+    /// Close a connection gracefully (HTTP/2 GOAWAY, HTTP/1 Connection: close) after this long,
+    /// give or take a tenth, so load spreads over replicas (`0s`: never).
+    #[arg(long, env = "STSGUARD_MAX_CONNECTION_AGE", default_value = "2m", value_parser = time::parse_duration)]
+    pub max_connection_age: Duration,
 }
 
 /// Why `stsguard serve` could not start.
@@ -144,6 +152,8 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Server, StartError> {
         request_timeout: args.request_timeout,
         header_read_timeout: args.header_read_timeout,
         shutdown_grace: args.shutdown_grace,
+        drain_delay: args.drain_delay,
+        max_connection_age: args.max_connection_age,
     };
     let (lookup, readiness) = lookups(args, policy.lookups, &metrics).await?;
     let readiness = readiness.with_certificate(resolver);
@@ -237,6 +247,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         probe_addr = %server.probe_addr()?,
         "stsguard is serving /validate and /mutate"
     );
-    server.run(shutdown_signal()).await?;
+    // The drain is for the endpoints to drop the pod; Ctrl-C at a terminal stops at once.
+    let drain = args.drain_delay;
+    server
+        .run_draining(async move {
+            match shutdown_signal().await {
+                Signal::Terminate => drain,
+                Signal::Interrupt => Duration::ZERO,
+            }
+        })
+        .await?;
     Ok(())
 }

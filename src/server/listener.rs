@@ -97,6 +97,17 @@ impl Server {
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight reviews finish
     /// within the grace period, and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let drain = self.limits.drain_delay;
+        self.run_draining(async move {
+            shutdown.await;
+            drain
+        })
+        .await
+    }
+
+    /// [`Server::run`], with the drain delay chosen when the signal comes: `shutdown` completes
+    /// with how long to keep answering before the listener closes.
+    pub async fn run_draining(self, shutdown: impl Future<Output = Duration>) -> io::Result<()> {
         let Server {
             tls_listener,
             probe_listener,
@@ -127,10 +138,24 @@ impl Server {
         let mut connections = tokio::task::JoinSet::new();
         readiness.set(true);
         tokio::pin!(shutdown);
+        // After the shutdown signal: until then the pod is still in the Service's endpoints for
+        // a moment, and the API server keeps calling it.
+        let mut drain_until: Option<tokio::time::Instant> = None;
         loop {
             let accepted = tokio::select! {
                 accepted = tls_listener.accept() => accepted,
-                () = &mut shutdown => break,
+                drain = &mut shutdown, if drain_until.is_none() => {
+                    readiness.set(false);
+                    if !drain.is_zero() {
+                        tracing::info!(
+                            delay = ?drain,
+                            "draining: /readyz reports not ready; still answering until the endpoints drop this pod"
+                        );
+                    }
+                    drain_until = Some(tokio::time::Instant::now() + drain);
+                    continue;
+                }
+                () = sleep_until_or_forever(drain_until) => break,
             };
             while connections.try_join_next().is_some() {}
             let (tcp, peer) = match accepted {
@@ -274,6 +299,8 @@ async fn serve_connection(
     let conn = builder.serve_connection(TokioIo::new(stream), counted);
     let mut conn = std::pin::pin!(conn);
     let mut cut_at: Option<tokio::time::Instant> = None;
+    let mut aged_at = (!limits.max_connection_age.is_zero())
+        .then(|| tokio::time::Instant::now() + jittered(limits.max_connection_age, peer));
     loop {
         // While a request is in flight there is no deadline; look again a little later.
         let idle_at = activity
@@ -289,6 +316,12 @@ async fn serve_connection(
             }
             _ = closing.wait_for(|closing| *closing), if cut_at.is_none() => {
                 conn.as_mut().graceful_shutdown();
+                cut_at = Some(tokio::time::Instant::now() + limits.shutdown_grace);
+            }
+            () = sleep_until_or_forever(aged_at), if cut_at.is_none() => {
+                tracing::debug!(%peer, "connection reached its maximum age; closing it gracefully");
+                conn.as_mut().graceful_shutdown();
+                aged_at = None;
                 cut_at = Some(tokio::time::Instant::now() + limits.shutdown_grace);
             }
             () = tokio::time::sleep_until(idle_at), if cut_at.is_none() => {
@@ -307,6 +340,20 @@ async fn serve_connection(
     }
 }
 
+/// `age` give or take a tenth, different from one connection to the next (by its peer port and
+/// the clock), so that connections opened together do not all close together.
+fn jittered(age: Duration, peer: SocketAddr) -> Duration {
+    let clock = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos(),
+    );
+    let spread = (u64::from(peer.port()).wrapping_mul(2_654_435_761) ^ clock) % 2001;
+    // 0..=2000 thousandths of a tenth: from 0.9 to 1.1 times `age`.
+    age.mul_f64(0.9 + spread as f64 / 10_000.0)
+}
+
 async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -314,8 +361,17 @@ async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Which signal asked the server to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM: the kubelet (or an orchestrator) stopping the pod.
+    Terminate,
+    /// SIGINT: Ctrl-C at a terminal.
+    Interrupt,
+}
+
+/// Completes on SIGTERM or SIGINT, saying which.
+pub async fn shutdown_signal() -> Signal {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for SIGINT");
@@ -334,7 +390,13 @@ pub async fn shutdown_signal() {
         }
     };
     tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
+        () = ctrl_c => {
+            tracing::info!("SIGINT received");
+            Signal::Interrupt
+        }
+        () = term => {
+            tracing::info!("SIGTERM received");
+            Signal::Terminate
+        }
     }
 }

@@ -424,12 +424,25 @@ def test_existing_secret_mode(chart):
             {"shutdownGrace": "30s", "terminationGracePeriodSeconds": 30},
             "terminationGracePeriodSeconds",
         ),
-        ({"shutdownGrace": "1m"}, "must be above shutdownGrace"),
+        ({"shutdownGrace": "1m"}, "must be above drainDelay \\+ shutdownGrace"),
+        # The drain delay counts too: 5s + 25s leaves the kubelet no margin.
+        ({"shutdownGrace": "25s"}, "must be above drainDelay \\+ shutdownGrace"),
     ],
 )
 def test_inconsistent_values_fail_the_render(chart, values, message):
     with pytest.raises(helm_python.HelmRenderError, match=message):
         render(chart, values)
+
+
+def test_the_pod_drains_and_bounds_its_connections(chart):
+    """After SIGTERM the binary keeps answering for drainDelay (the image has no shell for a
+    preStop sleep), and closes connections past maxConnectionAge so load spreads."""
+    rendered = render_mode(chart, "default")
+    args = rendered.container["args"]
+    assert arg_value(args, "--drain-delay") == "5s"
+    assert arg_value(args, "--max-connection-age") == "2m"
+    assert arg_value(args, "--shutdown-grace") == "20s"
+    assert rendered.deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 5 + 20
 
 
 def test_cert_manager_mode(chart):
@@ -828,6 +841,8 @@ def test_default_args(chart):
         "--request-timeout",
         "--header-read-timeout",
         "--shutdown-grace",
+        "--drain-delay",
+        "--max-connection-age",
     }
     assert {a for a in args if a.startswith("-")} <= known
     pod = rendered.deployment["spec"]["template"]["spec"]
