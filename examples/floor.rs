@@ -69,5 +69,10 @@ async fn main() {
     .await
     .expect("bind");
     eprintln!("floor serving on {addr}");
-    server.run(shutdown_signal()).await.expect("serve");
+    server
+        .run(async {
+            shutdown_signal().await;
+        })
+        .await
+        .expect("serve");
 }
