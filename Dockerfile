@@ -20,12 +20,14 @@ FROM rust:1.89-bookworm@sha256:948f9b08a66e7fe01b03a98ef1c7568292e07ec2e4fe90d88
 ARG GIT_COMMIT=unknown
 ENV STSGUARD_GIT_COMMIT=${GIT_COMMIT}
 WORKDIR /build
-# Only what `cargo build --release` reads: the manifest, the lock file, the sources and the
-# built-in policy (src/policy.rs embeds policies/default.yaml). README.md, examples/ and
-# tests/ are read by test builds only.
+# Only what `cargo build --release` reads: the manifest, the lock file, the sources, the
+# built-in policy (src/policy.rs embeds policies/default.yaml) and benches/, which Cargo.toml
+# names as targets (cargo refuses a manifest whose named targets are missing). README.md,
+# examples/ and tests/ are read by test builds only.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY policies ./policies
+COPY benches ./benches
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     cargo build --release --locked --bin stsguard \

@@ -287,3 +287,25 @@ def test_documents_exist_and_point_at_each_other():
     assert "Report a vulnerability" in security
     minor = ".".join(CARGO["package"]["version"].split(".")[:2])
     assert f"| {minor}.x (latest) | yes" in security
+
+
+def test_the_image_build_copies_every_path_cargo_needs():
+    """`cargo build` in the Dockerfile's builder refuses a manifest whose named targets are
+    missing, and the sources embed files with include_str!: every one of them is copied."""
+    root = Path(__file__).resolve().parents[2]
+    manifest = tomllib.loads((root / "Cargo.toml").read_text())
+    needed = {"Cargo.toml", "Cargo.lock", "src"}
+    for kind, folder in (("bench", "benches"), ("example", "examples"), ("test", "tests")):
+        for target in manifest.get(kind, []):
+            needed.add(target.get("path", f"{folder}/{target['name']}.rs").split("/")[0])
+    for source in (root / "src").rglob("*.rs"):
+        code = source.read_text().split("#[cfg(test)]")[0]
+        for path in re.findall(r'include_str!\("([^"]+)"\)', code):
+            resolved = (source.parent / path).resolve().relative_to(root)
+            needed.add(resolved.parts[0])
+    dockerfile = (root / "Dockerfile").read_text()
+    copied = set()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY ") and "--from" not in line:
+            copied.update(line.split()[1:-1])
+    assert needed <= copied, f"the builder stage does not copy {sorted(needed - copied)}"
