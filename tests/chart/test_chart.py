@@ -705,7 +705,7 @@ def test_webhook_settings(chart, mode):
     rendered = render_mode(chart, mode)
     webhook_values = MODES[mode].get("webhook", {})
     policies = webhook_values.get("failurePolicy", {})
-    timeout = webhook_values.get("timeoutSeconds", 5)
+    timeout = webhook_values.get("timeoutSeconds", 3)
     backstop = MODES[mode].get("backstop", {}).get("enabled", True)
     default_validating = "Ignore" if backstop else "Fail"
     assert rendered.validating["failurePolicy"] == policies.get("validating", default_validating)
