@@ -789,6 +789,8 @@ def test_deployment_security_and_availability(chart):
         assert http["path"] == path
         assert ports[http["port"]] == 8080
         assert http["scheme"] == "HTTP"
+        # Not before the process can have bound its probe listener.
+        assert container[probe]["initialDelaySeconds"] >= 1
 
     selector = deploy["spec"]["selector"]["matchLabels"]
     assert deploy["spec"]["template"]["metadata"]["labels"] == selector
