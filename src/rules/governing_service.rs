@@ -50,19 +50,22 @@ pub(super) const EXISTS: Rule = Rule {
     check: Check::StatefulSet(check_exists),
 };
 
+/// Both halves of the selector check, the StatefulSet's and the Service's, have these cases.
+const SELECTOR_CASES: &[Case] = &[
+    Case {
+        name: MISMATCH,
+        default: Action::Deny,
+    },
+    Case {
+        name: NO_SELECTOR,
+        default: Action::Warn,
+    },
+];
+
 pub(super) const SELECTOR: Rule = Rule {
     id: "sts-governing-service-selector",
     target: Target::StatefulSet,
-    cases: &[
-        Case {
-            name: MISMATCH,
-            default: Action::Deny,
-        },
-        Case {
-            name: NO_SELECTOR,
-            default: Action::Warn,
-        },
-    ],
+    cases: SELECTOR_CASES,
     needs_lookup: true,
     summary: "the governing Service's selector selects the pod template labels (mismatch), \
               and it has a selector at all (no-selector)",
@@ -92,16 +95,7 @@ pub(super) const SVC_HEADLESS_FOR_STATEFULSET: Rule = Rule {
 pub(super) const SVC_SELECTOR_FOR_STATEFULSET: Rule = Rule {
     id: "svc-selector-for-statefulset",
     target: Target::Service,
-    cases: &[
-        Case {
-            name: MISMATCH,
-            default: Action::Deny,
-        },
-        Case {
-            name: NO_SELECTOR,
-            default: Action::Warn,
-        },
-    ],
+    cases: SELECTOR_CASES,
     needs_lookup: true,
     summary: "a Service that a StatefulSet in its namespace names as serviceName selects that \
               StatefulSet's pod template labels (mismatch), and has a selector at all \
