@@ -1,8 +1,8 @@
 //! The checks behind the fuzz targets, as plain functions that panic when a property fails.
 //!
 //! `fuzz_targets/*.rs` hand libFuzzer's bytes to [`review`], [`policy`] and [`manifest`].
-//! `tests/input_properties.rs` includes this file as a module and runs the same checks on
-//! proptest's inputs, so stable `cargo test` exercises exactly what the fuzzer does.
+//! `tests/review_properties.rs` and `tests/document_properties.rs` include this file as a module
+//! and run the same checks on proptest's inputs, so stable `cargo test` exercises exactly what the fuzzer does.
 //!
 //! Only the stsguard crate and its own dependencies (serde_json, base64, json-patch) are used,
 //! so the file compiles in both places.

@@ -1,8 +1,18 @@
 //! A real stsguard server on ephemeral ports with a generated certificate, and a real HTTPS
-//! client (hyper + rustls) that speaks HTTP/1.1 or HTTP/2 to it.
+//! client (hyper + rustls) that speaks HTTP/1.1 or HTTP/2 to it. The submodules hold what several
+//! test files share: a fake API server and webhooks that follow it, hostile reviews and raw
+//! connections, `stsguard serve` as a child process, and the property tests' runner and
+//! generators.
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod cluster;
+pub mod connections;
+pub mod hostile;
+pub mod json_mutations;
+pub mod process;
+pub mod properties;
+pub mod text_mutations;
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
