@@ -56,6 +56,25 @@ fn governed(svc: &Service, ctx: &Context) -> Vec<Arc<StatefulSet>> {
     }
 }
 
+/// One finding about a governing Service: at `path`, the message `says` (given the names of the
+/// StatefulSets it governs) and the fix `fixed` (given the headless Service they need); nothing
+/// when no StatefulSet names it.
+fn governing_finding(
+    svc: &Service,
+    ctx: &Context,
+    path: &str,
+    says: impl FnOnce(&str) -> String,
+    fixed: impl FnOnce(Service) -> Service,
+) -> Vec<Finding> {
+    let governed = governed(svc, ctx);
+    let Some(first) = governed.first() else {
+        return vec![];
+    };
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    let needed = fixed(headless_service_for(first, ctx.namespace, name));
+    vec![Finding::new(path, says(&names(&governed))).fix(fix_for_existing(svc, &needed))]
+}
+
 fn names(list: &[Arc<StatefulSet>]) -> String {
     list.iter()
         .map(|s| format!("{:?}", s.metadata.name.as_deref().unwrap_or_default()))
@@ -67,25 +86,18 @@ pub(super) fn check_svc_headless(svc: &Service, ctx: &Context) -> Vec<Finding> {
     if is_headless(svc) {
         return vec![];
     }
-    let governed = governed(svc, ctx);
-    let Some(first) = governed.first() else {
-        return vec![];
-    };
-    let name = svc.metadata.name.as_deref().unwrap_or_default();
-    vec![
-        Finding::new(
-            "spec.clusterIP",
+    governing_finding(
+        svc,
+        ctx,
+        "spec.clusterIP",
+        |names| {
             format!(
-                "this Service is the governing Service of StatefulSet {} but is not headless, so \
-                 their pods get no per-pod DNS records",
-                names(&governed)
-            ),
-        )
-        .fix(fix_for_existing(
-            svc,
-            &headless_service_for(first, ctx.namespace, name),
-        )),
-    ]
+                "this Service is the governing Service of StatefulSet {names} but is not \
+                 headless, so their pods get no per-pod DNS records"
+            )
+        },
+        |needed| needed,
+    )
 }
 
 pub(super) fn check_svc_type(svc: &Service, ctx: &Context) -> Vec<Finding> {
@@ -97,25 +109,18 @@ pub(super) fn check_svc_type(svc: &Service, ctx: &Context) -> Vec<Finding> {
     if !matches!(kind, "NodePort" | "LoadBalancer" | "ExternalName") {
         return vec![];
     }
-    let governed = governed(svc, ctx);
-    let Some(first) = governed.first() else {
-        return vec![];
-    };
-    let name = svc.metadata.name.as_deref().unwrap_or_default();
-    vec![
-        Finding::new(
-            "spec.type",
+    governing_finding(
+        svc,
+        ctx,
+        "spec.type",
+        |names| {
             format!(
-                "governing Service of StatefulSet {} has type {kind}; expose the pods through a \
-                 separate Service",
-                names(&governed)
-            ),
-        )
-        .fix(fix_for_existing(
-            svc,
-            &headless_service_for(first, ctx.namespace, name),
-        )),
-    ]
+                "governing Service of StatefulSet {names} has type {kind}; expose the pods \
+                 through a separate Service"
+            )
+        },
+        |needed| needed,
+    )
 }
 
 pub(super) fn check_svc_publish(svc: &Service, ctx: &Context) -> Vec<Finding> {
@@ -127,24 +132,21 @@ pub(super) fn check_svc_publish(svc: &Service, ctx: &Context) -> Vec<Finding> {
     {
         return vec![];
     }
-    let governed = governed(svc, ctx);
-    let Some(first) = governed.first() else {
-        return vec![];
-    };
-    let name = svc.metadata.name.as_deref().unwrap_or_default();
-    let mut fixed = headless_service_for(first, ctx.namespace, name);
-    if let Some(spec) = fixed.spec.as_mut() {
-        spec.publish_not_ready_addresses = Some(true);
-    }
-    vec![
-        Finding::new(
-            "spec.publishNotReadyAddresses",
+    governing_finding(
+        svc,
+        ctx,
+        "spec.publishNotReadyAddresses",
+        |names| {
             format!(
-                "governing Service of StatefulSet {} does not publish not-ready pods, so members \
-                 cannot find their peers by DNS before they are Ready",
-                names(&governed)
-            ),
-        )
-        .fix(fix_for_existing(svc, &fixed)),
-    ]
+                "governing Service of StatefulSet {names} does not publish not-ready pods, so \
+                 members cannot find their peers by DNS before they are Ready"
+            )
+        },
+        |mut needed| {
+            if let Some(spec) = needed.spec.as_mut() {
+                spec.publish_not_ready_addresses = Some(true);
+            }
+            needed
+        },
+    )
 }
