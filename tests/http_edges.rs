@@ -281,14 +281,7 @@ async fn http2_over_limit_bodies_end_without_a_stream_reset() {
         ..Limits::default()
     };
     let server = TestServer::start_with(Policy::builtin(), Arc::new(NoLookup), limits).await;
-    let mut config = support::client_config(&server.ca_pem);
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let tls = connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = support::connections::raw_h2(&server).await;
     let (client, connection) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(connection);
     for declared in [true, false] {

@@ -148,14 +148,7 @@ pub async fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatu
 }
 
 pub async fn probe_metrics(addr: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
+    probe_get(addr, "/metrics").await
 }
 
 /// A GET on the plain probe listener, as raw HTTP/1.1.
