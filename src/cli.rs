@@ -25,7 +25,7 @@ pub use mutate::MutateArgs;
 pub use policy::PolicyArgs;
 pub use review::ReviewArgs;
 pub use rules::RulesArgs;
-pub use serve::{ServeArgs, StartError, prepare_serve};
+pub use serve::{Prepared, ServeArgs, StartError, prepare_serve};
 pub use version::{GIT_COMMIT, KUBERNETES_API};
 
 #[derive(Debug, Parser)]

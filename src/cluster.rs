@@ -129,6 +129,11 @@ impl Cluster {
         self
     }
 
+    /// The API client the watches use, for the other work that talks to the cluster.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     pub fn health(&self) -> Arc<Health> {
         self.health.clone()
     }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cluster;
 pub mod evaluate;
 pub mod exemption;
+pub mod leader;
 pub mod lookup;
 pub mod manifest;
 pub mod metrics;

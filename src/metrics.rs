@@ -147,6 +147,7 @@ pub struct Metrics {
     certificate_expiry: Gauge,
     certificate_not_before: Gauge,
     policy_reloads: Family<ResultLabels, Counter>,
+    leader: Gauge,
     live_reads: LiveReads,
     cluster: Mutex<Option<Arc<dyn CacheReport>>>,
 }
@@ -240,6 +241,12 @@ impl Metrics {
             "Policy file reloads, by result (success, failure)",
             policy_reloads.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease (it writes reports and keeps the shared certificate), else 0",
+            leader.clone(),
+        );
         let live_reads = LiveReads::default();
         registry.register(
             "live_reads",
@@ -273,6 +280,7 @@ impl Metrics {
             certificate_expiry,
             certificate_not_before,
             policy_reloads,
+            leader,
             live_reads,
             cluster: Mutex::new(None),
         }
@@ -281,6 +289,11 @@ impl Metrics {
     /// The live-read counter, for the cluster lookups to record into.
     pub fn live_reads(&self) -> LiveReads {
         self.live_reads.clone()
+    }
+
+    /// Records whether this replica leads now.
+    pub fn leading(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Reports these cluster caches at each scrape.

@@ -7,6 +7,7 @@ use clap::Args;
 use super::{ModeArg, RuleArg, load_policy, with_overrides};
 use crate::{
     cluster::{self, Cluster, ClusterError},
+    leader::{self, LeaderError, Leadership, LeaseSettings},
     lookup::{Lookup, NoLookup},
     metrics::Metrics,
     policy::{Lookups, Policy, PolicyError, PolicySlot},
@@ -92,6 +93,25 @@ pub struct ServeArgs {
     /// give or take a tenth, so load spreads over replicas (`0s`: never).
     #[arg(long, env = "STSGUARD_MAX_CONNECTION_AGE", default_value = "2m", value_parser = time::parse_duration)]
     pub max_connection_age: Duration,
+    /// The Lease through which the replicas choose the one that writes (reports, the shared
+    /// certificate); with cluster access only.
+    #[arg(long, env = "STSGUARD_LEADER_LEASE", default_value = "stsguard")]
+    pub leader_lease: String,
+    /// Namespace of --leader-lease (default: the pod's own namespace, or the kubeconfig's).
+    #[arg(long, env = "STSGUARD_LEADER_LEASE_NAMESPACE")]
+    pub leader_lease_namespace: Option<String>,
+    /// How long the leader holds the lease without renewing it: a replica that dies is replaced
+    /// this long after its last renewal at most (plus up to a second).
+    #[arg(long, env = "STSGUARD_LEADER_LEASE_DURATION", default_value = "15s", value_parser = time::parse_duration)]
+    pub leader_lease_duration: Duration,
+}
+
+/// A prepared server, and the cluster it may lead in.
+pub struct Prepared {
+    pub server: Server,
+    /// The API client and this replica's lease, when there is a cluster.
+    pub cluster: Option<(kube::Client, LeaseSettings)>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why `stsguard serve` could not start.
@@ -105,12 +125,14 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
     #[error("--max-body-bytes must be above 0")]
     ZeroBodyLimit,
 }
 
 /// Everything `serve` needs, checked, before any port is bound.
-pub async fn prepare_serve(args: &ServeArgs) -> Result<Server, StartError> {
+pub async fn prepare_serve(args: &ServeArgs) -> Result<Prepared, StartError> {
     if args.max_body_bytes == 0 {
         return Err(StartError::ZeroBodyLimit);
     }
@@ -155,7 +177,7 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Server, StartError> {
         drain_delay: args.drain_delay,
         max_connection_age: args.max_connection_age,
     };
-    let (lookup, readiness) = lookups(args, policy.lookups, &metrics).await?;
+    let (lookup, readiness, cluster) = lookups(args, policy.lookups, &metrics).await?;
     let readiness = readiness.with_certificate(resolver);
     let slot = Arc::new(PolicySlot::new(policy));
     if let (true, Some(path)) = (args.watch_policy, args.policy.clone()) {
@@ -173,12 +195,16 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Server, StartError> {
         Webhook {
             reviewer,
             readiness,
-            metrics,
+            metrics: metrics.clone(),
         },
         limits,
     )
     .await?;
-    Ok(server)
+    Ok(Prepared {
+        server,
+        cluster,
+        metrics,
+    })
 }
 
 /// `stsguard serve`: exit code 0 after a clean shutdown, 1 when it cannot start.
@@ -203,21 +229,36 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-/// The source of cluster facts, and the readiness that waits for it.
+type ClusterLookups = (
+    Arc<dyn Lookup>,
+    Readiness,
+    Option<(kube::Client, LeaseSettings)>,
+);
+
+/// The source of cluster facts, the readiness that waits for it, and the cluster's client.
 async fn lookups(
     args: &ServeArgs,
     policy: Lookups,
     metrics: &Metrics,
-) -> Result<(Arc<dyn Lookup>, Readiness), StartError> {
+) -> Result<ClusterLookups, StartError> {
     if args.no_cluster || policy == Lookups::Off {
         tracing::info!(
             "cluster lookups off (--no-cluster or policy lookups: off): cross-object rules are \
              skipped and answers say so"
         );
-        return Ok((Arc::new(NoLookup), Readiness::default()));
+        return Ok((Arc::new(NoLookup), Readiness::default(), None));
     }
     match cluster::config(args.kubeconfig.as_deref()).await? {
         Ok(config) => {
+            let lease = LeaseSettings {
+                namespace: args
+                    .leader_lease_namespace
+                    .clone()
+                    .unwrap_or_else(|| config.default_namespace.clone()),
+                name: args.leader_lease.clone(),
+                identity: leader::default_identity(),
+                duration: args.leader_lease_duration,
+            };
             let cluster = Cluster::start(config, &args.namespaces, args.lookup_timeout)?
                 .with_live_reads(metrics.live_reads());
             let readiness = Readiness::with_cluster(cluster.health());
@@ -226,7 +267,8 @@ async fn lookups(
                 namespaces = %if args.namespaces.is_empty() { "all".to_owned() } else { args.namespaces.join(",") },
                 "cluster lookups on: watching Services and StatefulSets; ready after the first sync"
             );
-            Ok((Arc::new(cluster), readiness))
+            let client = cluster.client();
+            Ok((Arc::new(cluster), readiness, Some((client, lease))))
         }
         Err(why) => {
             tracing::info!(
@@ -234,14 +276,23 @@ async fn lookups(
                 "no kubeconfig and not inside a cluster: running without cluster lookups; \
                  cross-object rules are skipped and answers say so"
             );
-            Ok((Arc::new(NoLookup), Readiness::default()))
+            Ok((Arc::new(NoLookup), Readiness::default(), None))
         }
     }
 }
 
 /// Runs the webhook until SIGTERM or SIGINT.
 pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
-    let server = prepare_serve(&args).await?;
+    let Prepared {
+        server,
+        cluster,
+        metrics,
+    } = prepare_serve(&args).await?;
+    let leadership = match cluster {
+        Some((client, lease)) => Leadership::join(client, &lease)?,
+        None => Leadership::fixed(false),
+    };
+    follow_leadership(&leadership, metrics);
     tracing::info!(
         addr = %server.local_addr()?,
         probe_addr = %server.probe_addr()?,
@@ -257,5 +308,19 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
             }
         })
         .await?;
+    leadership.resign().await;
     Ok(())
+}
+
+/// Keeps `stsguard_leader` current.
+fn follow_leadership(leadership: &Leadership, metrics: Arc<Metrics>) {
+    let mut leading = leadership.subscribe();
+    tokio::spawn(async move {
+        loop {
+            metrics.leading(*leading.borrow_and_update());
+            if leading.changed().await.is_err() {
+                break;
+            }
+        }
+    });
 }

@@ -44,6 +44,8 @@ from modes import (  # noqa: E402
 
 NAMESPACED_KINDS = {
     "ConfigMap",
+    "Role",
+    "RoleBinding",
     "Deployment",
     "PodDisruptionBudget",
     "Secret",
@@ -760,6 +762,30 @@ def test_cluster_role_is_least_privilege(chart):
     )
 
 
+def test_leader_election_lease_is_the_only_namespaced_grant(chart):
+    rendered = render_mode(chart, "default")
+    role = rendered.one("Role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    container = rendered.deployment["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    lease = args[args.index("--leader-lease") + 1]
+    granted = {
+        (rule["apiGroups"][0], rule["resources"][0], verb, tuple(rule.get("resourceNames", [])))
+        for rule in role["rules"]
+        for verb in rule["verbs"]
+    }
+    # Only create is unnamed (RBAC cannot limit create by name); the rest only this Lease.
+    assert granted == {
+        ("coordination.k8s.io", "leases", "create", ()),
+        *{("coordination.k8s.io", "leases", verb, (lease,)) for verb in ("get", "update", "patch")},
+    }
+    binding = rendered.one("RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == rendered.one("ServiceAccount")["metadata"]["name"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
 def test_deployment_security_and_availability(chart):
     rendered = render_mode(chart, "default")
     deploy = rendered.deployment
@@ -845,6 +871,7 @@ def test_default_args(chart):
         "--shutdown-grace",
         "--drain-delay",
         "--max-connection-age",
+        "--leader-lease",
     }
     assert {a for a in args if a.startswith("-")} <= known
     pod = rendered.deployment["spec"]["template"]["spec"]

@@ -1,8 +1,12 @@
 //! A fake Kubernetes API server, served over real HTTP from the test: the list/watch protocol
-//! for Services and StatefulSets (JSON lists with resourceVersion, newline-delimited watch event
-//! streams resumed from a resourceVersion, bookmarks, `410 Gone` once history is compacted), GET
-//! of single objects, and the faults tests need (dropped watches, a stopped server, a cache that
-//! lags). The kube client under test is not mocked: it talks to this server.
+//! (JSON lists with resourceVersion, newline-delimited watch event streams resumed from a
+//! resourceVersion, bookmarks, `410 Gone` once history is compacted), GET of single objects,
+//! writes as the real server checks them (`writes`: create, replace with optimistic concurrency,
+//! merge/JSON/strategic patches, server-side apply with field managers and conflicts, delete),
+//! and the faults tests need (dropped watches, a stopped server, a cache that lags). It serves
+//! the kinds stsguard reads or writes: Services, StatefulSets, Secrets, ConfigMaps, Leases,
+//! webhook configurations and policy reports. The kube client under test is not mocked: it talks
+//! to this server.
 
 use std::{
     collections::BTreeMap,
@@ -31,31 +35,125 @@ use tokio::{
     task::JoinSet,
 };
 
+#[path = "apiserver/ownership.rs"]
+mod ownership;
+#[path = "apiserver/writes.rs"]
+mod writes;
+
+use ownership::Owners;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Service,
     StatefulSet,
+    Secret,
+    ConfigMap,
+    Lease,
+    ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration,
+    PolicyReport,
+    ClusterPolicyReport,
+    /// `openreports.io/v1alpha1` Report.
+    OpenReport,
 }
 
 impl Kind {
+    const ALL: [Kind; 10] = [
+        Kind::Service,
+        Kind::StatefulSet,
+        Kind::Secret,
+        Kind::ConfigMap,
+        Kind::Lease,
+        Kind::ValidatingWebhookConfiguration,
+        Kind::MutatingWebhookConfiguration,
+        Kind::PolicyReport,
+        Kind::ClusterPolicyReport,
+        Kind::OpenReport,
+    ];
+
     fn api_version(self) -> &'static str {
         match self {
-            Kind::Service => "v1",
+            Kind::Service | Kind::Secret | Kind::ConfigMap => "v1",
             Kind::StatefulSet => "apps/v1",
+            Kind::Lease => "coordination.k8s.io/v1",
+            Kind::ValidatingWebhookConfiguration | Kind::MutatingWebhookConfiguration => {
+                "admissionregistration.k8s.io/v1"
+            }
+            Kind::PolicyReport | Kind::ClusterPolicyReport => "wgpolicyk8s.io/v1alpha2",
+            Kind::OpenReport => "openreports.io/v1alpha1",
         }
     }
+
     fn name(self) -> &'static str {
+        match self {
+            Kind::OpenReport => "Report",
+            other => other.kind_name(),
+        }
+    }
+
+    fn kind_name(self) -> &'static str {
         match self {
             Kind::Service => "Service",
             Kind::StatefulSet => "StatefulSet",
+            Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Lease => "Lease",
+            Kind::ValidatingWebhookConfiguration => "ValidatingWebhookConfiguration",
+            Kind::MutatingWebhookConfiguration => "MutatingWebhookConfiguration",
+            Kind::PolicyReport => "PolicyReport",
+            Kind::ClusterPolicyReport => "ClusterPolicyReport",
+            Kind::OpenReport => "Report",
         }
     }
-    fn of(value: &Value) -> Kind {
-        match value["kind"].as_str() {
-            Some("Service") => Kind::Service,
-            Some("StatefulSet") => Kind::StatefulSet,
-            other => panic!("the fake API server holds Services and StatefulSets, not {other:?}"),
+
+    fn plural(self) -> &'static str {
+        match self {
+            Kind::Service => "services",
+            Kind::StatefulSet => "statefulsets",
+            Kind::Secret => "secrets",
+            Kind::ConfigMap => "configmaps",
+            Kind::Lease => "leases",
+            Kind::ValidatingWebhookConfiguration => "validatingwebhookconfigurations",
+            Kind::MutatingWebhookConfiguration => "mutatingwebhookconfigurations",
+            Kind::PolicyReport => "policyreports",
+            Kind::ClusterPolicyReport => "clusterpolicyreports",
+            Kind::OpenReport => "reports",
         }
+    }
+
+    fn namespaced(self) -> bool {
+        !matches!(
+            self,
+            Kind::ValidatingWebhookConfiguration
+                | Kind::MutatingWebhookConfiguration
+                | Kind::ClusterPolicyReport
+        )
+    }
+
+    /// Custom resources: the API server has no strategic merge patch for them.
+    fn custom(self) -> bool {
+        matches!(
+            self,
+            Kind::PolicyReport | Kind::ClusterPolicyReport | Kind::OpenReport
+        )
+    }
+
+    /// The resource as the API server names it in messages (`leases.coordination.k8s.io`).
+    fn resource(self) -> String {
+        match self.api_version().split_once('/') {
+            Some((group, _)) => format!("{}.{group}", self.plural()),
+            None => self.plural().to_owned(),
+        }
+    }
+
+    fn of(value: &Value) -> Kind {
+        let (api_version, kind) = (value["apiVersion"].as_str(), value["kind"].as_str());
+        Kind::ALL
+            .into_iter()
+            .find(|k| Some(k.api_version()) == api_version && Some(k.name()) == kind)
+            .unwrap_or_else(|| {
+                panic!("the fake API server does not serve {api_version:?} {kind:?}")
+            })
     }
 }
 
@@ -77,6 +175,10 @@ struct Inner {
     requests: Vec<String>,
     /// The API server's DNS-1035 rule for Service names (RelaxedServiceNameValidation off).
     strict_service_names: bool,
+    /// Field managers of each object written through the API (server-side apply).
+    owners: BTreeMap<(Kind, String, String), Owners>,
+    /// Objects created through the API so far (for their uids).
+    created: u64,
 }
 
 /// The server's state; it outlives restarts of the listener.
@@ -273,16 +375,21 @@ impl FakeApiServer {
                 panic!("the API server refuses this Service: {error}");
             }
         }
-        let namespace = object["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("default")
-            .to_owned();
+        let namespace = if kind.namespaced() {
+            let namespace = object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned();
+            object["metadata"]["namespace"] = json!(namespace);
+            namespace
+        } else {
+            String::new()
+        };
         let name = object["metadata"]["name"].as_str().unwrap().to_owned();
         let mut inner = self.inner.lock().unwrap();
         inner.revision += 1;
         let rv = inner.revision;
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        object["metadata"]["namespace"] = json!(namespace);
         let key = (kind, namespace.clone(), name);
         let event_type = if inner.objects.contains_key(&key) {
             "MODIFIED"
@@ -310,6 +417,26 @@ impl FakeApiServer {
         self.inner.lock().unwrap().watches.clear();
     }
 
+    /// The stored object, as a GET would return it.
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .objects
+            .get(&(kind, namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// Every stored object of a kind (all namespaces), in namespace and name order.
+    pub fn objects(&self, kind: Kind) -> Vec<Value> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .objects
+            .iter()
+            .filter(|((k, _, _), _)| *k == kind)
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
     /// The requests served so far (`METHOD path?query`).
     pub fn requests(&self) -> Vec<String> {
         self.inner.lock().unwrap().requests.clone()
@@ -327,21 +454,38 @@ fn broadcast(inner: &mut Inner, rv: u64, kind: Kind, namespace: &str, event: Val
     });
 }
 
-/// The resource path: kind, namespace and name, from `/api/v1/...` or `/apis/apps/v1/...`.
+/// The resource path: kind, namespace and name, from `/api/v1/...` or `/apis/GROUP/VERSION/...`.
+/// Cluster-scoped objects have the namespace `Some("")`.
 fn route(path: &str) -> Option<(Kind, Option<String>, Option<String>)> {
-    let rest = path
-        .strip_prefix("/api/v1/")
-        .map(|r| (r, "services", Kind::Service))
-        .or_else(|| {
-            path.strip_prefix("/apis/apps/v1/")
-                .map(|r| (r, "statefulsets", Kind::StatefulSet))
-        })?;
-    let (rest, plural, kind) = rest;
+    let (group_version, rest) = match path.strip_prefix("/api/v1/") {
+        Some(rest) => ("v1".to_owned(), rest),
+        None => {
+            let mut parts = path.strip_prefix("/apis/")?.splitn(3, '/');
+            let (group, version, rest) = (parts.next()?, parts.next()?, parts.next()?);
+            (format!("{group}/{version}"), rest)
+        }
+    };
     let parts: Vec<&str> = rest.split('/').collect();
+    let kind_of = |plural: &str| {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.api_version() == group_version && k.plural() == plural)
+    };
     match parts.as_slice() {
-        [p] if *p == plural => Some((kind, None, None)),
-        ["namespaces", ns, p] if *p == plural => Some((kind, Some((*ns).to_owned()), None)),
-        ["namespaces", ns, p, name] if *p == plural => {
+        [plural] => {
+            let kind = kind_of(plural)?;
+            Some((kind, (!kind.namespaced()).then(String::new), None))
+        }
+        [plural, name] => {
+            let kind = kind_of(plural).filter(|k| !k.namespaced())?;
+            Some((kind, Some(String::new()), Some((*name).to_owned())))
+        }
+        ["namespaces", ns, plural] => {
+            let kind = kind_of(plural).filter(|k| k.namespaced())?;
+            Some((kind, Some((*ns).to_owned()), None))
+        }
+        ["namespaces", ns, plural, name] => {
+            let kind = kind_of(plural).filter(|k| k.namespaced())?;
             Some((kind, Some((*ns).to_owned()), Some((*name).to_owned())))
         }
         _ => None,
@@ -410,6 +554,9 @@ async fn handle(State(server): State<FakeApiServer>, request: Request) -> Respon
             &status(404, "NotFound", "no such path"),
         );
     };
+    if request.method() != axum::http::Method::GET {
+        return writes::write(&server, request, kind, namespace, name).await;
+    }
     if let Some(name) = name {
         let inner = server.inner.lock().unwrap();
         let key = (kind, namespace.clone().unwrap_or_default(), name.clone());
@@ -420,7 +567,7 @@ async fn handle(State(server): State<FakeApiServer>, request: Request) -> Respon
                 &status(
                     404,
                     "NotFound",
-                    &format!("{} {name:?} not found", kind.name()),
+                    &format!("{} {name:?} not found", kind.resource()),
                 ),
             ),
         };

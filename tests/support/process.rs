@@ -87,10 +87,16 @@ pub fn start(dir: &Path) -> Running {
 }
 
 pub fn start_with(dir: &Path, extra: &[&str]) -> Running {
+    start_with_env(dir, extra, &[])
+}
+
+/// Starts `stsguard serve` with `extra` arguments and `env` variables set.
+pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Running {
     let mut running = Running {
         child: stsguard()
             .args(serve_args(dir))
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
