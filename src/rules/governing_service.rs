@@ -11,6 +11,8 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use super::{Action, Case, Check, Context, DEFAULT_CASE, Finding, Rule, Target};
 use crate::lookup::{Fact, Labels, ServiceFacts, StatefulSetFacts};
 
+#[cfg(test)]
+mod equivalence;
 mod fix;
 mod service_side;
 
