@@ -1,12 +1,12 @@
 #!/bin/sh
 # The cluster-cache benchmark, this checkout side by side with a reference revision (default:
-# main) in one run: builds the reference's release binary into its own target directory (reusing
-# a copy of this checkout's compiled dependencies when there is one), then runs
-# `cargo bench --bench cache_memory` with STSGUARD_REFERENCE pointing at it.
+# where this branch left main) in one run: builds the reference's release binary into its own
+# target directory (reusing a copy of this checkout's compiled dependencies when there is one),
+# then runs `cargo bench --bench cache_memory` with STSGUARD_REFERENCE pointing at it.
 #   bench/cache-memory.sh [REVISION]
 set -eu
-rev=${1:-main}
 root=$(git rev-parse --show-toplevel)
+rev=${1:-$(git -C "$root" merge-base HEAD main)}
 ref=$root/target/reference
 rm -rf "$ref/src"
 mkdir -p "$ref/src" "$ref/target"
