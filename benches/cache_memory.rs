@@ -1,9 +1,9 @@
 //! `stsguard serve` with cluster lookups at two sizes: 10,000 Services and 2,000 StatefulSets in
 //! 100 namespaces, and 100,000 Services and 20,000 StatefulSets in 5,000 namespaces (objects as a
 //! real API server returns them: managedFields, the last-applied annotation, status; lists paged
-//! 500 at a time). For each size and each binary (this build, and `STSGUARD_REFERENCE` when set,
-//! side by side in one run): the time to the first sync of both caches, resident memory (VmRSS,
-//! VmHWM), and the latency of reviews that read the caches. `bench/cache-memory.sh` builds the
+//! as each binary asks). For each size and each binary (this build, and `STSGUARD_REFERENCE`
+//! when set, side by side in one run): the time to the first sync of both caches, resident
+//! memory (VmRSS, VmHWM), and the latency of reviews that read the caches. `bench/cache-memory.sh` builds the
 //! reference from a git revision and runs this; `cargo bench --bench cache_memory` alone runs
 //! this build only. Targets: < 40 MB at the small size, < 150 MB and sync < 10 s at the large.
 
@@ -143,11 +143,11 @@ async fn serve_time(fake: &FakeApiServer) -> Duration {
         async move {
             let mut token = String::new();
             loop {
-                let uri = format!("{path}?limit=500&continue={token}");
+                let uri = format!("{path}?limit=100&continue={token}");
                 let request = http::Request::get(uri).body(Vec::new()).unwrap();
                 let text = client.request_text(request).await.unwrap();
-                // Keys are serialized in order, so the list's metadata comes after its items.
-                let Some(at) = text.rfind("\"continue\":\"") else {
+                // The list's metadata comes before its items.
+                let Some(at) = text.find("\"continue\":\"") else {
                     return;
                 };
                 let rest = &text[at + "\"continue\":\"".len()..];

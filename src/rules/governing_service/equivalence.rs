@@ -122,7 +122,9 @@ fn corpus() -> (Vec<StatefulSet>, Vec<Service>) {
     let (mut statefulsets, mut services) = (Vec::new(), Vec::new());
     for mut doc in loaded.documents {
         // Old apps/v1beta1 objects read as apps/v1, as the rules see them.
-        doc.value.as_object_mut().map(|o| o.remove("apiVersion"));
+        if let Some(object) = doc.value.as_object_mut() {
+            object.remove("apiVersion");
+        }
         match doc.value["kind"].as_str() {
             Some("StatefulSet") => statefulsets.push(serde_json::from_value(doc.value).unwrap()),
             Some("Service") => services.push(serde_json::from_value(doc.value).unwrap()),
@@ -138,7 +140,9 @@ fn facts_give_what_the_whole_objects_gave() {
     assert!(statefulsets.len() >= 40 && services.len() >= 40);
     // The corpus has no Service without a selector (one with hand-made endpoints): add one.
     let mut bare = services[0].clone();
-    bare.spec.as_mut().map(|s| s.selector = None);
+    if let Some(spec) = bare.spec.as_mut() {
+        spec.selector = None;
+    }
     services.push(bare);
     let mut cases = BTreeMap::new();
     for sts in &statefulsets {
