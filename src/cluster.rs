@@ -1,40 +1,25 @@
-//! Live cluster facts: a kube client and reflector caches of Services and StatefulSets (all
-//! namespaces, or those named), stripped of bulk before caching, answering the [`Lookup`] trait.
+//! Live cluster facts: a kube client and watches of Services and StatefulSets (all namespaces,
+//! or those named), each keeping an index of the facts the rules read, answering the [`Lookup`]
+//! trait.
 //! Where a verdict could rest on what a cache says, [`Lookup::confirm`] asks the API server once,
 //! under a short deadline, because a cache can lag behind a write made a moment ago.
 
-use std::{
-    collections::BTreeMap,
-    fmt::Debug,
-    path::Path,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
-use futures::StreamExt;
-use k8s_openapi::{
-    NamespaceResourceScope,
-    api::{apps::v1::StatefulSet, core::v1::Service},
-};
 use kube::{
-    Api, Client, Config, Resource, ResourceExt,
+    Client, Config,
     config::{KubeConfigOptions, Kubeconfig},
-    runtime::{
-        WatchStreamExt,
-        reflector::{self, ObjectRef, Store},
-        watcher,
-    },
 };
-use serde::de::DeserializeOwned;
 
 use crate::{
-    lookup::{BoxFuture, Confirmed, Fact, Lookup, Need},
+    lookup::{BoxFuture, Confirmed, Fact, Lookup, Need, ServiceFacts, StatefulSetFacts},
     metrics::LiveReads,
     rules::governs_cleanly,
 };
 
 mod confirm;
 mod health;
+mod watch;
 
 pub use health::{Health, WatchState, client};
 #[derive(Debug, thiserror::Error)]
@@ -68,26 +53,11 @@ pub async fn config(kubeconfig: Option<&Path>) -> Result<Result<Config, String>,
     Ok(Ok(config))
 }
 
-/// Caches of one kind: one for all namespaces, or one per watched namespace.
-#[derive(Clone)]
-struct Caches<K: Resource<DynamicType = ()> + Clone + 'static> {
-    all: Option<Store<K>>,
-    by_namespace: BTreeMap<String, Store<K>>,
-}
-
-impl<K: Resource<DynamicType = ()> + Clone + 'static> Caches<K> {
-    fn for_namespace(&self, namespace: &str) -> Option<&Store<K>> {
-        self.all
-            .as_ref()
-            .or_else(|| self.by_namespace.get(namespace))
-    }
-}
-
-/// Cluster facts from reflector caches.
+/// Cluster facts from the watches' indexes.
 pub struct Cluster {
     client: Client,
-    services: Caches<Service>,
-    statefulsets: Caches<StatefulSet>,
+    services: watch::Caches<ServiceFacts>,
+    statefulsets: watch::Caches<StatefulSetFacts>,
     health: Arc<Health>,
     confirm_timeout: Duration,
     live_reads: LiveReads,
@@ -104,14 +74,8 @@ impl Cluster {
     ) -> Result<Cluster, ClusterError> {
         let health = Arc::new(Health::default());
         let client = client(config, health.clone())?;
-        let services = caches(&client, namespaces, &health, "services", slim_service);
-        let statefulsets = caches(
-            &client,
-            namespaces,
-            &health,
-            "statefulsets",
-            slim_statefulset,
-        );
+        let services = watch::services(&client, namespaces, &health);
+        let statefulsets = watch::statefulsets(&client, namespaces, &health);
         Ok(Cluster {
             client,
             services,
@@ -143,129 +107,24 @@ impl Cluster {
     }
 }
 
-fn caches<K>(
-    client: &Client,
-    namespaces: &[String],
-    health: &Arc<Health>,
-    kind: &'static str,
-    slim: fn(&mut K),
-) -> Caches<K>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    if namespaces.is_empty() {
-        let index = health.register(kind, None);
-        let store = watch(Api::all(client.clone()), health.clone(), index, slim);
-        return Caches {
-            all: Some(store),
-            by_namespace: BTreeMap::new(),
-        };
-    }
-    let by_namespace = namespaces
-        .iter()
-        .map(|ns| {
-            let index = health.register(kind, Some(ns.clone()));
-            let store = watch(
-                Api::namespaced(client.clone(), ns),
-                health.clone(),
-                index,
-                slim,
-            );
-            (ns.clone(), store)
-        })
-        .collect();
-    Caches {
-        all: None,
-        by_namespace,
-    }
-}
-
-/// Spawns a reflector for `api` and returns its store.
-fn watch<K>(api: Api<K>, health: Arc<Health>, index: usize, slim: fn(&mut K)) -> Store<K>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let store = reader.clone();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(move |obj: &mut K| {
-            obj.managed_fields_mut().clear();
-            obj.annotations_mut()
-                .remove("kubectl.kubernetes.io/last-applied-configuration");
-            slim(obj);
-        })
-        .reflect(writer);
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(watcher::Event::InitDone) => health.update(index, |w| {
-                    if !w.synced || w.error.is_some() {
-                        tracing::info!(kind = w.kind, namespace = ?w.namespace, objects = reader.len(), "cache synced");
-                    }
-                    w.synced = true;
-                    w.error = None;
-                    w.objects = reader.len();
-                    w.since = Instant::now();
-                }),
-                Ok(_) => health.update(index, |w| {
-                    if w.error.take().is_some() {
-                        tracing::info!(kind = w.kind, namespace = ?w.namespace, "watch recovered");
-                        w.since = Instant::now();
-                    }
-                    w.objects = reader.len();
-                }),
-                Err(e) => health.update(index, |w| {
-                    // One log line per outage, not one per retry.
-                    if w.error.is_none() {
-                        tracing::warn!(kind = w.kind, namespace = ?w.namespace, error = %e,
-                            "watch failed; serving from the cache while it reconnects");
-                        w.since = Instant::now();
-                    }
-                    w.error = Some(e.to_string());
-                }),
-            }
-        }
-    });
-    store
-}
-
-/// Only what the rules read is cached: status is dropped with managedFields and the
-/// last-applied annotation.
-fn slim_service(svc: &mut Service) {
-    svc.status = None;
-}
-
-fn slim_statefulset(sts: &mut StatefulSet) {
-    sts.status = None;
-}
-
 impl Lookup for Cluster {
-    fn service(&self, namespace: &str, name: &str) -> Fact<Arc<Service>> {
+    fn service(&self, namespace: &str, name: &str) -> Fact<Arc<ServiceFacts>> {
         match self.services.for_namespace(namespace) {
-            Some(store) if self.synced() => {
-                match store.get(&ObjectRef::new(name).within(namespace)) {
-                    Some(svc) => Fact::Found(svc),
-                    None => Fact::Absent,
-                }
-            }
+            Some(index) if self.synced() => match index.read().get(namespace, name) {
+                Some(svc) => Fact::Found(svc),
+                None => Fact::Absent,
+            },
             _ => Fact::Unknown,
         }
     }
 
-    fn statefulsets_naming(&self, namespace: &str, service: &str) -> Fact<Vec<Arc<StatefulSet>>> {
+    fn statefulsets_naming(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> Fact<Vec<Arc<StatefulSetFacts>>> {
         match self.statefulsets.for_namespace(namespace) {
-            Some(store) if self.synced() => Fact::Found(store.state_filter(|sts| {
-                sts.metadata.namespace.as_deref() == Some(namespace)
-                    && crate::subject::governing_service(sts) == Some(service)
-            })),
+            Some(index) if self.synced() => Fact::Found(index.read().naming(namespace, service)),
             _ => Fact::Unknown,
         }
     }

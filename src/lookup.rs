@@ -4,9 +4,15 @@
 //! Rules never know where the facts come from: the webhook answers from its cluster caches, the
 //! offline audit from the manifests it was given, unit tests from a small map.
 
-use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
+use std::{borrow::Borrow, future::Future, pin::Pin, sync::Arc};
 
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
+
+mod facts;
+mod index;
+
+pub use facts::{Labels, Names, PortFacts, ServiceFacts, StatefulSetFacts, is_headless};
+pub use index::Index;
 
 /// An answer from a [`Lookup`]: found, known to be absent, or not knowable here.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,13 +24,18 @@ pub enum Fact<T> {
     Unknown,
 }
 
-/// Where cross-object facts come from. Objects are shared, not copied: caches hand out the
-/// `Arc`s they hold.
+/// Where cross-object facts come from: the compact facts the rules read of the other object
+/// ([`ServiceFacts`], [`StatefulSetFacts`]), shared, not copied: sources hand out the `Arc`s
+/// they hold.
 pub trait Lookup: Send + Sync {
     /// The Service `name` in `namespace`.
-    fn service(&self, namespace: &str, name: &str) -> Fact<Arc<Service>>;
+    fn service(&self, namespace: &str, name: &str) -> Fact<Arc<ServiceFacts>>;
     /// The StatefulSets in `namespace` whose `spec.serviceName` is `service`.
-    fn statefulsets_naming(&self, namespace: &str, service: &str) -> Fact<Vec<Arc<StatefulSet>>>;
+    fn statefulsets_naming(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> Fact<Vec<Arc<StatefulSetFacts>>>;
     /// Whether this lookup can answer for `namespace`; `false` means every answer there is
     /// `Unknown`.
     fn available(&self, _namespace: &str) -> bool {
@@ -72,8 +83,8 @@ impl Need<'_> {
 /// Facts confirmed live, which take precedence over the lookup's own answers.
 #[derive(Clone, Debug, Default)]
 pub struct Confirmed {
-    pub service: Option<(Key, Fact<Arc<Service>>)>,
-    pub naming: Option<(Key, Fact<Vec<Arc<StatefulSet>>>)>,
+    pub service: Option<(Key, Fact<Arc<ServiceFacts>>)>,
+    pub naming: Option<(Key, Fact<Vec<Arc<StatefulSetFacts>>>)>,
 }
 
 /// A lookup with live confirmations laid over it.
@@ -83,14 +94,18 @@ pub struct WithConfirmed<'a> {
 }
 
 impl Lookup for WithConfirmed<'_> {
-    fn service(&self, namespace: &str, name: &str) -> Fact<Arc<Service>> {
+    fn service(&self, namespace: &str, name: &str) -> Fact<Arc<ServiceFacts>> {
         match &self.confirmed.service {
             Some(((ns, n), fact)) if ns == namespace && n == name => fact.clone(),
             _ => self.base.service(namespace, name),
         }
     }
 
-    fn statefulsets_naming(&self, namespace: &str, service: &str) -> Fact<Vec<Arc<StatefulSet>>> {
+    fn statefulsets_naming(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> Fact<Vec<Arc<StatefulSetFacts>>> {
         match &self.confirmed.naming {
             Some(((ns, s), fact)) if ns == namespace && s == service => fact.clone(),
             _ => self.base.statefulsets_naming(namespace, service),
@@ -107,10 +122,10 @@ impl Lookup for WithConfirmed<'_> {
 pub struct NoLookup;
 
 impl Lookup for NoLookup {
-    fn service(&self, _: &str, _: &str) -> Fact<Arc<Service>> {
+    fn service(&self, _: &str, _: &str) -> Fact<Arc<ServiceFacts>> {
         Fact::Unknown
     }
-    fn statefulsets_naming(&self, _: &str, _: &str) -> Fact<Vec<Arc<StatefulSet>>> {
+    fn statefulsets_naming(&self, _: &str, _: &str) -> Fact<Vec<Arc<StatefulSetFacts>>> {
         Fact::Unknown
     }
     fn available(&self, _: &str) -> bool {
@@ -122,13 +137,10 @@ impl Lookup for NoLookup {
 pub type Key = (String, String);
 
 /// Facts held in memory, keyed by namespace and name. What it does not hold is absent.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct InMemory {
-    services: BTreeMap<Key, Arc<Service>>,
-    /// StatefulSets by namespace and name, and by namespace and the Service they name (with
-    /// their own names, to remove them when they are replaced).
-    statefulsets: BTreeMap<Key, Arc<StatefulSet>>,
-    naming: BTreeMap<Key, Vec<(String, Arc<StatefulSet>)>>,
+    services: Index<ServiceFacts>,
+    statefulsets: Index<StatefulSetFacts>,
 }
 
 impl InMemory {
@@ -136,38 +148,29 @@ impl InMemory {
         Self::default()
     }
 
-    /// Adds a Service; `namespace` is used where the object names none.
-    pub fn add_service(&mut self, namespace: &str, service: impl Into<Arc<Service>>) {
-        let service = service.into();
-        let key = key(&service.metadata, namespace);
-        self.services.insert(key, service);
+    /// Adds a Service (replacing one of the same name); `namespace` is used where the object
+    /// names none.
+    pub fn add_service(&mut self, namespace: &str, service: impl Borrow<Service>) {
+        let service = service.borrow();
+        let (ns, name) = key(&service.metadata, namespace);
+        self.services.insert(&ns, &name, ServiceFacts::of(service));
     }
 
     /// Adds a StatefulSet (replacing one of the same name); `namespace` is used where the
     /// object names none.
-    pub fn add_statefulset(&mut self, namespace: &str, sts: impl Into<Arc<StatefulSet>>) {
-        let sts = sts.into();
+    pub fn add_statefulset(&mut self, namespace: &str, sts: impl Borrow<StatefulSet>) {
+        let sts = sts.borrow();
         let (ns, name) = key(&sts.metadata, namespace);
-        let replaced = self
-            .statefulsets
-            .insert((ns.clone(), name.clone()), sts.clone());
-        if let Some(old) = replaced
-            && let Some(list) = self.naming.get_mut(&(ns.clone(), service_of(&old)))
-        {
-            list.retain(|(n, _)| *n != name);
-        }
-        self.naming
-            .entry((ns, service_of(&sts)))
-            .or_default()
-            .push((name, sts));
+        self.statefulsets
+            .insert(&ns, &name, StatefulSetFacts::of(sts));
     }
 
-    pub fn with_service(mut self, namespace: &str, service: impl Into<Arc<Service>>) -> Self {
+    pub fn with_service(mut self, namespace: &str, service: impl Borrow<Service>) -> Self {
         self.add_service(namespace, service);
         self
     }
 
-    pub fn with_statefulset(mut self, namespace: &str, sts: impl Into<Arc<StatefulSet>>) -> Self {
+    pub fn with_statefulset(mut self, namespace: &str, sts: impl Borrow<StatefulSet>) -> Self {
         self.add_statefulset(namespace, sts);
         self
     }
@@ -178,27 +181,20 @@ fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, namesp
     (ns, meta.name.clone().unwrap_or_default())
 }
 
-fn service_of(sts: &StatefulSet) -> String {
-    crate::subject::governing_service(sts)
-        .unwrap_or_default()
-        .to_owned()
-}
-
 impl Lookup for InMemory {
-    fn service(&self, namespace: &str, name: &str) -> Fact<Arc<Service>> {
-        match self.services.get(&(namespace.to_owned(), name.to_owned())) {
-            Some(svc) => Fact::Found(svc.clone()),
+    fn service(&self, namespace: &str, name: &str) -> Fact<Arc<ServiceFacts>> {
+        match self.services.get(namespace, name) {
+            Some(svc) => Fact::Found(svc),
             None => Fact::Absent,
         }
     }
 
-    fn statefulsets_naming(&self, namespace: &str, service: &str) -> Fact<Vec<Arc<StatefulSet>>> {
-        let naming = self
-            .naming
-            .get(&(namespace.to_owned(), service.to_owned()))
-            .map(|list| list.iter().map(|(_, sts)| sts.clone()).collect())
-            .unwrap_or_default();
-        Fact::Found(naming)
+    fn statefulsets_naming(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> Fact<Vec<Arc<StatefulSetFacts>>> {
+        Fact::Found(self.statefulsets.naming(namespace, service))
     }
 }
 
@@ -233,10 +229,7 @@ mod tests {
         let Fact::Found(found) = facts.statefulsets_naming("a", "svc") else {
             panic!("in-memory facts are always known")
         };
-        let names: Vec<_> = found
-            .iter()
-            .map(|s| s.metadata.name.clone().unwrap())
-            .collect();
+        let names: Vec<_> = found.iter().map(|s| s.name.to_string()).collect();
         assert_eq!(names, ["one"]);
     }
 
@@ -255,7 +248,7 @@ mod tests {
     #[test]
     fn confirmed_facts_take_precedence() {
         let facts = InMemory::new();
-        let svc = Arc::new(Service::default());
+        let svc = Arc::new(ServiceFacts::default());
         let overlay = WithConfirmed {
             base: &facts,
             confirmed: Confirmed {

@@ -1,6 +1,6 @@
 //! The webhook's caches against a fake API server that speaks the real list/watch protocol: both
 //! creation orders, a Service turning into a governing Service, a cache that lags, cache sync
-//! gating readiness, watched namespaces, what a cached object keeps, paging, and recovery from
+//! gating readiness, watched namespaces, the facts a cache keeps and what a re-list drops, paging, and recovery from
 //! `410 Gone`, dropped watches and an outage.
 
 mod support;
@@ -305,35 +305,65 @@ async fn watched_namespaces_limit_what_is_known() {
 }
 
 #[tokio::test]
-async fn cached_objects_are_stripped_of_bulk() {
+async fn the_cache_keeps_the_facts_of_objects_as_served_and_a_relist_drops_the_deleted() {
+    use stsguard::lookup::{Fact, Lookup, ServiceFacts, StatefulSetFacts};
     let fake = FakeApiServer::start().await;
     let mut svc = service("web", "None", "web");
     svc["metadata"]["annotations"] =
         json!({"kubectl.kubernetes.io/last-applied-configuration": "x".repeat(10_000)});
     fake.apply(svc);
+    for name in ["web", "web-2"] {
+        let mut sts = statefulset(name, "web");
+        sts["metadata"]["managedFields"] = json!([{"manager": "kubectl", "operation": "Update"}]);
+        fake.apply(sts);
+    }
     let cluster = Cluster::start(fake.config(), &[], Duration::from_secs(1)).unwrap();
     let health = cluster.health();
     eventually("sync", WAIT, || async { health.synced() }).await;
-    use stsguard::lookup::{Fact, Lookup};
-    let Fact::Found(cached) = cluster.service("cap", "web") else {
-        panic!("the Service is cached")
+
+    // The facts are those of each object exactly as the API server serves it.
+    let client = kube::Client::try_from(fake.config()).unwrap();
+    let as_served =
+        kube::Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), "cap")
+            .get("web")
+            .await
+            .unwrap();
+    assert_eq!(
+        cluster.service("cap", "web"),
+        Fact::Found(std::sync::Arc::new(ServiceFacts::of(&as_served)))
+    );
+    let naming = |cluster: &Cluster| match cluster.statefulsets_naming("cap", "web") {
+        Fact::Found(list) => {
+            let mut names: Vec<String> = list.iter().map(|s| s.name.to_string()).collect();
+            names.sort();
+            names
+        }
+        other => panic!("the StatefulSets are known: {other:?}"),
     };
-    assert!(
-        cached
-            .metadata
-            .managed_fields
-            .as_ref()
-            .is_none_or(Vec::is_empty)
-    );
-    assert!(
-        cached
-            .metadata
-            .annotations
-            .as_ref()
-            .is_none_or(|a| a.is_empty())
-    );
-    assert!(cached.status.is_none());
-    let _ = Kind::Service;
+    assert_eq!(naming(&cluster), ["web", "web-2"]);
+    let sts = kube::Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client, "cap")
+        .get("web")
+        .await
+        .unwrap();
+    let Fact::Found(list) = cluster.statefulsets_naming("cap", "web") else {
+        unreachable!()
+    };
+    assert!(list.contains(&std::sync::Arc::new(StatefulSetFacts::of(&sts))));
+
+    // Deleted while the watch history was lost: only the re-list after 410 Gone can tell, and
+    // what it does not list again is gone.
+    fake.compact();
+    fake.delete_unannounced(Kind::StatefulSet, "cap", "web-2");
+    fake.drop_watches();
+    eventually(
+        "the re-list drops the deleted StatefulSet",
+        WAIT,
+        || async { naming(&cluster) == ["web"] },
+    )
+    .await;
+    let states = health.states();
+    assert_eq!(states[1].objects, 1, "{states:?}");
+    assert!(states.iter().all(|w| w.synced), "{states:?}");
 }
 
 #[tokio::test]
@@ -347,13 +377,16 @@ async fn lists_are_paged_through_continue_tokens() {
     eventually("sync", WAIT, || async { health.synced() }).await;
     let states = health.states();
     assert_eq!(states[0].objects, 1_100, "{states:?}");
-    let requests = fake.requests();
-    for page in ["continue=500", "continue=1000"] {
-        assert!(
-            requests
-                .iter()
-                .any(|r| r.starts_with("GET /api/v1/services") && r.contains(page)),
-            "{requests:#?}"
-        );
-    }
+    // 100 a page: eleven requests, each after the first resuming where the last one ended.
+    let pages: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET /api/v1/services?") && !r.contains("watch="))
+        .collect();
+    assert_eq!(pages.len(), 11, "{pages:#?}");
+    assert!(pages[0].contains("limit=100") && !pages[0].contains("continue="));
+    assert!(
+        pages[1..].iter().all(|r| r.contains("continue=")),
+        "{pages:#?}"
+    );
 }

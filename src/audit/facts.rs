@@ -11,15 +11,13 @@ use std::{
     sync::Arc,
 };
 
-use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
-
 use crate::{
-    lookup::{Fact, Key, Lookup},
+    lookup::{Fact, Key, Lookup, ServiceFacts, StatefulSetFacts},
     manifest::Source,
     subject::{self, Object},
 };
 
-/// A definition and where it was given.
+/// A definition's facts and where it was given.
 #[derive(Clone, Debug)]
 struct Placed<T> {
     source: Arc<Source>,
@@ -31,9 +29,9 @@ struct Placed<T> {
 /// Every StatefulSet and Service of an audit, by namespace and name.
 #[derive(Debug, Default)]
 pub struct ManifestFacts {
-    services: HashMap<Key, Vec<Placed<Service>>>,
+    services: HashMap<Key, Vec<Placed<ServiceFacts>>>,
     /// StatefulSets by namespace and the Service they name.
-    naming: HashMap<Key, Vec<Placed<StatefulSet>>>,
+    naming: HashMap<Key, Vec<Placed<StatefulSetFacts>>>,
     /// Every definition of a StatefulSet, by namespace and name, to report collisions.
     statefulsets: BTreeMap<Key, Vec<Arc<Source>>>,
 }
@@ -78,7 +76,7 @@ impl ManifestFacts {
                     facts.services.entry((ns, name)).or_default().push(Placed {
                         source,
                         order,
-                        object: svc.clone(),
+                        object: Arc::new(ServiceFacts::of(svc)),
                     })
                 }
                 Object::StatefulSet(sts) => {
@@ -95,7 +93,7 @@ impl ManifestFacts {
                         .push(Placed {
                             source,
                             order,
-                            object: sts.clone(),
+                            object: Arc::new(StatefulSetFacts::of(sts)),
                         });
                 }
             }
@@ -147,7 +145,7 @@ pub struct Near<'a> {
 }
 
 impl Lookup for Near<'_> {
-    fn service(&self, namespace: &str, name: &str) -> Fact<Arc<Service>> {
+    fn service(&self, namespace: &str, name: &str) -> Fact<Arc<ServiceFacts>> {
         let key = (namespace.to_owned(), name.to_owned());
         match self
             .facts
@@ -163,7 +161,11 @@ impl Lookup for Near<'_> {
     /// The StatefulSets naming the Service as this file defines it: those whose own nearest
     /// definition of that Service is the one in this file (or, when this file has none, the one
     /// nearest to it), so that an unrelated app's StatefulSet of the same name does not count.
-    fn statefulsets_naming(&self, namespace: &str, service: &str) -> Fact<Vec<Arc<StatefulSet>>> {
+    fn statefulsets_naming(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> Fact<Vec<Arc<StatefulSetFacts>>> {
         let key = (namespace.to_owned(), service.to_owned());
         let Some(candidates) = self.facts.naming.get(&key) else {
             return Fact::Found(vec![]);
@@ -223,9 +225,9 @@ mod tests {
         ManifestFacts::new(placed.iter().map(|(s, o)| (s, *o)), "default")
     }
 
-    fn ip(fact: Fact<Arc<Service>>) -> String {
+    fn ip(fact: Fact<Arc<ServiceFacts>>) -> String {
         match fact {
-            Fact::Found(svc) => svc.spec.as_ref().unwrap().cluster_ip.clone().unwrap(),
+            Fact::Found(svc) => svc.cluster_ip.as_deref().unwrap().to_owned(),
             other => format!("{other:?}"),
         }
     }

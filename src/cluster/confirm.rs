@@ -7,7 +7,7 @@ use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
 use kube::{Api, Client};
 
 use crate::{
-    lookup::{Confirmed, Fact},
+    lookup::{Confirmed, Fact, ServiceFacts, StatefulSetFacts},
     metrics::LiveRead,
 };
 
@@ -19,13 +19,14 @@ impl Cluster {
         &self,
         namespace: &str,
         name: &str,
-        cached: Option<&Service>,
+        cached: Option<&ServiceFacts>,
     ) -> Confirmed {
         let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
         let key = (namespace.to_owned(), name.to_owned());
         match tokio::time::timeout(self.confirm_timeout, api.get_opt(name)).await {
             Ok(Ok(found)) => {
-                let version = |svc: &Service| svc.metadata.resource_version.clone();
+                let found = found.map(|svc| ServiceFacts::of(&svc));
+                let version = |svc: &ServiceFacts| svc.resource_version.clone();
                 let agreed = found.as_ref().map(version) == cached.map(version);
                 self.count(SERVICES, agreed);
                 if !agreed {
@@ -48,7 +49,7 @@ impl Cluster {
         &self,
         namespace: &str,
         service: &str,
-        cached: &[Arc<StatefulSet>],
+        cached: &[Arc<StatefulSetFacts>],
     ) -> Confirmed {
         let listed = tokio::time::timeout(
             self.confirm_timeout,
@@ -57,10 +58,10 @@ impl Cluster {
         .await;
         match listed {
             Ok(Ok(naming)) => {
-                let versions = |list: &[Arc<StatefulSet>]| {
+                let versions = |list: &[Arc<StatefulSetFacts>]| {
                     let mut v: Vec<_> = list
                         .iter()
-                        .map(|s| (s.metadata.name.clone(), s.metadata.resource_version.clone()))
+                        .map(|s| (s.name.clone(), s.resource_version.clone()))
                         .collect();
                     v.sort();
                     v
@@ -108,7 +109,7 @@ async fn list_naming(
     client: &Client,
     namespace: &str,
     service: &str,
-) -> Result<Vec<Arc<StatefulSet>>, String> {
+) -> Result<Vec<Arc<StatefulSetFacts>>, String> {
     #[derive(serde::Deserialize)]
     struct List<'a> {
         #[serde(borrow)]
@@ -138,7 +139,7 @@ async fn list_naming(
         let names = item.spec.and_then(|s| s.service_name);
         if names.as_deref() == Some(service) {
             let sts: StatefulSet = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
-            naming.push(Arc::new(sts));
+            naming.push(Arc::new(StatefulSetFacts::of(&sts)));
         }
     }
     Ok(naming)

@@ -6,11 +6,13 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
+use k8s_openapi::api::apps::v1::StatefulSet;
 
 use super::{Action, Case, Check, Context, DEFAULT_CASE, Finding, Rule, Target};
-use crate::lookup::Fact;
+use crate::lookup::{Fact, Labels, ServiceFacts, StatefulSetFacts};
 
+#[cfg(test)]
+mod equivalence;
 mod fix;
 mod service_side;
 
@@ -143,23 +145,18 @@ pub(crate) const MISMATCH: &str = "mismatch";
 pub(crate) const NO_SELECTOR: &str = "no-selector";
 const PATH: &str = "spec.serviceName";
 
-fn governing_service(sts: &StatefulSet, ctx: &Context) -> Option<(String, Fact<Arc<Service>>)> {
+fn governing_service(
+    sts: &StatefulSet,
+    ctx: &Context,
+) -> Option<(String, Fact<Arc<ServiceFacts>>)> {
     let name = crate::subject::governing_service(sts)?;
     Some((name.to_owned(), ctx.lookup.service(ctx.namespace, name)))
 }
 
-fn is_headless(svc: &Service) -> bool {
-    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
-}
-
 fn check_headless(sts: &StatefulSet, ctx: &Context) -> Vec<Finding> {
     match governing_service(sts, ctx) {
-        Some((name, Fact::Found(svc))) if !is_headless(&svc) => {
-            let ip = svc
-                .spec
-                .as_ref()
-                .and_then(|s| s.cluster_ip.as_deref())
-                .unwrap_or("unset");
+        Some((name, Fact::Found(svc))) if !svc.is_headless() => {
+            let ip = svc.cluster_ip.as_deref().unwrap_or("unset");
             vec![
                 Finding::new(
                     PATH,
@@ -169,8 +166,8 @@ fn check_headless(sts: &StatefulSet, ctx: &Context) -> Vec<Finding> {
                     ),
                 )
                 .fix(fix_for_stored(
-                    &svc,
-                    &headless_service_for(sts, ctx.namespace, &name),
+                    svc.cluster_ip.as_deref(),
+                    &headless_service_for(&StatefulSetFacts::of(sts), ctx.namespace, &name),
                 )),
             ]
         }
@@ -199,7 +196,7 @@ fn check_exists(sts: &StatefulSet, ctx: &Context) -> Vec<Finding> {
                         ctx.namespace
                     ),
                 )
-                .fix(paste_fix(sts, ctx.namespace, &name)),
+                .fix(paste_fix(&StatefulSetFacts::of(sts), ctx.namespace, &name)),
             ]
         }
         _ => vec![],
@@ -209,15 +206,14 @@ fn check_exists(sts: &StatefulSet, ctx: &Context) -> Vec<Finding> {
 /// How a governing Service's selector fails a StatefulSet's pods, if it does: the case and
 /// what is wrong. Both halves of the selector rule (StatefulSet side and Service side) judge
 /// through this one function, so they agree on the same facts.
-fn selector_problem(svc: &Service, sts: &StatefulSet) -> Option<(&'static str, String)> {
-    let selector = svc.spec.as_ref().and_then(|s| s.selector.as_ref());
-    let Some(selector) = selector.filter(|s| !s.is_empty()) else {
+/// `selector` is the Service's, `labels` the pod template's.
+fn selector_problem(selector: &Labels, labels: &Labels) -> Option<(&'static str, String)> {
+    if selector.is_empty() {
         return Some((
             NO_SELECTOR,
             "has no selector, so no pod gets DNS records from it".to_owned(),
         ));
-    };
-    let labels = pod_labels(sts);
+    }
     if selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
         return None;
     }
@@ -234,23 +230,23 @@ fn selector_problem(svc: &Service, sts: &StatefulSet) -> Option<(&'static str, S
 /// Whether `svc`, as the governing Service of `sts`, gives the StatefulSet-side rules nothing
 /// to report: it is headless and selects the pods. When it does not, a verdict may rest on it,
 /// and a cached copy is confirmed with the API server first.
-pub(crate) fn governs_cleanly(svc: &Service, sts: &StatefulSet) -> bool {
-    is_headless(svc) && selector_problem(svc, sts).is_none()
+pub(crate) fn governs_cleanly(svc: &ServiceFacts, sts: &StatefulSet) -> bool {
+    svc.is_headless() && selector_problem(&svc.selector, &pod_labels(sts)).is_none()
 }
 
 fn check_selector(sts: &StatefulSet, ctx: &Context) -> Vec<Finding> {
     let Some((name, Fact::Found(svc))) = governing_service(sts, ctx) else {
         return vec![];
     };
-    let Some((case, problem)) = selector_problem(&svc, sts) else {
+    let Some((case, problem)) = selector_problem(&svc.selector, &pod_labels(sts)) else {
         return vec![];
     };
     vec![
         Finding::new(PATH, format!("governing Service {name:?} {problem}"))
             .case(case)
             .fix(fix_for_stored(
-                &svc,
-                &headless_service_for(sts, ctx.namespace, &name),
+                svc.cluster_ip.as_deref(),
+                &headless_service_for(&StatefulSetFacts::of(sts), ctx.namespace, &name),
             )),
     ]
 }
@@ -259,6 +255,7 @@ fn check_selector(sts: &StatefulSet, ctx: &Context) -> Vec<Finding> {
 mod tests {
     use std::collections::BTreeMap;
 
+    use k8s_openapi::api::core::v1::Service;
     use serde_json::json;
 
     use super::*;
@@ -400,7 +397,7 @@ mod tests {
             "/spec/template/metadata/labels",
             json!({"app": "web", "helm.sh/chart": "web-1.2.3", "app.kubernetes.io/version": "1.2.3"}),
         );
-        let svc = headless_service_for(&released.build(), "ns", "web");
+        let svc = headless_service_for(&StatefulSetFacts::of(&released.build()), "ns", "web");
         let selector = svc.spec.unwrap().selector.unwrap();
         assert_eq!(selector, BTreeMap::from([("app".into(), "web".into())]));
     }
@@ -465,7 +462,7 @@ mod tests {
                 json!({"containerPort": 80, "name": "dup"}),
             )
             .build();
-        let svc = headless_service_for(&built, "ns", "web");
+        let svc = headless_service_for(&StatefulSetFacts::of(&built), "ns", "web");
         let ports = svc.spec.unwrap().ports.unwrap();
         assert_eq!(ports.len(), 2);
         assert!(ports.iter().all(|p| p.name.is_some()));

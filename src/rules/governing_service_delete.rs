@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
+use k8s_openapi::api::core::v1::Service;
 
 use super::{Action, Case, Check, Context, DEFAULT_CASE, Finding, Rule, Target, clip};
-use crate::lookup::Fact;
+use crate::lookup::{Fact, StatefulSetFacts};
 
 pub(super) const RULE: Rule = Rule {
     id: "svc-delete-governing-service",
@@ -48,12 +48,12 @@ fn check(svc: &Service, ctx: &Context) -> Vec<Finding> {
 }
 
 /// At most a few names: a namespace can hold many StatefulSets naming one Service.
-fn listed(governed: &[Arc<StatefulSet>]) -> String {
+fn listed(governed: &[Arc<StatefulSetFacts>]) -> String {
     const SHOWN: usize = 5;
     let mut names: Vec<String> = governed
         .iter()
         .take(SHOWN)
-        .map(|s| format!("{:?}", clip(s.metadata.name.as_deref().unwrap_or_default())))
+        .map(|s| format!("{:?}", clip(&s.name)))
         .collect();
     if governed.len() > SHOWN {
         names.push(format!("and {} more", governed.len() - SHOWN));

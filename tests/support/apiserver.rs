@@ -596,35 +596,46 @@ async fn handle(State(server): State<FakeApiServer>, request: Request) -> Respon
     let _ = open.wait_for(|open| *open).await;
     let inner = server.inner.lock().unwrap();
     // Pages as the real API server does: `limit` objects, then a `continue` token (here the
-    // index of the next object) that the client sends back.
+    // name of the next object, after its namespace) that the client sends back. Each page starts
+    // where the last one ended, so a list of many pages costs what one list of everything does.
     let limit: usize = query(&request, "limit")
         .and_then(|v| v.parse().ok())
         .unwrap_or(usize::MAX);
-    let start: usize = query(&request, "continue")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let matching = inner
+    let start = query(&request, "continue")
+        .and_then(|token| {
+            let (ns, name) = token.split_once('/')?;
+            Some((kind, ns.to_owned(), name.to_owned()))
+        })
+        .unwrap_or((kind, String::new(), String::new()));
+    let mut matching = inner
         .objects
-        .iter()
-        .filter(|((k, ns, _), _)| *k == kind && namespace.as_ref().is_none_or(|n| n == ns));
-    let items: Vec<Value> = matching
-        .clone()
-        .skip(start)
-        .take(limit)
-        .map(|(_, o)| o.clone())
-        .collect();
-    let more = matching.count() > start + items.len();
-    let mut metadata = json!({"resourceVersion": inner.revision.to_string()});
-    if more {
-        metadata["continue"] = json!((start + items.len()).to_string());
+        .range(start..)
+        .take_while(|((k, _, _), _)| *k == kind)
+        .filter(|((_, ns, _), _)| namespace.as_ref().is_none_or(|n| n == ns));
+    // Serialized in place, not cloned first: 100,000 objects are served in seconds.
+    let mut items = String::from("[");
+    let mut next = None;
+    for (count, ((_, ns, name), object)) in matching.by_ref().enumerate() {
+        if count == limit {
+            next = Some(format!("{ns}/{name}"));
+            break;
+        }
+        if count > 0 {
+            items.push(',');
+        }
+        items.push_str(&object.to_string());
     }
-    let list = json!({
-        "apiVersion": kind.api_version(),
-        "kind": format!("{}List", kind.name()),
-        "metadata": metadata,
-        "items": items,
-    });
-    reply(StatusCode::OK, &list)
+    items.push(']');
+    let mut metadata = json!({"resourceVersion": inner.revision.to_string()});
+    if let Some(next) = next {
+        metadata["continue"] = json!(next);
+    }
+    let body = format!(
+        r#"{{"apiVersion":"{}","kind":"{}List","metadata":{metadata},"items":{items}}}"#,
+        kind.api_version(),
+        kind.name(),
+    );
+    (StatusCode::OK, [("content-type", "application/json")], body).into_response()
 }
 
 fn reply(code: StatusCode, body: &Value) -> Response {

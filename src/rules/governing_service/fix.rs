@@ -1,8 +1,6 @@
 //! The fixes the governing Service rules print: the headless Service a StatefulSet needs, built
 //! from it, in a form the API server accepts for the Service as it stands.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
@@ -11,42 +9,40 @@ use k8s_openapi::{
     apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
 
-pub(super) fn pod_labels(sts: &StatefulSet) -> &BTreeMap<String, String> {
-    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
-    sts.spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.labels.as_ref())
-        .unwrap_or(&EMPTY)
+use crate::lookup::{Labels, StatefulSetFacts};
+
+/// The pod template labels of a StatefulSet under review.
+pub(super) fn pod_labels(sts: &StatefulSet) -> Labels {
+    Labels::of(
+        sts.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref()),
+    )
 }
 
-pub(super) fn render_labels(labels: &BTreeMap<String, String>) -> String {
+pub(super) fn render_labels(labels: &Labels) -> String {
     let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{{{}}}", pairs.join(","))
 }
 
 /// The headless Service this StatefulSet needs, built from it, for people to paste.
-pub(crate) fn headless_service_for(sts: &StatefulSet, namespace: &str, name: &str) -> Service {
+pub(crate) fn headless_service_for(sts: &StatefulSetFacts, namespace: &str, name: &str) -> Service {
     let mut ports: Vec<ServicePort> = Vec::new();
-    let containers = sts
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .map(|p| p.containers.as_slice())
-        .unwrap_or_default();
-    for port in containers.iter().flat_map(|c| c.ports.iter().flatten()) {
-        let protocol = port.protocol.clone().filter(|p| p != "TCP");
+    for port in &sts.ports {
+        let protocol = port.protocol.as_deref().filter(|p| *p != "TCP");
         if ports
             .iter()
-            .any(|p| p.port == port.container_port && p.protocol == protocol)
+            .any(|p| p.port == port.container_port && p.protocol.as_deref() == protocol)
         {
             continue;
         }
+        let port_name = port.name.as_deref().map(str::to_owned);
         ports.push(ServicePort {
-            name: port.name.clone(),
+            name: port_name.clone(),
             port: port.container_port,
-            target_port: port.name.clone().map(IntOrString::String),
-            protocol,
+            target_port: port_name.map(IntOrString::String),
+            protocol: protocol.map(str::to_owned),
             ..Default::default()
         });
     }
@@ -59,12 +55,11 @@ pub(crate) fn headless_service_for(sts: &StatefulSet, namespace: &str, name: &st
     // The StatefulSet's own selector: it selects the pods (sts-selector-labels) and is
     // immutable, unlike template labels such as helm.sh/chart or app.kubernetes.io/version that
     // change with every release. Template labels only when there are no matchLabels.
-    let match_labels = sts
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.match_labels.as_ref())
-        .filter(|m| !m.is_empty());
-    let selector = match_labels.unwrap_or_else(|| pod_labels(sts)).clone();
+    let selector = if sts.match_labels.is_empty() {
+        sts.pod_labels.to_map()
+    } else {
+        sts.match_labels.to_map()
+    };
     Service {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -81,7 +76,7 @@ pub(crate) fn headless_service_for(sts: &StatefulSet, namespace: &str, name: &st
     }
 }
 
-pub(super) fn paste_fix(sts: &StatefulSet, namespace: &str, name: &str) -> String {
+pub(super) fn paste_fix(sts: &StatefulSetFacts, namespace: &str, name: &str) -> String {
     render_fix(&headless_service_for(sts, namespace, name))
 }
 
@@ -103,17 +98,17 @@ pub(super) fn fix_for_existing(current: &Service, fixed: &Service) -> String {
         .as_deref()
         .is_some_and(|rv| !rv.is_empty());
     if stored {
-        fix_for_stored(current, fixed)
+        let ip = current.spec.as_ref().and_then(|s| s.cluster_ip.as_deref());
+        fix_for_stored(ip, fixed)
     } else {
         render_fix(fixed)
     }
 }
 
-/// The fix that turns the stored Service `current` into `fixed`, in a form the API server
-/// accepts: `spec.clusterIP` is immutable once set, so a Service with a cluster IP cannot be made
-/// headless by applying; it has to be deleted and created again.
-pub(super) fn fix_for_stored(current: &Service, fixed: &Service) -> String {
-    let ip = current.spec.as_ref().and_then(|s| s.cluster_ip.as_deref());
+/// The fix that turns a stored Service whose `spec.clusterIP` is `ip` into `fixed`, in a form
+/// the API server accepts: `spec.clusterIP` is immutable once set, so a Service with a cluster
+/// IP cannot be made headless by applying; it has to be deleted and created again.
+pub(super) fn fix_for_stored(ip: Option<&str>, fixed: &Service) -> String {
     if matches!(ip, None | Some("" | "None")) {
         return render_fix(fixed);
     }

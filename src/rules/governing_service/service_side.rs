@@ -3,24 +3,25 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
+use k8s_openapi::api::core::v1::Service;
 
 use super::{
     fix::{fix_for_existing, headless_service_for},
-    is_headless, selector_problem,
+    selector_problem,
 };
 use crate::{
-    lookup::Fact,
+    lookup::{Fact, Labels, StatefulSetFacts, is_headless},
     rules::{Context, Finding},
 };
 
 pub(super) fn check_svc_selector(svc: &Service, ctx: &Context) -> Vec<Finding> {
     let governed = governed(svc, ctx);
     let name = svc.metadata.name.as_deref().unwrap_or_default();
+    let selector = Labels::of(svc.spec.as_ref().and_then(|s| s.selector.as_ref()));
     // One finding per case, naming every StatefulSet it applies to.
-    let mut found: Vec<(&'static str, String, Vec<Arc<StatefulSet>>)> = Vec::new();
+    let mut found: Vec<(&'static str, String, Vec<Arc<StatefulSetFacts>>)> = Vec::new();
     for sts in governed {
-        let Some((case, problem)) = selector_problem(svc, &sts) else {
+        let Some((case, problem)) = selector_problem(&selector, &sts.pod_labels) else {
             continue;
         };
         match found.iter_mut().find(|(c, _, _)| *c == case) {
@@ -46,7 +47,7 @@ pub(super) fn check_svc_selector(svc: &Service, ctx: &Context) -> Vec<Finding> {
 }
 
 /// The StatefulSets that name this Service, if the lookup can tell.
-fn governed(svc: &Service, ctx: &Context) -> Vec<Arc<StatefulSet>> {
+fn governed(svc: &Service, ctx: &Context) -> Vec<Arc<StatefulSetFacts>> {
     let Some(name) = svc.metadata.name.as_deref() else {
         return vec![];
     };
@@ -75,15 +76,15 @@ fn governing_finding(
     vec![Finding::new(path, says(&names(&governed))).fix(fix_for_existing(svc, &needed))]
 }
 
-fn names(list: &[Arc<StatefulSet>]) -> String {
+fn names(list: &[Arc<StatefulSetFacts>]) -> String {
     list.iter()
-        .map(|s| format!("{:?}", s.metadata.name.as_deref().unwrap_or_default()))
+        .map(|s| format!("{:?}", &*s.name))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 pub(super) fn check_svc_headless(svc: &Service, ctx: &Context) -> Vec<Finding> {
-    if is_headless(svc) {
+    if is_headless(svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref())) {
         return vec![];
     }
     governing_finding(

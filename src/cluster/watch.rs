@@ -1,0 +1,225 @@
+//! The watches: each lists and watches one kind (in all namespaces or in one) and keeps the
+//! facts the rules read in an index. Objects are not kept: each is reduced to its facts as its
+//! event arrives, so memory grows with the facts, not with what the API server sends.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Debug,
+    sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    time::Instant,
+};
+
+use futures::StreamExt;
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::{apps::v1::StatefulSet, core::v1::Service},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{WatchStreamExt, watcher},
+};
+use serde::de::DeserializeOwned;
+
+use super::Health;
+use crate::lookup::{Index, Names, ServiceFacts, StatefulSetFacts};
+
+/// One index, shared by its watch (the writer) and the reviews (readers).
+#[derive(Debug)]
+pub(super) struct Shared<F>(Arc<RwLock<Index<F>>>);
+
+impl<F> Clone for Shared<F> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<F> Default for Shared<F> {
+    fn default() -> Self {
+        Shared(Arc::default())
+    }
+}
+
+impl<F> Shared<F> {
+    /// A panic while the lock was held cannot leave the index half-changed in a way that
+    /// matters more than stopping reviews would, so a poisoned lock is used as it is.
+    pub(super) fn read(&self) -> RwLockReadGuard<'_, Index<F>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Index<F>> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The indexes of one kind: one for all namespaces, or one per watched namespace.
+pub(super) struct Caches<F> {
+    all: Option<Shared<F>>,
+    by_namespace: BTreeMap<String, Shared<F>>,
+}
+
+impl<F> Caches<F> {
+    pub(super) fn for_namespace(&self, namespace: &str) -> Option<&Shared<F>> {
+        self.all
+            .as_ref()
+            .or_else(|| self.by_namespace.get(namespace))
+    }
+}
+
+/// One Service watch event into the index. Every event of every Service watch passes here, with
+/// the object whole as it arrived.
+fn on_service_event(index: &Shared<ServiceFacts>, event: &watcher::Event<Service>) {
+    apply(index, event, ServiceFacts::of);
+}
+
+/// One StatefulSet watch event into the index. Every event of every StatefulSet watch passes
+/// here, with the object whole as it arrived.
+fn on_statefulset_event(index: &Shared<StatefulSetFacts>, event: &watcher::Event<StatefulSet>) {
+    apply(index, event, StatefulSetFacts::of);
+}
+
+/// Applies one event: a (re-)list marks what it lists and, when it ends, drops what it did not
+/// list; answers keep coming from the index meanwhile.
+fn apply<K: Resource, F: Names>(index: &Shared<F>, event: &watcher::Event<K>, facts: fn(&K) -> F) {
+    match event {
+        watcher::Event::Init => index.write().relist_started(),
+        watcher::Event::InitApply(obj) | watcher::Event::Apply(obj) => {
+            let facts = facts(obj);
+            let namespace = obj.meta().namespace.as_deref().unwrap_or_default();
+            index.write().insert(namespace, &obj.name_any(), facts);
+        }
+        watcher::Event::Delete(obj) => {
+            let namespace = obj.meta().namespace.as_deref().unwrap_or_default();
+            index.write().remove(namespace, &obj.name_any());
+        }
+        watcher::Event::InitDone => index.write().relist_done(),
+    }
+}
+
+pub(super) fn services(
+    client: &Client,
+    namespaces: &[String],
+    health: &Arc<Health>,
+) -> Caches<ServiceFacts> {
+    caches(client, namespaces, health, "services", on_service_event)
+}
+
+pub(super) fn statefulsets(
+    client: &Client,
+    namespaces: &[String],
+    health: &Arc<Health>,
+) -> Caches<StatefulSetFacts> {
+    caches(
+        client,
+        namespaces,
+        health,
+        "statefulsets",
+        on_statefulset_event,
+    )
+}
+
+fn caches<K, F>(
+    client: &Client,
+    namespaces: &[String],
+    health: &Arc<Health>,
+    kind: &'static str,
+    on_event: fn(&Shared<F>, &watcher::Event<K>),
+) -> Caches<F>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+    F: Names + Send + Sync + 'static,
+{
+    if namespaces.is_empty() {
+        let slot = health.register(kind, None);
+        let index = Shared::default();
+        watch(
+            Api::all(client.clone()),
+            health.clone(),
+            slot,
+            index.clone(),
+            on_event,
+        );
+        return Caches {
+            all: Some(index),
+            by_namespace: BTreeMap::new(),
+        };
+    }
+    let by_namespace = namespaces
+        .iter()
+        .map(|ns| {
+            let slot = health.register(kind, Some(ns.clone()));
+            let index = Shared::default();
+            let api = Api::namespaced(client.clone(), ns);
+            watch(api, health.clone(), slot, index.clone(), on_event);
+            (ns.clone(), index)
+        })
+        .collect();
+    Caches {
+        all: None,
+        by_namespace,
+    }
+}
+
+/// Objects a page of a (re-)list. A page is held whole (its JSON, then its objects) while its
+/// objects go into the index, and the allocator keeps what the largest pages took: at 500 (the
+/// client-go default), two pages of objects as API servers return them (managedFields, the
+/// last-applied annotation) kept more resident than 10,000 Services' facts. A hundred costs
+/// one request per 100 objects, which the API server answers from its watch cache.
+const PAGE: u32 = 100;
+
+/// Spawns the watch of `api` filling `index`, reporting to `health` at `slot`. The first list
+/// is paged ([`PAGE`]), so at most a page of whole objects is held at a time.
+fn watch<K, F>(
+    api: Api<K>,
+    health: Arc<Health>,
+    slot: usize,
+    index: Shared<F>,
+    on_event: fn(&Shared<F>, &watcher::Event<K>),
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    F: Names + Send + Sync + 'static,
+{
+    let stream = watcher(api, watcher::Config::default().page_size(PAGE)).default_backoff();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    health.update(slot, |w| {
+                        // One log line per outage, not one per retry.
+                        if w.error.is_none() {
+                            tracing::warn!(kind = w.kind, namespace = ?w.namespace, error = %e,
+                                "watch failed; serving from the cache while it reconnects");
+                            w.since = Instant::now();
+                        }
+                        w.error = Some(e.to_string());
+                    });
+                    continue;
+                }
+            };
+            on_event(&index, &event);
+            let objects = index.read().len();
+            let done = matches!(event, watcher::Event::InitDone);
+            health.update(slot, |w| {
+                if done {
+                    if !w.synced || w.error.is_some() {
+                        tracing::info!(kind = w.kind, namespace = ?w.namespace, objects, "cache synced");
+                    }
+                    w.synced = true;
+                    w.error = None;
+                    w.since = Instant::now();
+                } else if w.error.take().is_some() {
+                    tracing::info!(kind = w.kind, namespace = ?w.namespace, "watch recovered");
+                    w.since = Instant::now();
+                }
+                w.objects = objects;
+            });
+        }
+    });
+}
