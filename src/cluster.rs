@@ -33,9 +33,11 @@ use crate::{
     rules::governs_cleanly,
 };
 
+mod changes;
 mod confirm;
 mod health;
 
+pub use changes::{Change, ChangeHook};
 pub use health::{Health, WatchState, client};
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -91,6 +93,7 @@ pub struct Cluster {
     health: Arc<Health>,
     confirm_timeout: Duration,
     live_reads: LiveReads,
+    changes: changes::Hooks,
 }
 
 impl Cluster {
@@ -104,14 +107,10 @@ impl Cluster {
     ) -> Result<Cluster, ClusterError> {
         let health = Arc::new(Health::default());
         let client = client(config, health.clone())?;
-        let services = caches(&client, namespaces, &health, "services", slim_service);
-        let statefulsets = caches(
-            &client,
-            namespaces,
-            &health,
-            "statefulsets",
-            slim_statefulset,
-        );
+        let changes = changes::Hooks::default();
+        let watched = (&client, namespaces, &health, &changes);
+        let services = caches(watched, "services", slim_service);
+        let statefulsets = caches(watched, "statefulsets", slim_statefulset);
         Ok(Cluster {
             client,
             services,
@@ -119,7 +118,14 @@ impl Cluster {
             health,
             confirm_timeout,
             live_reads: LiveReads::default(),
+            changes,
         })
+    }
+
+    /// Sends every change the watches see to `hook`, after the caches have it (one hook per
+    /// cluster; a second is refused).
+    pub fn on_change(&self, hook: ChangeHook) -> Result<(), ChangeHook> {
+        self.changes.set(hook)
     }
 
     /// Counts live reads into `reads` (`stsguard_live_reads_total`).
@@ -143,15 +149,17 @@ impl Cluster {
     }
 }
 
+/// What every watch shares: the client, the namespaces, their health and the change hook.
+type Watched<'a> = (&'a Client, &'a [String], &'a Arc<Health>, &'a changes::Hooks);
+
 fn caches<K>(
-    client: &Client,
-    namespaces: &[String],
-    health: &Arc<Health>,
+    (client, namespaces, health, changes): Watched,
     kind: &'static str,
     slim: fn(&mut K),
 ) -> Caches<K>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Into<crate::subject::Object>
         + Clone
         + DeserializeOwned
         + Debug
@@ -161,7 +169,7 @@ where
 {
     if namespaces.is_empty() {
         let index = health.register(kind, None);
-        let store = watch(Api::all(client.clone()), health.clone(), index, slim);
+        let store = watch(Api::all(client.clone()), health.clone(), index, slim, changes);
         return Caches {
             all: Some(store),
             by_namespace: BTreeMap::new(),
@@ -176,6 +184,7 @@ where
                 health.clone(),
                 index,
                 slim,
+                changes,
             );
             (ns.clone(), store)
         })
@@ -187,10 +196,24 @@ where
 }
 
 /// Spawns a reflector for `api` and returns its store.
-fn watch<K>(api: Api<K>, health: Arc<Health>, index: usize, slim: fn(&mut K)) -> Store<K>
+fn watch<K>(
+    api: Api<K>,
+    health: Arc<Health>,
+    index: usize,
+    slim: fn(&mut K),
+    changes: &changes::Hooks,
+) -> Store<K>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Into<crate::subject::Object>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
 {
+    let changes = changes.clone();
     let (reader, writer) = reflector::store();
     let store = reader.clone();
     let stream = watcher(api, watcher::Config::default())
@@ -205,7 +228,7 @@ where
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
-            match event {
+            match &event {
                 Ok(watcher::Event::InitDone) => health.update(index, |w| {
                     if !w.synced || w.error.is_some() {
                         tracing::info!(kind = w.kind, namespace = ?w.namespace, objects = reader.len(), "cache synced");
@@ -231,6 +254,9 @@ where
                     }
                     w.error = Some(e.to_string());
                 }),
+            }
+            if let Ok(event) = event {
+                changes::tell(&changes, event);
             }
         }
     });
