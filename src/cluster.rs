@@ -150,7 +150,12 @@ impl Cluster {
 }
 
 /// What every watch shares: the client, the namespaces, their health and the change hook.
-type Watched<'a> = (&'a Client, &'a [String], &'a Arc<Health>, &'a changes::Hooks);
+type Watched<'a> = (
+    &'a Client,
+    &'a [String],
+    &'a Arc<Health>,
+    &'a changes::Hooks,
+);
 
 fn caches<K>(
     (client, namespaces, health, changes): Watched,
@@ -169,7 +174,13 @@ where
 {
     if namespaces.is_empty() {
         let index = health.register(kind, None);
-        let store = watch(Api::all(client.clone()), health.clone(), index, slim, changes);
+        let store = watch(
+            Api::all(client.clone()),
+            health.clone(),
+            index,
+            slim,
+            changes,
+        );
         return Caches {
             all: Some(store),
             by_namespace: BTreeMap::new(),

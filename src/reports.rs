@@ -41,7 +41,12 @@ pub struct ReportArgs {
     #[arg(long = "reports", env = "STSGUARD_REPORTS")]
     pub enabled: bool,
     /// The report API to write.
-    #[arg(long = "reports-api", env = "STSGUARD_REPORTS_API", value_enum, default_value = "policy-report")]
+    #[arg(
+        long = "reports-api",
+        env = "STSGUARD_REPORTS_API",
+        value_enum,
+        default_value = "policy-report"
+    )]
     pub api: ReportApi,
     /// How often every object is judged again (a paged LIST), whatever the watches said.
     #[arg(long = "reports-interval", env = "STSGUARD_REPORTS_INTERVAL", default_value = "10m", value_parser = positive_duration)]
@@ -66,7 +71,9 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
 fn positive_rate(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate >= 0.01 => Ok(rate),
-        _ => Err(format!("{text:?} is not a rate of writes per second of 0.01 or more")),
+        _ => Err(format!(
+            "{text:?} is not a rate of writes per second of 0.01 or more"
+        )),
     }
 }
 

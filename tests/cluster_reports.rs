@@ -60,7 +60,11 @@ fn reporter(dir: &std::path::Path, kubeconfig: &str, name: &str, extra: &[&str])
 }
 
 fn report(fake: &FakeApiServer, namespace: &str) -> Option<Value> {
-    fake.get(Kind::PolicyReport, namespace, &format!("stsguard-{namespace}"))
+    fake.get(
+        Kind::PolicyReport,
+        namespace,
+        &format!("stsguard-{namespace}"),
+    )
 }
 
 /// The report's entries: (kind/name, rule) → result.
@@ -73,7 +77,11 @@ fn entries(report: &Value) -> BTreeMap<(String, String), String> {
             let resource = &r["resources"][0];
             (
                 (
-                    format!("{}/{}", resource["kind"].as_str().unwrap(), resource["name"].as_str().unwrap()),
+                    format!(
+                        "{}/{}",
+                        resource["kind"].as_str().unwrap(),
+                        resource["name"].as_str().unwrap()
+                    ),
                     r["rule"].as_str().unwrap().to_owned(),
                 ),
                 r["result"].as_str().unwrap().to_owned(),
@@ -104,7 +112,12 @@ async fn reports_follow_the_cluster_from_before_start_up_to_the_last_fix() {
     fake.apply(statefulset("blog", "web", "web"));
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = fake.kubeconfig(dir.path());
-    let server = reporter(dir.path(), kubeconfig.to_str().unwrap(), "only", &["--reports-interval", "1s"]);
+    let server = reporter(
+        dir.path(),
+        kubeconfig.to_str().unwrap(),
+        "only",
+        &["--reports-interval", "1s"],
+    );
 
     let expected_before = BTreeMap::from([
         entry("Service/db", "svc-headless-for-statefulset", "fail"),
@@ -117,8 +130,14 @@ async fn reports_follow_the_cluster_from_before_start_up_to_the_last_fix() {
     })
     .await;
     let shop = report(&fake, "shop").unwrap();
-    assert_eq!(shop["summary"], json!({"pass": 0, "fail": 2, "warn": 2, "error": 0, "skip": 0}));
-    assert_eq!(shop["metadata"]["labels"]["app.kubernetes.io/managed-by"], "stsguard");
+    assert_eq!(
+        shop["summary"],
+        json!({"pass": 0, "fail": 2, "warn": 2, "error": 0, "skip": 0})
+    );
+    assert_eq!(
+        shop["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "stsguard"
+    );
     let sts_result = shop["results"]
         .as_array()
         .unwrap()
@@ -158,14 +177,29 @@ async fn reports_follow_the_cluster_from_before_start_up_to_the_last_fix() {
         passes(&probe_metrics(&server.probe).await).is_some_and(|t| t >= first + 2.0)
     })
     .await;
-    assert_eq!(fake.report_writes().len(), writes, "{:#?}", fake.report_writes());
+    assert_eq!(
+        fake.report_writes().len(),
+        writes,
+        "{:#?}",
+        fake.report_writes()
+    );
     let metrics = probe_metrics(&server.probe).await;
     assert_eq!(
-        metric(&metrics, "stsguard_cluster_violations{rule=\"sts-governing-service-headless\",action=\"deny\"} "),
+        metric(
+            &metrics,
+            "stsguard_cluster_violations{rule=\"sts-governing-service-headless\",action=\"deny\"} "
+        ),
         Some(1.0),
         "{metrics}"
     );
-    assert!(metric(&metrics, "stsguard_report_writes_total{operation=\"apply\",result=\"success\"} ").unwrap() >= 2.0);
+    assert!(
+        metric(
+            &metrics,
+            "stsguard_report_writes_total{operation=\"apply\",result=\"success\"} "
+        )
+        .unwrap()
+            >= 2.0
+    );
 
     // Fixing the Service fixes the StatefulSet's entry too (only the Service changed).
     fake.apply(service("shop", "db", "None"));
@@ -181,9 +215,11 @@ async fn reports_follow_the_cluster_from_before_start_up_to_the_last_fix() {
     .await;
     // Breaking it again brings both back.
     fake.apply(service("shop", "db", "10.0.0.2"));
-    eventually("the Service's change in the StatefulSet's entries", WAIT, || async {
-        report(&fake, "shop").is_some_and(|r| entries(&r) == expected_before)
-    })
+    eventually(
+        "the Service's change in the StatefulSet's entries",
+        WAIT,
+        || async { report(&fake, "shop").is_some_and(|r| entries(&r) == expected_before) },
+    )
     .await;
 
     // The last violating object goes: so does the report.
@@ -208,7 +244,12 @@ async fn openreports_are_written_when_asked_for() {
     fake.apply(statefulset("shop", "db", "db"));
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = fake.kubeconfig(dir.path());
-    let _server = reporter(dir.path(), kubeconfig.to_str().unwrap(), "only", &["--reports-api", "openreports"]);
+    let _server = reporter(
+        dir.path(),
+        kubeconfig.to_str().unwrap(),
+        "only",
+        &["--reports-api", "openreports"],
+    );
     eventually("the Report of shop", WAIT, || async {
         fake.get(Kind::OpenReport, "shop", "stsguard-shop")
             .is_some_and(|r| r["results"].as_array().map(Vec::len) == Some(4))
@@ -260,9 +301,16 @@ async fn with_two_replicas_only_the_lease_holder_writes() {
     .await;
     let writes = fake.report_writes();
     for write in &writes {
-        assert_eq!(write.token, write.holder, "written by a replica that did not hold the lease: {write:#?}");
+        assert_eq!(
+            write.token, write.holder,
+            "written by a replica that did not hold the lease: {write:#?}"
+        );
     }
-    assert!(writes.iter().any(|w| w.token.as_deref() == Some(follower_name)));
+    assert!(
+        writes
+            .iter()
+            .any(|w| w.token.as_deref() == Some(follower_name))
+    );
     let metrics = probe_metrics(&follower.probe).await;
     assert_eq!(metric(&metrics, "stsguard_leader "), Some(1.0));
 }
@@ -293,7 +341,11 @@ async fn the_write_rate_holds_under_a_burst_of_a_thousand_changes() {
                 fake.apply(service(ns, "shared", "10.0.0.1"));
             }
             for i in 0..25 {
-                let service_name = if round == 0 { format!("own{i}") } else { "shared".to_owned() };
+                let service_name = if round == 0 {
+                    format!("own{i}")
+                } else {
+                    "shared".to_owned()
+                };
                 fake.apply(statefulset(ns, &format!("s{i}"), &service_name));
             }
         }
@@ -303,9 +355,11 @@ async fn the_write_rate_holds_under_a_burst_of_a_thousand_changes() {
     let settled = |ns: &String| {
         report(&fake, ns).is_some_and(|r| r["results"].as_array().map(Vec::len) == Some(25 * 4 + 2))
     };
-    eventually("every namespace's final report", Duration::from_secs(120), || async {
-        namespaces.iter().all(settled)
-    })
+    eventually(
+        "every namespace's final report",
+        Duration::from_secs(120),
+        || async { namespaces.iter().all(settled) },
+    )
     .await;
     let writes = fake.report_writes();
     let (first, last) = (writes.first().unwrap().at, writes.last().unwrap().at);
@@ -318,7 +372,10 @@ async fn the_write_rate_holds_under_a_burst_of_a_thousand_changes() {
         "{} writes in {span:.2}s exceed {bound} (rate {RATE}/s)",
         writes.len()
     );
-    eprintln!("{} report writes in {span:.2}s for 1,000 changes", writes.len());
+    eprintln!(
+        "{} report writes in {span:.2}s for 1,000 changes",
+        writes.len()
+    );
     // Debounced and batched: far fewer writes than changes.
     assert!(writes.len() < 1000 / 4, "{} writes", writes.len());
 }

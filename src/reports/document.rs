@@ -121,7 +121,8 @@ pub fn build<'a>(
     // What must be fixed first is what stays when the report has to be cut.
     results.sort_by_key(|(order, _)| *order);
     let total = results.len();
-    let mut size = 0;
+    // The brackets, and a comma (or none for the last) per result.
+    let mut size = 1;
     let kept: Vec<Value> = results
         .into_iter()
         .map(|(_, r)| r)
@@ -153,7 +154,8 @@ pub fn build<'a>(
     if api == ReportApi::Openreports {
         report["source"] = json!("stsguard");
         if truncated {
-            report["configuration"] = json!({"limits": {"maxResults": report["results"].as_array().map_or(0, Vec::len)}});
+            report["configuration"] =
+                json!({"limits": {"maxResults": report["results"].as_array().map_or(0, Vec::len)}});
         }
     }
     Some(report)
@@ -193,5 +195,130 @@ fn canonical(value: &Value, hasher: &mut DefaultHasher) {
             "]".hash(hasher);
         }
         other => other.to_string().hash(hasher),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::reports::findings::{Findings, Found, Judged};
+
+    fn found(rule: &'static str, result: &'static str) -> Found {
+        Found {
+            rule,
+            action: if result == "fail" { "deny" } else { "warn" },
+            result,
+            severity: if result == "fail" { "high" } else { "medium" },
+            outcome: "denied",
+            path: "spec.x".into(),
+            message: "is wrong".into(),
+            fix: "set it".into(),
+            exemption: None,
+        }
+    }
+
+    fn findings(objects: usize) -> Findings {
+        let mut findings = Findings::default();
+        for i in 0..objects {
+            findings.set(Judged {
+                key: Key {
+                    namespace: "ns".into(),
+                    kind: "StatefulSet",
+                    name: format!("s{i:04}"),
+                },
+                uid: Some(format!("uid-{i}")),
+                found: vec![found("a-warning", "warn"), found("z-deny", "fail")],
+            });
+        }
+        findings
+    }
+
+    #[test]
+    fn a_report_over_the_budget_keeps_what_fails_first_and_says_it_was_cut() {
+        let findings = findings(100);
+        let full = build(
+            ReportApi::PolicyReport,
+            "ns",
+            findings.namespace("ns"),
+            usize::MAX,
+        )
+        .unwrap();
+        assert_eq!(full["results"].as_array().unwrap().len(), 200);
+        assert!(full["metadata"]["annotations"].is_null());
+        let cut = build(
+            ReportApi::PolicyReport,
+            "ns",
+            findings.namespace("ns"),
+            50_000,
+        )
+        .unwrap();
+        let results = cut["results"].as_array().unwrap();
+        assert!(results.len() < 200 && !results.is_empty());
+        assert!(cut["results"].to_string().len() <= 50_000);
+        // All 100 denies come before any warning.
+        assert!(
+            results
+                .iter()
+                .take(100.min(results.len()))
+                .all(|r| r["result"] == "fail")
+        );
+        assert_eq!(cut["summary"]["fail"], 100);
+        assert_eq!(cut["summary"]["warn"], 100);
+        let note = cut["metadata"]["annotations"][TRUNCATED].as_str().unwrap();
+        assert!(
+            note.starts_with(&format!("{} of 200 results shown", results.len())),
+            "{note}"
+        );
+        let open = build(
+            ReportApi::Openreports,
+            "ns",
+            findings.namespace("ns"),
+            50_000,
+        )
+        .unwrap();
+        assert_eq!(open["configuration"]["limits"]["maxResults"], results.len());
+    }
+
+    #[test]
+    fn no_findings_no_report() {
+        assert!(
+            build(
+                ReportApi::PolicyReport,
+                "ns",
+                Findings::default().namespace("ns"),
+                usize::MAX
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn the_digest_ignores_timestamps_and_key_order_but_not_content() {
+        let findings = findings(2);
+        let report = build(
+            ReportApi::PolicyReport,
+            "ns",
+            findings.namespace("ns"),
+            usize::MAX,
+        )
+        .unwrap();
+        let mut later = report.clone();
+        later["results"][0]["timestamp"] =
+            json!({"seconds": Timestamp::now().as_second() + 99, "nanos": 1});
+        // Read back, objects may come with their keys in another order.
+        let reordered: Value = {
+            let mut map = serde_json::Map::new();
+            for (k, v) in report.as_object().unwrap().iter().rev() {
+                map.insert(k.clone(), v.clone());
+            }
+            Value::Object(map)
+        };
+        assert_eq!(digest(&report), digest(&later));
+        assert_eq!(digest(&report), digest(&reordered));
+        let mut changed = report.clone();
+        changed["results"][0]["message"] = json!("spec.x: is something else");
+        assert_ne!(digest(&report), digest(&changed));
     }
 }

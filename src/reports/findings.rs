@@ -8,10 +8,10 @@ use jiff::{Timestamp, civil::Date};
 
 use crate::{
     admit::{self, Chain, Request},
+    evaluate::Outcome,
     lookup::{Lookup, NoLookup},
     policy::{Lookups, Policy},
     report::{outcome_word, result_of},
-    evaluate::Outcome,
     subject::{self, Object, Operation},
 };
 
@@ -193,7 +193,10 @@ impl Findings {
     }
 
     /// A namespace's objects with findings, in kind and name order.
-    pub fn namespace<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = (&'a Key, &'a Entry)> {
+    pub fn namespace<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = (&'a Key, &'a Entry)> {
         let start = Key {
             namespace: namespace.to_owned(),
             kind: "",
@@ -291,7 +294,10 @@ mod tests {
         for (ns, name) in [("a", "1"), ("ab", "2"), ("a", "3"), ("", "4")] {
             findings.set(judged(ns, name, &["r"]));
         }
-        let names: Vec<_> = findings.namespace("a").map(|(k, _)| k.name.as_str()).collect();
+        let names: Vec<_> = findings
+            .namespace("a")
+            .map(|(k, _)| k.name.as_str())
+            .collect();
         assert_eq!(names, ["1", "3"]);
     }
 }

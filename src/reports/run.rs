@@ -205,7 +205,9 @@ impl State {
                 }
             }
             Object::Service(_) => {
-                if let Fact::Found(naming) = self.lookup().statefulsets_naming(&key.namespace, &key.name) {
+                if let Fact::Found(naming) =
+                    self.lookup().statefulsets_naming(&key.namespace, &key.name)
+                {
                     for sts in naming {
                         let name = sts.metadata.name.clone().unwrap_or_default();
                         self.refetch.insert(Key {
@@ -264,8 +266,14 @@ impl State {
         for scope in &scopes {
             for kind in ["Service", "StatefulSet"] {
                 let listed = match kind {
-                    "Service" => self.judge_all::<Service>(&client, scope.as_deref(), leading).await,
-                    _ => self.judge_all::<StatefulSet>(&client, scope.as_deref(), leading).await,
+                    "Service" => {
+                        self.judge_all::<Service>(&client, scope.as_deref(), leading)
+                            .await
+                    }
+                    _ => {
+                        self.judge_all::<StatefulSet>(&client, scope.as_deref(), leading)
+                            .await
+                    }
                 };
                 match listed {
                     Ok(Some(count)) => judged += count,

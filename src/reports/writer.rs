@@ -6,7 +6,9 @@ use std::{collections::HashMap, time::Duration};
 
 use kube::{
     Api, Client,
-    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams},
+    api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    },
 };
 use serde_json::Value;
 use tokio::time::Instant;
@@ -39,15 +41,19 @@ impl Limiter {
 
     /// Waits for the next slot.
     pub async fn wait(&mut self) {
-        let now = Instant::now();
-        let earliest = now.checked_sub(self.interval * (self.burst - 1)).unwrap_or(now);
-        if self.next < earliest {
-            self.next = earliest;
-        }
-        if self.next > now {
-            tokio::time::sleep_until(self.next).await;
-        }
+        let slot = self.take(Instant::now());
+        tokio::time::sleep_until(slot).await;
+    }
+
+    /// Takes the next slot for a request made at `now`: `now` itself while within the burst.
+    fn take(&mut self, now: Instant) -> Instant {
+        let earliest = now
+            .checked_sub(self.interval * (self.burst - 1))
+            .unwrap_or(now);
+        self.next = self.next.max(earliest);
+        let slot = self.next.max(now);
         self.next += self.interval;
+        slot
     }
 }
 
@@ -95,16 +101,23 @@ impl Writer {
             loop {
                 let page = api.list(&params).await?;
                 for report in page.items {
-                    let ours = report.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY.0))
+                    let ours = report
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(MANAGED_BY.0))
                         == Some(&MANAGED_BY.1.to_owned());
-                    let (Some(namespace), Some(name)) = (&report.metadata.namespace, &report.metadata.name) else {
+                    let (Some(namespace), Some(name)) =
+                        (&report.metadata.namespace, &report.metadata.name)
+                    else {
                         continue;
                     };
                     if !ours || *name != document::name(namespace) {
                         continue;
                     }
                     let value = serde_json::to_value(&report).unwrap_or_default();
-                    self.written.insert(namespace.clone(), document::digest(&value));
+                    self.written
+                        .insert(namespace.clone(), document::digest(&value));
                 }
                 match page.metadata.continue_ {
                     Some(token) if !token.is_empty() => params = params.continue_token(&token),
@@ -132,7 +145,11 @@ impl Writer {
                 self.limiter.wait().await;
                 let params = PatchParams::apply(FIELD_MANAGER).force();
                 let name = document::name(namespace);
-                match self.namespaced(namespace).patch(&name, &params, &Patch::Apply(&report)).await {
+                match self
+                    .namespaced(namespace)
+                    .patch(&name, &params, &Patch::Apply(&report))
+                    .await
+                {
                     Ok(_) => {
                         self.metrics.written("apply", true);
                         self.written.insert(namespace.to_owned(), digest);
@@ -151,7 +168,11 @@ impl Writer {
                 }
                 self.limiter.wait().await;
                 let name = document::name(namespace);
-                match self.namespaced(namespace).delete(&name, &DeleteParams::default()).await {
+                match self
+                    .namespaced(namespace)
+                    .delete(&name, &DeleteParams::default())
+                    .await
+                {
                     Ok(_) => {
                         self.metrics.written("delete", true);
                         self.written.remove(namespace);
@@ -176,18 +197,23 @@ impl Writer {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn the_limiter_allows_a_burst_then_the_rate() {
+    #[test]
+    fn the_limiter_allows_a_burst_then_the_rate() {
         let mut limiter = Limiter::new(4.0);
-        let start = tokio::time::Instant::now();
+        let start = Instant::now() + Duration::from_secs(10);
+        // The burst, one second's worth, goes at once.
         for _ in 0..4 {
-            limiter.wait().await;
+            assert_eq!(limiter.take(start), start);
         }
-        // The burst (one second's worth) goes at once; the next 8 take 2 s at 4 a second.
-        assert_eq!(start.elapsed(), Duration::ZERO);
-        for _ in 0..8 {
-            limiter.wait().await;
+        // Then a slot every quarter second, however fast requests come.
+        let slots: Vec<Duration> = (0..8).map(|_| limiter.take(start) - start).collect();
+        let expected: Vec<Duration> = (1..=8).map(|i| Duration::from_millis(250 * i)).collect();
+        assert_eq!(slots, expected);
+        // Idle time refills the burst, and no more than the burst.
+        let later = start + Duration::from_secs(60);
+        for _ in 0..4 {
+            assert_eq!(limiter.take(later), later);
         }
-        assert!(start.elapsed() >= Duration::from_millis(1750), "{:?}", start.elapsed());
+        assert_eq!(limiter.take(later), later + Duration::from_millis(250));
     }
 }
