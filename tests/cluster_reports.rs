@@ -306,11 +306,15 @@ async fn with_two_replicas_only_the_lease_holder_writes() {
             "written by a replica that did not hold the lease: {write:#?}"
         );
     }
-    assert!(
-        writes
-            .iter()
-            .any(|w| w.token.as_deref() == Some(follower_name))
-    );
+    // The new leader read the reports already there: it rewrote only those of the namespaces
+    // that changed after the old leader died.
+    let mut by_new: Vec<&str> = writes
+        .iter()
+        .filter(|w| w.token.as_deref() == Some(follower_name))
+        .map(|w| w.path.rsplit('/').next().unwrap())
+        .collect();
+    by_new.dedup();
+    assert_eq!(by_new, ["stsguard-b", "stsguard-c"], "{writes:#?}");
     let metrics = probe_metrics(&follower.probe).await;
     assert_eq!(metric(&metrics, "stsguard_leader "), Some(1.0));
 }
@@ -378,4 +382,44 @@ async fn the_write_rate_holds_under_a_burst_of_a_thousand_changes() {
     );
     // Debounced and batched: far fewer writes than changes.
     assert!(writes.len() < 1000 / 4, "{} writes", writes.len());
+}
+
+#[tokio::test]
+async fn a_report_too_large_for_etcd_is_cut_and_says_so() {
+    let fake = FakeApiServer::start().await;
+    fake_with_crd(&fake);
+    // 3,000 StatefulSets governed by a Service that is neither headless nor selecting their
+    // pods: two denies and two warnings each, and the Service's two denies; about 8 MB.
+    fake.apply(service("big", "shared", "10.0.0.1"));
+    for i in 0..3000 {
+        fake.apply(statefulset("big", &format!("s{i:04}"), "shared"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = fake.kubeconfig(dir.path());
+    let _server = reporter(dir.path(), kubeconfig.to_str().unwrap(), "only", &[]);
+    eventually("the report of big", WAIT, || async {
+        report(&fake, "big").is_some()
+    })
+    .await;
+    let big = report(&fake, "big").unwrap();
+    let shown = big["results"].as_array().unwrap().len();
+    assert!(shown > 100 && shown < 12002, "{shown}");
+    assert_eq!(big["summary"]["fail"], 6002);
+    assert_eq!(big["summary"]["warn"], 6000);
+    // The denies first: they are what must be fixed first.
+    assert!(
+        big["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .take(shown.min(6002))
+            .all(|r| r["result"] == "fail")
+    );
+    let note = big["metadata"]["annotations"]["stsguard.io/truncated"]
+        .as_str()
+        .unwrap();
+    assert!(
+        note.starts_with(&format!("{shown} of 12002 results shown")),
+        "{note}"
+    );
 }
