@@ -108,9 +108,22 @@ impl Cluster {
         let health = Arc::new(Health::default());
         let client = client(config, health.clone())?;
         let changes = changes::Hooks::default();
-        let watched = (&client, namespaces, &health, &changes);
-        let services = caches(watched, "services", slim_service);
-        let statefulsets = caches(watched, "statefulsets", slim_statefulset);
+        let services = caches(
+            &client,
+            namespaces,
+            &health,
+            "services",
+            slim_service,
+            &changes,
+        );
+        let statefulsets = caches(
+            &client,
+            namespaces,
+            &health,
+            "statefulsets",
+            slim_statefulset,
+            &changes,
+        );
         Ok(Cluster {
             client,
             services,
@@ -149,18 +162,13 @@ impl Cluster {
     }
 }
 
-/// What every watch shares: the client, the namespaces, their health and the change hook.
-type Watched<'a> = (
-    &'a Client,
-    &'a [String],
-    &'a Arc<Health>,
-    &'a changes::Hooks,
-);
-
 fn caches<K>(
-    (client, namespaces, health, changes): Watched,
+    client: &Client,
+    namespaces: &[String],
+    health: &Arc<Health>,
     kind: &'static str,
     slim: fn(&mut K),
+    changes: &changes::Hooks,
 ) -> Caches<K>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>

@@ -146,14 +146,17 @@ impl State {
         let mut pass = tokio::time::interval_at(Instant::now() + args.interval, args.interval);
         pass.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            // Leadership first, then the ticks, so that a steady stream of changes cannot hold
+            // back the writes.
             tokio::select! {
                 biased;
                 () = lost(&mut watch_lost) => return,
-                change = self.reporter.changes.recv() => match change {
-                    Some(change) => self.on_change(change),
-                    None => return,
-                },
                 _ = tick.tick() => {
+                    // What has queued up until now goes into this batch.
+                    for _ in 0..super::QUEUE {
+                        let Ok(change) = self.reporter.changes.try_recv() else { break };
+                        self.on_change(change);
+                    }
                     let now = self.policy();
                     let again = self.reporter.overflow.swap(false, Ordering::Relaxed)
                         || std::mem::take(&mut self.relisted)
@@ -171,6 +174,10 @@ impl State {
                         return;
                     }
                 }
+                change = self.reporter.changes.recv() => match change {
+                    Some(change) => self.on_change(change),
+                    None => return,
+                },
             }
         }
     }
