@@ -227,7 +227,85 @@ impl Findings {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
     use super::*;
+    use crate::{
+        lookup::InMemory,
+        policy::Mode,
+        rules::testing::{sts, svc},
+    };
+
+    fn today() -> Date {
+        "2026-06-15".parse().unwrap()
+    }
+
+    /// The StatefulSet `ns/web` judged with a ClusterIP Service `web` in the lookup.
+    fn judge_web(policy: &Policy, object: k8s_openapi::api::apps::v1::StatefulSet) -> Judged {
+        let service = svc().set("/spec/clusterIP", json!("10.0.0.1")).build();
+        let lookup = InMemory::new().with_service("ns", service);
+        judge(
+            policy,
+            &lookup,
+            Object::StatefulSet(Arc::new(object)),
+            today(),
+        )
+    }
+
+    fn results(judged: &Judged) -> Vec<(&str, &str, &str, &str)> {
+        judged
+            .found
+            .iter()
+            .map(|f| (f.rule, f.action, f.result, f.outcome))
+            .collect()
+    }
+
+    #[test]
+    fn judged_with_the_cluster_facts_as_the_webhook_judges_a_creation() {
+        let judged = judge_web(&Policy::builtin(), sts().build());
+        assert_eq!(
+            judged.key,
+            Key {
+                namespace: "ns".into(),
+                kind: "StatefulSet",
+                name: "web".into()
+            }
+        );
+        assert_eq!(
+            results(&judged),
+            [("sts-governing-service-headless", "deny", "fail", "denied")]
+        );
+    }
+
+    #[test]
+    fn audit_mode_still_fails_and_an_exemption_is_skipped() {
+        let audit = Policy::builtin().with_mode(Mode::Audit);
+        assert_eq!(
+            results(&judge_web(&audit, sts().build())),
+            [("sts-governing-service-headless", "deny", "fail", "audited")]
+        );
+        let exempt = sts()
+            .set(
+                "/metadata/annotations",
+                json!({"stsguard.io/exempt": "sts-governing-service-headless",
+                       "stsguard.io/exempt-reason": "migrating"}),
+            )
+            .build();
+        let judged = judge_web(&Policy::builtin(), exempt);
+        assert_eq!(
+            results(&judged),
+            [("sts-governing-service-headless", "deny", "skip", "exempted")]
+        );
+        assert!(
+            judged.found[0]
+                .exemption
+                .as_deref()
+                .unwrap()
+                .contains("migrating")
+        );
+    }
 
     fn judged(ns: &str, name: &str, rules: &[&'static str]) -> Judged {
         Judged {
