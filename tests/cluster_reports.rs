@@ -3,7 +3,9 @@
 //! that exist before start-up are reported after the first pass; a fix removes its entries, a
 //! Service's fix those of the StatefulSets that name it; the report of a namespace that has
 //! nothing left is deleted; unchanged content is not written again; with two replicas only the
-//! lease holder ever writes; and under a burst of 1,000 changes the write rate holds.
+//! lease holder ever writes; under a burst of 1,000 changes the write rate holds; a report too
+//! large for etcd is cut; and over the whole corpus the reports say what `stsguard audit
+//! --cluster` says of the same objects (one chain).
 
 mod support;
 
@@ -421,5 +423,145 @@ async fn a_report_too_large_for_etcd_is_cut_and_says_so() {
     assert!(
         note.starts_with(&format!("{shown} of 12002 results shown")),
         "{note}"
+    );
+}
+
+/// Every StatefulSet and Service of the corpus (tests/fixtures/corpus), each file in a
+/// namespace of its own, as the fake API server holds them.
+fn corpus_into(fake: &FakeApiServer) -> usize {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus");
+    let mut objects = 0;
+    for dir in std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()) {
+        if !dir.is_dir() {
+            continue;
+        }
+        let loaded = stsguard::manifest::load(&[dir.clone()], &mut std::io::empty());
+        for doc in loaded.documents {
+            let mut value = doc.value;
+            if !stsguard::admit::judges(&value)
+                || value["apiVersion"] != "apps/v1" && value["kind"] == "StatefulSet"
+            {
+                continue;
+            }
+            let file = std::path::Path::new(&doc.source.file);
+            let namespace = format!(
+                "{}-{}",
+                dir.file_name().unwrap().to_str().unwrap(),
+                file.file_stem().unwrap().to_str().unwrap()
+            )
+            .to_lowercase()
+            .replace(['_', '.'], "-");
+            value["metadata"]["namespace"] = json!(namespace);
+            fake.apply(value);
+            objects += 1;
+        }
+    }
+    objects
+}
+
+/// Findings as (namespace, kind/name) → rule ids.
+type ByObject = BTreeMap<(String, String), std::collections::BTreeSet<String>>;
+
+#[tokio::test]
+async fn the_reports_say_what_the_audit_of_the_cluster_says() {
+    let fake = FakeApiServer::start().await;
+    fake_with_crd(&fake);
+    let objects = corpus_into(&fake);
+    assert!(objects > 50, "{objects}");
+    let dir = tempfile::tempdir().unwrap();
+    // The mutators off: the audit judges objects as if created anew, mutated first; the reports
+    // judge them as stored.
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "mutators:\n  sts-inject-volume-claim-templates: false\n  sts-complete-volume-claim-templates: false\n  svc-make-headless: false\n",
+    )
+    .unwrap();
+    let kubeconfig = fake.kubeconfig(dir.path());
+    // Run off the test's runtime thread: the fake API server answers on it.
+    let mut command = support::process::stsguard();
+    command
+        .args([
+            "audit",
+            "--cluster",
+            "-o",
+            "json",
+            "--fail-on",
+            "never",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .arg("--policy")
+        .arg(&policy);
+    let audit = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    let audit: Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let mut expected = ByObject::new();
+    for result in audit["results"].as_array().unwrap() {
+        for violation in result["violations"].as_array().unwrap() {
+            expected
+                .entry((
+                    result["namespace"].as_str().unwrap().to_owned(),
+                    format!(
+                        "{}/{}",
+                        result["kind"].as_str().unwrap(),
+                        result["name"].as_str().unwrap()
+                    ),
+                ))
+                .or_default()
+                .insert(violation["rule"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(expected.len() > 10, "{expected:#?}");
+
+    let _server = reporter(
+        dir.path(),
+        kubeconfig.to_str().unwrap(),
+        "only",
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--reports-write-rate",
+            "100",
+        ],
+    );
+    let reported = || {
+        let mut found = ByObject::new();
+        for report in fake.objects(Kind::PolicyReport) {
+            let namespace = report["metadata"]["namespace"].as_str().unwrap().to_owned();
+            for ((object, rule), _) in entries(&report) {
+                found
+                    .entry((namespace.clone(), object))
+                    .or_default()
+                    .insert(rule);
+            }
+        }
+        found
+    };
+    let agreed = tokio::time::timeout(WAIT, async {
+        while reported() != expected {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let reported = reported();
+    let differences: Vec<_> = expected
+        .keys()
+        .chain(reported.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|key| expected.get(*key) != reported.get(*key))
+        .map(|key| (key, expected.get(key), reported.get(key)))
+        .collect();
+    assert!(
+        agreed.is_ok(),
+        "(object, audit, reports) where they differ: {differences:#?}"
     );
 }
