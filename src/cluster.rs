@@ -17,10 +17,12 @@ use crate::{
     rules::governs_cleanly,
 };
 
+mod changes;
 mod confirm;
 mod health;
 mod watch;
 
+pub use changes::{Change, ChangeHook};
 pub use health::{Health, WatchState, client};
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -61,6 +63,7 @@ pub struct Cluster {
     health: Arc<Health>,
     confirm_timeout: Duration,
     live_reads: LiveReads,
+    changes: changes::Hooks,
 }
 
 impl Cluster {
@@ -74,8 +77,9 @@ impl Cluster {
     ) -> Result<Cluster, ClusterError> {
         let health = Arc::new(Health::default());
         let client = client(config, health.clone())?;
-        let services = watch::services(&client, namespaces, &health);
-        let statefulsets = watch::statefulsets(&client, namespaces, &health);
+        let changes = changes::Hooks::default();
+        let services = watch::services(&client, namespaces, &health, &changes);
+        let statefulsets = watch::statefulsets(&client, namespaces, &health, &changes);
         Ok(Cluster {
             client,
             services,
@@ -83,7 +87,14 @@ impl Cluster {
             health,
             confirm_timeout,
             live_reads: LiveReads::default(),
+            changes,
         })
+    }
+
+    /// Sends every change the watches see to `hook`, after the caches have it (one hook per
+    /// cluster; a second is refused).
+    pub fn on_change(&self, hook: ChangeHook) -> Result<(), ChangeHook> {
+        self.changes.set(hook)
     }
 
     /// Counts live reads into `reads` (`stsguard_live_reads_total`).

@@ -20,6 +20,7 @@ pub mod periodic;
 pub mod policy;
 pub mod policy_reload;
 pub mod report;
+pub mod reports;
 pub mod review;
 pub mod rules;
 pub mod server;

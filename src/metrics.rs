@@ -12,6 +12,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
+mod reports;
+
+pub use reports::ReportMetrics;
+
 /// The state of one cluster cache, as the cluster module reports it at each scrape.
 #[derive(Clone, Debug)]
 pub struct CacheState {
@@ -149,6 +153,7 @@ pub struct Metrics {
     policy_reloads: Family<ResultLabels, Counter>,
     leader: Gauge,
     live_reads: LiveReads,
+    reports: ReportMetrics,
     cluster: Mutex<Option<Arc<dyn CacheReport>>>,
 }
 
@@ -255,6 +260,7 @@ impl Metrics {
              (agreed, corrected: the cache lagged, failed: the cache's answer stood)",
             live_reads.0.clone(),
         );
+        let reports = ReportMetrics::register(&mut registry);
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register(
             "build_info",
@@ -282,6 +288,7 @@ impl Metrics {
             policy_reloads,
             leader,
             live_reads,
+            reports,
             cluster: Mutex::new(None),
         }
     }
@@ -289,6 +296,11 @@ impl Metrics {
     /// The live-read counter, for the cluster lookups to record into.
     pub fn live_reads(&self) -> LiveReads {
         self.live_reads.clone()
+    }
+
+    /// The in-cluster reports' metrics, for the reporter to record into.
+    pub fn reports(&self) -> ReportMetrics {
+        self.reports.clone()
     }
 
     /// Records whether this replica leads now.

@@ -13,6 +13,8 @@ use crate::{
 mod json;
 mod junit;
 mod policy_report;
+
+pub(crate) use policy_report::result_of;
 mod sarif;
 mod text;
 

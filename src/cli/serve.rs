@@ -12,6 +12,7 @@ use crate::{
     metrics::Metrics,
     policy::{Lookups, Policy, PolicyError, PolicySlot},
     policy_reload::{Load, PolicyWatcher},
+    reports::{ReportArgs, Reporter},
     review::Reviewer,
     server::{Limits, Readiness, Server, Signal, Webhook, shutdown_signal},
     time,
@@ -104,6 +105,8 @@ pub struct ServeArgs {
     /// this long after its last renewal at most (plus up to a second).
     #[arg(long, env = "STSGUARD_LEADER_LEASE_DURATION", default_value = "15s", value_parser = time::parse_duration)]
     pub leader_lease_duration: Duration,
+    #[command(flatten)]
+    pub reports: ReportArgs,
 }
 
 /// A prepared server, and the cluster it may lead in.
@@ -112,6 +115,8 @@ pub struct Prepared {
     /// The API client and this replica's lease, when there is a cluster.
     pub cluster: Option<(kube::Client, LeaseSettings)>,
     pub metrics: Arc<Metrics>,
+    /// The in-cluster reports (`--reports`), to start with leadership.
+    pub reports: Option<Reporter>,
 }
 
 /// Why `stsguard serve` could not start.
@@ -177,7 +182,7 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Prepared, StartError> {
         drain_delay: args.drain_delay,
         max_connection_age: args.max_connection_age,
     };
-    let (lookup, readiness, cluster) = lookups(args, policy.lookups, &metrics).await?;
+    let (lookup, readiness, cluster, reports) = lookups(args, policy.lookups, &metrics).await?;
     let readiness = readiness.with_certificate(resolver);
     let slot = Arc::new(PolicySlot::new(policy));
     if let (true, Some(path)) = (args.watch_policy, args.policy.clone()) {
@@ -187,6 +192,7 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Prepared, StartError> {
         let watcher = PolicyWatcher::new(path, load, slot.clone(), metrics.clone());
         tokio::spawn(watcher.run(args.policy_reload_interval));
     }
+    let reports = reports.map(|r| r.with_policy(slot.clone()));
     let reviewer = Reviewer::with_slot(slot, lookup);
     let server = Server::bind(
         args.addr,
@@ -204,6 +210,7 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Prepared, StartError> {
         server,
         cluster,
         metrics,
+        reports,
     })
 }
 
@@ -233,6 +240,7 @@ type ClusterLookups = (
     Arc<dyn Lookup>,
     Readiness,
     Option<(kube::Client, LeaseSettings)>,
+    Option<Reporter>,
 );
 
 /// The source of cluster facts, the readiness that waits for it, and the cluster's client.
@@ -246,7 +254,10 @@ async fn lookups(
             "cluster lookups off (--no-cluster or policy lookups: off): cross-object rules are \
              skipped and answers say so"
         );
-        return Ok((Arc::new(NoLookup), Readiness::default(), None));
+        if args.reports.enabled {
+            tracing::warn!("--reports needs cluster lookups; no in-cluster reports");
+        }
+        return Ok((Arc::new(NoLookup), Readiness::default(), None, None));
     }
     match cluster::config(args.kubeconfig.as_deref()).await? {
         Ok(config) => {
@@ -268,7 +279,9 @@ async fn lookups(
                 "cluster lookups on: watching Services and StatefulSets; ready after the first sync"
             );
             let client = cluster.client();
-            Ok((Arc::new(cluster), readiness, Some((client, lease))))
+            let cluster = Arc::new(cluster);
+            let reports = Reporter::attach(&args.reports, &args.namespaces, &cluster, metrics);
+            Ok((cluster, readiness, Some((client, lease)), reports))
         }
         Err(why) => {
             tracing::info!(
@@ -276,7 +289,10 @@ async fn lookups(
                 "no kubeconfig and not inside a cluster: running without cluster lookups; \
                  cross-object rules are skipped and answers say so"
             );
-            Ok((Arc::new(NoLookup), Readiness::default(), None))
+            if args.reports.enabled {
+                tracing::warn!("--reports needs a cluster; no in-cluster reports");
+            }
+            Ok((Arc::new(NoLookup), Readiness::default(), None, None))
         }
     }
 }
@@ -287,12 +303,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         server,
         cluster,
         metrics,
+        reports,
     } = prepare_serve(&args).await?;
     let leadership = match cluster {
         Some((client, lease)) => Leadership::join(client, &lease)?,
         None => Leadership::fixed(false),
     };
     follow_leadership(&leadership, metrics);
+    if let Some(reports) = reports {
+        reports.start(leadership.subscribe());
+    }
     tracing::info!(
         addr = %server.local_addr()?,
         probe_addr = %server.probe_addr()?,

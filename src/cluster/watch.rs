@@ -20,8 +20,12 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
-use super::Health;
+use super::{
+    Health,
+    changes::{self, Hooks},
+};
 use crate::lookup::{Index, Names, ServiceFacts, StatefulSetFacts};
+use crate::subject::Object;
 
 /// One index, shared by its watch (the writer) and the reviews (readers).
 #[derive(Debug)]
@@ -99,70 +103,102 @@ pub(super) fn services(
     client: &Client,
     namespaces: &[String],
     health: &Arc<Health>,
+    changes: &Hooks,
 ) -> Caches<ServiceFacts> {
-    caches(client, namespaces, health, "services", on_service_event)
+    let watches = Watches {
+        client,
+        health,
+        changes,
+    };
+    watches.caches(namespaces, "services", on_service_event)
 }
 
 pub(super) fn statefulsets(
     client: &Client,
     namespaces: &[String],
     health: &Arc<Health>,
+    changes: &Hooks,
 ) -> Caches<StatefulSetFacts> {
-    caches(
+    let watches = Watches {
         client,
-        namespaces,
         health,
-        "statefulsets",
-        on_statefulset_event,
-    )
+        changes,
+    };
+    watches.caches(namespaces, "statefulsets", on_statefulset_event)
 }
 
-fn caches<K, F>(
-    client: &Client,
-    namespaces: &[String],
-    health: &Arc<Health>,
-    kind: &'static str,
-    on_event: fn(&Shared<F>, &watcher::Event<K>),
-) -> Caches<F>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-    F: Names + Send + Sync + 'static,
-{
-    if namespaces.is_empty() {
-        let slot = health.register(kind, None);
-        let index = Shared::default();
-        watch(
-            Api::all(client.clone()),
-            health.clone(),
-            slot,
-            index.clone(),
-            on_event,
-        );
-        return Caches {
-            all: Some(index),
-            by_namespace: BTreeMap::new(),
-        };
-    }
-    let by_namespace = namespaces
-        .iter()
-        .map(|ns| {
-            let slot = health.register(kind, Some(ns.clone()));
+/// What every watch of one cluster shares: the client, the health it reports to, and where
+/// changes go once the index has them.
+struct Watches<'a> {
+    client: &'a Client,
+    health: &'a Arc<Health>,
+    changes: &'a Hooks,
+}
+
+impl Watches<'_> {
+    fn caches<K, F>(
+        &self,
+        namespaces: &[String],
+        kind: &'static str,
+        on_event: fn(&Shared<F>, &watcher::Event<K>),
+    ) -> Caches<F>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Into<Object>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+        F: Names + Send + Sync + 'static,
+    {
+        let (client, health) = (self.client, self.health);
+        if namespaces.is_empty() {
+            let slot = health.register(kind, None);
             let index = Shared::default();
-            let api = Api::namespaced(client.clone(), ns);
-            watch(api, health.clone(), slot, index.clone(), on_event);
-            (ns.clone(), index)
-        })
-        .collect();
-    Caches {
-        all: None,
-        by_namespace,
+            watch(
+                Api::all(client.clone()),
+                Reporting {
+                    health: health.clone(),
+                    slot,
+                    changes: self.changes.clone(),
+                },
+                index.clone(),
+                on_event,
+            );
+            return Caches {
+                all: Some(index),
+                by_namespace: BTreeMap::new(),
+            };
+        }
+        let by_namespace = namespaces
+            .iter()
+            .map(|ns| {
+                let slot = health.register(kind, Some(ns.clone()));
+                let index = Shared::default();
+                let api = Api::namespaced(client.clone(), ns);
+                let reporting = Reporting {
+                    health: health.clone(),
+                    slot,
+                    changes: self.changes.clone(),
+                };
+                watch(api, reporting, index.clone(), on_event);
+                (ns.clone(), index)
+            })
+            .collect();
+        Caches {
+            all: None,
+            by_namespace,
+        }
     }
+}
+
+/// Where one watch reports: its slot in the health table, and the change hook.
+struct Reporting {
+    health: Arc<Health>,
+    slot: usize,
+    changes: Hooks,
 }
 
 /// Objects a page of a (re-)list. A page is held whole (its JSON, then its objects) while its
@@ -176,15 +212,26 @@ const PAGE: u32 = 100;
 /// is paged ([`PAGE`]), so at most a page of whole objects is held at a time.
 fn watch<K, F>(
     api: Api<K>,
-    health: Arc<Health>,
-    slot: usize,
+    reporting: Reporting,
     index: Shared<F>,
     on_event: fn(&Shared<F>, &watcher::Event<K>),
 ) where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Into<Object>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
     F: Names + Send + Sync + 'static,
 {
     let stream = watcher(api, watcher::Config::default().page_size(PAGE)).default_backoff();
+    let Reporting {
+        health,
+        slot,
+        changes,
+    } = reporting;
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
@@ -220,6 +267,7 @@ fn watch<K, F>(
                 }
                 w.objects = objects;
             });
+            changes::tell(&changes, event);
         }
     });
 }

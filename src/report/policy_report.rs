@@ -10,6 +10,17 @@ use serde_json::{Value, json};
 use super::{Options, evaluated_rules};
 use crate::{audit::AuditReport, evaluate::Outcome};
 
+/// A violation's `result` and `severity` in a policy report: what the webhook would reject (or
+/// rejects only in enforce mode, or lets pass as grandfathered) fails, a warning warns, an
+/// exempted violation is skipped. The audit and the in-cluster reports share it.
+pub(crate) fn result_of(outcome: &Outcome) -> (&'static str, &'static str) {
+    match outcome {
+        Outcome::Denied | Outcome::Audited | Outcome::Grandfathered => ("fail", "high"),
+        Outcome::Warned => ("warn", "medium"),
+        Outcome::Exempted { .. } => ("skip", "info"),
+    }
+}
+
 pub(super) fn render(report: &AuditReport, options: &Options) -> String {
     let now = Timestamp::now();
     let timestamp = json!({"seconds": now.as_second(), "nanos": now.subsec_nanosecond()});
@@ -27,13 +38,7 @@ pub(super) fn render(report: &AuditReport, options: &Options) -> String {
             let (result, severity, message, properties) = match violations.first() {
                 None => ("pass", None, format!("{} passed", rule.summary), json!({})),
                 Some(v) => {
-                    let (result, severity) = match &v.outcome {
-                        Outcome::Denied | Outcome::Audited | Outcome::Grandfathered => {
-                            ("fail", "high")
-                        }
-                        Outcome::Warned => ("warn", "medium"),
-                        Outcome::Exempted { .. } => ("skip", "info"),
-                    };
+                    let (result, severity) = result_of(&v.outcome);
                     let message = violations
                         .iter()
                         .map(|v| format!("{}: {}", v.finding.path, v.finding.message))

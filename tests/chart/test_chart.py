@@ -55,6 +55,7 @@ NAMESPACED_KINDS = {
     "Certificate",
 }
 CLUSTER_KINDS = {
+    "CustomResourceDefinition",
     "ClusterRole",
     "ClusterRoleBinding",
     "ValidatingWebhookConfiguration",
@@ -742,6 +743,10 @@ def test_cluster_role_is_least_privilege(chart):
         (group, resource, verb)
         for group, resource in [("", "services"), ("apps", "statefulsets")]
         for verb in ("get", "list", "watch")
+    } | {
+        # The in-cluster reports (on by default): no get, update or watch.
+        ("wgpolicyk8s.io", "policyreports", verb)
+        for verb in ("list", "create", "patch", "delete")
     }
     for rule in role["rules"]:
         assert set(rule) == {"apiGroups", "resources", "verbs"}  # no resourceNames, no URLs
@@ -872,6 +877,11 @@ def test_default_args(chart):
         "--drain-delay",
         "--max-connection-age",
         "--leader-lease",
+        "--reports",
+        "--reports-api",
+        "--reports-interval",
+        "--reports-debounce",
+        "--reports-write-rate",
     }
     assert {a for a in args if a.startswith("-")} <= known
     pod = rendered.deployment["spec"]["template"]["spec"]
@@ -1195,3 +1205,80 @@ def test_the_shipped_backstop_is_generated_from_the_shipped_policy():
         level = doc["metadata"]["labels"]["stsguard.io/backstop-level"]
         for validation in doc["spec"]["validations"]:
             assert validation["message"].split(" at ")[0] in levels[level], validation["message"]
+
+
+# ---------------------------------------------------------------------------------------------
+# In-cluster reports
+
+
+def _crd_file(name: str) -> dict[str, Any]:
+    path = Path(__file__).resolve().parents[1] / "schemas" / name
+    return yaml.safe_load(path.read_text())
+
+
+def test_reports_are_on_by_default_with_their_crd_and_rbac(chart):
+    rendered = render_mode(chart, "default")
+    args = rendered.args
+    assert "--reports" in args
+    assert arg_value(args, "--reports-api") == "policy-report"
+    assert arg_value(args, "--reports-interval") == "10m"
+    assert arg_value(args, "--reports-debounce") == "2s"
+    assert arg_value(args, "--reports-write-rate") == "5"
+    crd = rendered.one("CustomResourceDefinition")
+    upstream = _crd_file("wgpolicyk8s.io_policyreports.yaml")
+    # The upstream CRD as it is, with the chart's labels and kept on uninstall.
+    assert crd["spec"] == upstream["spec"]
+    assert crd["metadata"]["name"] == "policyreports.wgpolicyk8s.io"
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert "namespace" not in crd["metadata"]
+
+
+def test_openreports_use_their_crd_and_rbac(chart):
+    rendered = render(chart, {"reports": {"api": "openreports", "writeRate": 0.5}})
+    assert arg_value(rendered.args, "--reports-api") == "openreports"
+    assert arg_value(rendered.args, "--reports-write-rate") == "0.5"
+    crd = rendered.one("CustomResourceDefinition")
+    assert crd["spec"] == _crd_file("openreports.io_reports.yaml")["spec"]
+    rules = rendered.one("ClusterRole")["rules"]
+    assert {"apiGroups": ["openreports.io"], "resources": ["reports"],
+            "verbs": ["list", "create", "patch", "delete"]} in rules
+    assert not any("wgpolicyk8s.io" in r["apiGroups"] for r in rules)
+
+
+def test_reports_crd_can_be_left_to_another_tool(chart):
+    rendered = render(chart, {"reports": {"installCRD": False}})
+    assert not rendered.all("CustomResourceDefinition")
+    assert "--reports" in rendered.args
+
+
+def test_reports_off_leaves_no_trace(chart):
+    rendered = render(chart, {"reports": {"enabled": False}})
+    assert not rendered.all("CustomResourceDefinition")
+    assert not any(a.startswith("--reports") for a in rendered.args)
+    rules = rendered.one("ClusterRole")["rules"]
+    assert all(r["apiGroups"] in ([""], ["apps"]) for r in rules)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"reports": {"api": "kyverno"}},
+        {"reports": {"writeRate": 0}},
+        {"reports": {"interval": "often"}},
+        {"reports": {"unknown": 1}},
+    ],
+)
+def test_bad_report_values_fail_the_render(chart, values):
+    with pytest.raises(Exception):
+        render(chart, values)
+
+
+def test_the_binary_accepts_the_report_args(chart):
+    """The chart's report flags, as the binary parses them (`serve --help` lists each)."""
+    binary = Path(__file__).resolve().parents[2] / "target" / "debug" / "stsguard"
+    assert binary.exists(), f"{binary} is missing: run `cargo build` first"
+    help_text = subprocess.run(
+        [str(binary), "serve", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for flag in (a for a in render_mode(chart, "default").args if a.startswith("--reports")):
+        assert f"{flag} " in help_text or f"{flag}\n" in help_text, flag

@@ -37,10 +37,14 @@ use tokio::{
 
 #[path = "apiserver/ownership.rs"]
 mod ownership;
+#[path = "apiserver/reports.rs"]
+mod reports;
 #[path = "apiserver/writes.rs"]
 mod writes;
 
 use ownership::Owners;
+#[allow(unused_imports)]
+pub use reports::ReportWrite;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
@@ -179,6 +183,9 @@ struct Inner {
     owners: BTreeMap<(Kind, String, String), Owners>,
     /// Objects created through the API so far (for their uids).
     created: u64,
+    /// Installed CRD schemas that writes of their kind must pass (`reports`).
+    schemas: BTreeMap<Kind, reports::Schema>,
+    report_writes: Vec<ReportWrite>,
 }
 
 /// The server's state; it outlives restarts of the listener.
@@ -548,6 +555,7 @@ async fn handle(State(server): State<FakeApiServer>, request: Request) -> Respon
         .unwrap()
         .requests
         .push(format!("{} {}", request.method(), request.uri()));
+    reports::note(&server, &request);
     let Some((kind, namespace, name)) = route(&path) else {
         return reply(
             StatusCode::NOT_FOUND,

@@ -252,3 +252,12 @@ chart's files/backstop.yaml, which matches only the chart's own policy.
 {{- .Files.Get "files/backstop.yaml" }}
 {{- end }}
 {{- end }}
+
+{{/* The API group and resource of the in-cluster reports (reports.api). */}}
+{{- define "stsguard.reportsGroup" -}}
+{{- if eq .Values.reports.api "openreports" }}openreports.io{{ else }}wgpolicyk8s.io{{ end }}
+{{- end }}
+
+{{- define "stsguard.reportsResource" -}}
+{{- if eq .Values.reports.api "openreports" }}reports{{ else }}policyreports{{ end }}
+{{- end }}

@@ -212,6 +212,8 @@ fn commit(inner: &mut Inner, kind: Kind, namespace: &str, mut object: Value) -> 
             metadata["creationTimestamp"] = json!(now);
         }
     }
+    super::reports::check(inner, kind, &object)?;
+    let metadata = &mut object["metadata"];
     let owners = inner.owners.entry(key.clone()).or_default();
     metadata["managedFields"] = owners.managed_fields(kind.api_version(), &now);
     if object.to_string().len() > MAX_OBJECT_BYTES {
