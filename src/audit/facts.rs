@@ -6,6 +6,7 @@
 //! last, so that every file gets the verdict it gets when audited alone wherever it can.
 
 use std::{
+    borrow::Borrow,
     collections::{BTreeMap, HashMap},
     path::Path,
     sync::Arc,
@@ -63,12 +64,13 @@ fn nearest<'a, T>(candidates: &'a [Placed<T>], asking: &str) -> Option<&'a Place
 impl ManifestFacts {
     /// Indexes `objects`, each with where it was given; objects that name no namespace are in
     /// `namespace`.
-    pub fn new<'a>(
-        objects: impl IntoIterator<Item = (&'a Source, &'a Object)>,
+    pub fn new<'a, O: Borrow<Object>>(
+        objects: impl IntoIterator<Item = (&'a Source, O)>,
         namespace: &str,
     ) -> Self {
         let mut facts = ManifestFacts::default();
         for (order, (source, object)) in objects.into_iter().enumerate() {
+            let object: &Object = object.borrow();
             let source = Arc::new(source.clone());
             let meta = object.subject().metadata();
             let ns = subject::namespace(meta, namespace).to_owned();

@@ -1,0 +1,176 @@
+//! The audit's first step, one document at a time on the thread that parsed it: classify it,
+//! apply the API server's defaulting, and keep the object compactly (a StatefulSet as JSON text,
+//! a few times smaller than its value tree) with the facts other objects' checks need, so that
+//! no parsed document is held for the whole run.
+
+use std::sync::Arc;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{StatefulSet, StatefulSetSpec},
+        core::v1::{Container, PodSpec, PodTemplateSpec, Service},
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use serde_json::Value;
+
+use crate::{
+    admit::{self, Classified},
+    manifest::{self, InputError, Source},
+    subject::{self, Object},
+};
+
+/// What a document is to the audit.
+pub(super) enum Read {
+    Object(Entry),
+    /// A StatefulSet or Service that does not read as one.
+    Invalid(InputError),
+    /// Another kind.
+    Other,
+}
+
+/// An object to audit, defaulted as the API server would.
+pub(super) struct Entry {
+    pub source: Source,
+    pub api_version: String,
+    pub namespace: String,
+    /// A note about how it was read (a beta StatefulSet read as apps/v1).
+    pub note: Option<String>,
+    pub object: Compact,
+}
+
+/// An object as kept between the audit's steps.
+pub(super) enum Compact {
+    /// Services are kept whole: the StatefulSet-side rules read all of the governing Service.
+    Service(Arc<Service>),
+    /// The StatefulSet as JSON, read again when it is mutated and judged, and the part of it
+    /// that the Service-side rules and mutators read (see [`statefulset_fact`]).
+    StatefulSet {
+        json: Box<str>,
+        fact: Arc<StatefulSet>,
+    },
+}
+
+impl Compact {
+    pub fn of(object: Object) -> Result<Compact, String> {
+        Ok(match object {
+            Object::Service(svc) => Compact::Service(svc),
+            Object::StatefulSet(sts) => Compact::StatefulSet {
+                json: serde_json::to_string(sts.as_ref())
+                    .map_err(|e| format!("cannot keep the StatefulSet as JSON: {e}"))?
+                    .into_boxed_str(),
+                fact: Arc::new(statefulset_fact(&sts)),
+            },
+        })
+    }
+
+    /// The whole object.
+    pub fn object(&self) -> Result<Object, String> {
+        Ok(match self {
+            Compact::Service(svc) => Object::Service(svc.clone()),
+            Compact::StatefulSet { json, .. } => Object::StatefulSet(Arc::new(
+                serde_json::from_str(json)
+                    .map_err(|e| format!("cannot read the kept StatefulSet again: {e}"))?,
+            )),
+        })
+    }
+
+    /// What the other objects' checks see of it.
+    pub fn fact(&self) -> Object {
+        match self {
+            Compact::Service(svc) => Object::Service(svc.clone()),
+            Compact::StatefulSet { fact, .. } => Object::StatefulSet(fact.clone()),
+        }
+    }
+}
+
+/// The part of a StatefulSet that the checks of other objects read: its name and namespace,
+/// the Service it names, its selector, the pod template's labels and the containers' ports
+/// (from which the fix for its Service is built). `tests/audit_scale.rs` checks that the
+/// Service-side rules and mutators give the same answers with it as with the whole object.
+pub fn statefulset_fact(sts: &StatefulSet) -> StatefulSet {
+    let spec = sts.spec.as_ref().map(|spec| {
+        let template = &spec.template;
+        StatefulSetSpec {
+            service_name: spec.service_name.clone(),
+            selector: spec.selector.clone(),
+            template: PodTemplateSpec {
+                metadata: template.metadata.as_ref().map(|m| ObjectMeta {
+                    labels: m.labels.clone(),
+                    ..ObjectMeta::default()
+                }),
+                spec: template.spec.as_ref().map(|pod| PodSpec {
+                    containers: pod
+                        .containers
+                        .iter()
+                        .map(|c| Container {
+                            name: c.name.clone(),
+                            ports: c.ports.clone(),
+                            ..Container::default()
+                        })
+                        .collect(),
+                    ..PodSpec::default()
+                }),
+            },
+            ..StatefulSetSpec::default()
+        }
+    });
+    StatefulSet {
+        metadata: ObjectMeta {
+            name: sts.metadata.name.clone(),
+            namespace: sts.metadata.namespace.clone(),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    }
+}
+
+/// Reads one document (`text` is its text as written, for the line of an invalid field).
+/// Objects without a namespace are in `namespace`.
+pub(super) fn read(source: &Source, text: &str, value: &Value, namespace: &str) -> Read {
+    let (object, note) = match admit::classify(value) {
+        Classified::Object(object) => (object, None),
+        Classified::Legacy(object, note) => (object, Some(note)),
+        Classified::Invalid { message, path } => {
+            return Read::Invalid(InputError {
+                file: source.file.clone(),
+                line: Some(manifest::field_line(text, source.line, path.as_deref())),
+                column: None,
+                message,
+            });
+        }
+        Classified::Other => return Read::Other,
+    };
+    let object = admit::default(object);
+    let namespace = subject::namespace(object.subject().metadata(), namespace).to_owned();
+    match Compact::of(object) {
+        Ok(object) => Read::Object(Entry {
+            source: source.clone(),
+            api_version: value["apiVersion"].as_str().unwrap_or_default().to_owned(),
+            namespace,
+            note,
+            object,
+        }),
+        Err(message) => Read::Invalid(InputError {
+            file: source.file.clone(),
+            line: Some(source.line),
+            column: None,
+            message,
+        }),
+    }
+}
+
+/// Reads a parsed document as the manifest reader would list it: each item of a `kind: List`
+/// (with no text of its own), or the document itself.
+pub(super) fn read_parsed(source: &Source, text: &str, value: Value, namespace: &str) -> Vec<Read> {
+    if manifest::is_list(&value) {
+        let items = value.get("items").and_then(Value::as_array);
+        return items
+            .into_iter()
+            .flatten()
+            .map(|item| read(source, "", item, namespace))
+            .collect();
+    }
+    vec![read(source, text, &value, namespace)]
+}
