@@ -92,7 +92,6 @@ pub fn audit(loaded: &Loaded, policy: &Policy, namespace: &str, today: Date) -> 
         loaded.errors.clone(),
         loaded.notes.clone(),
         policy,
-        namespace,
         today,
     )
 }
@@ -121,7 +120,7 @@ pub fn audit_inputs(
         reads.extend(pieces.into_iter().filter_map(|p| p.value).flatten());
     }
     let documents = reads.len();
-    let report = judge(reads, errors, notes, policy, namespace, today);
+    let report = judge(reads, errors, notes, policy, today);
     (report, documents)
 }
 
@@ -133,7 +132,6 @@ fn judge(
     errors: Vec<InputError>,
     notes: Vec<String>,
     policy: &Policy,
-    namespace: &str,
     today: Date,
 ) -> AuditReport {
     let mut report = AuditReport {
@@ -149,7 +147,7 @@ fn judge(
         }
     }
 
-    let written = index(entries.iter(), namespace);
+    let written = index(entries.iter());
     report.notes = notes;
     report.notes.extend(written.collisions());
     let mutated = crate::parallel::map(&entries, |entry| {
@@ -160,7 +158,7 @@ fn judge(
         let stored = if mutation.is_empty() {
             None
         } else {
-            Some(Compact::of(object)?)
+            Some(Compact::of(object, &entry.namespace)?)
         };
         Ok::<_, String>((stored, mutation))
     });
@@ -182,7 +180,7 @@ fn judge(
         }
     }
 
-    let stored = index(staged.iter().map(|s| &s.entry), namespace);
+    let stored = index(staged.iter().map(|s| &s.entry));
     let judged = crate::parallel::map(&staged, |staged| {
         let entry = &staged.entry;
         let near = stored.near(&entry.source.file);
@@ -216,8 +214,8 @@ fn judge(
 }
 
 /// The cross-object facts of `entries`, as the other objects' checks see them.
-fn index<'a>(entries: impl Iterator<Item = &'a Entry>, namespace: &str) -> ManifestFacts {
-    ManifestFacts::new(entries.map(|e| (&e.source, e.object.fact())), namespace)
+fn index<'a>(entries: impl Iterator<Item = &'a Entry>) -> ManifestFacts {
+    ManifestFacts::of_definitions(entries.map(|e| (&e.source, &e.object.fact)))
 }
 
 /// An object the audit lost on the way (a bug, never the input's fault).

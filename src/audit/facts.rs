@@ -20,21 +20,70 @@ use crate::{
     subject::{self, Object},
 };
 
+/// What the index keeps of one object: its kind, namespace and name, the Service it names (a
+/// StatefulSet), and its JSON text, read again when a rule asks for it (the typed object is
+/// several times larger, and an audit holds one for every document).
+#[derive(Clone, Debug)]
+pub struct Definition {
+    statefulset: bool,
+    namespace: String,
+    name: String,
+    naming: String,
+    json: Arc<str>,
+}
+
+impl Definition {
+    /// `object` as the index keeps it; without a namespace of its own it is in `namespace`.
+    pub fn of(object: &Object, namespace: &str) -> Definition {
+        let meta = object.subject().metadata();
+        let (statefulset, naming, json) = match object {
+            Object::Service(svc) => (false, "", serde_json::to_string(svc.as_ref())),
+            Object::StatefulSet(sts) => (
+                true,
+                subject::governing_service(sts).unwrap_or_default(),
+                serde_json::to_string(sts.as_ref()),
+            ),
+        };
+        Definition {
+            statefulset,
+            namespace: subject::namespace(meta, namespace).to_owned(),
+            name: meta.name.clone().unwrap_or_default(),
+            naming: naming.to_owned(),
+            // A typed object always serializes; were it not to, it would read as unknown.
+            json: json.unwrap_or_default().into(),
+        }
+    }
+
+    pub fn is_statefulset(&self) -> bool {
+        self.statefulset
+    }
+
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+}
+
 /// A definition and where it was given.
 #[derive(Clone, Debug)]
-struct Placed<T> {
+struct Placed {
     source: Arc<Source>,
     /// Input order, to break ties between equally near definitions.
     order: usize,
-    object: Arc<T>,
+    json: Arc<str>,
+}
+
+impl Placed {
+    fn read<T: serde::de::DeserializeOwned>(&self) -> Option<Arc<T>> {
+        serde_json::from_str(&self.json).ok().map(Arc::new)
+    }
 }
 
 /// Every StatefulSet and Service of an audit, by namespace and name.
 #[derive(Debug, Default)]
 pub struct ManifestFacts {
-    services: HashMap<Key, Vec<Placed<Service>>>,
+    services: HashMap<Key, Vec<Placed>>,
     /// StatefulSets by namespace and the Service they name.
-    naming: HashMap<Key, Vec<Placed<StatefulSet>>>,
+    naming: HashMap<Key, Vec<Placed>>,
     /// Every definition of a StatefulSet, by namespace and name, to report collisions.
     statefulsets: BTreeMap<Key, Vec<Arc<Source>>>,
 }
@@ -52,7 +101,7 @@ fn distance(asking: &str, candidate: &str) -> u8 {
 
 /// The nearest definition; within the asking file the last one, as applying the file would
 /// leave it, elsewhere the first given.
-fn nearest<'a, T>(candidates: &'a [Placed<T>], asking: &str) -> Option<&'a Placed<T>> {
+fn nearest<'a>(candidates: &'a [Placed], asking: &str) -> Option<&'a Placed> {
     candidates
         .iter()
         .min_by_key(|p| match distance(asking, &p.source.file) {
@@ -68,38 +117,44 @@ impl ManifestFacts {
         objects: impl IntoIterator<Item = (&'a Source, O)>,
         namespace: &str,
     ) -> Self {
+        Self::of_definitions(
+            objects
+                .into_iter()
+                .map(|(source, object)| (source, Definition::of(object.borrow(), namespace))),
+        )
+    }
+
+    /// Indexes definitions, each with where it was given.
+    pub fn of_definitions<'a, D: Borrow<Definition>>(
+        definitions: impl IntoIterator<Item = (&'a Source, D)>,
+    ) -> Self {
         let mut facts = ManifestFacts::default();
-        for (order, (source, object)) in objects.into_iter().enumerate() {
-            let object: &Object = object.borrow();
+        for (order, (source, definition)) in definitions.into_iter().enumerate() {
+            let definition: &Definition = definition.borrow();
             let source = Arc::new(source.clone());
-            let meta = object.subject().metadata();
-            let ns = subject::namespace(meta, namespace).to_owned();
-            let name = meta.name.clone().unwrap_or_default();
-            match object {
-                Object::Service(svc) => {
-                    facts.services.entry((ns, name)).or_default().push(Placed {
-                        source,
-                        order,
-                        object: svc.clone(),
-                    })
-                }
-                Object::StatefulSet(sts) => {
-                    facts
-                        .statefulsets
-                        .entry((ns.clone(), name))
-                        .or_default()
-                        .push(source.clone());
-                    let service = subject::governing_service(sts).unwrap_or_default();
-                    facts
-                        .naming
-                        .entry((ns, service.to_owned()))
-                        .or_default()
-                        .push(Placed {
-                            source,
-                            order,
-                            object: sts.clone(),
-                        });
-                }
+            let ns = definition.namespace.clone();
+            let placed = |source| Placed {
+                source,
+                order,
+                json: definition.json.clone(),
+            };
+            if definition.statefulset {
+                facts
+                    .statefulsets
+                    .entry((ns.clone(), definition.name.clone()))
+                    .or_default()
+                    .push(source.clone());
+                facts
+                    .naming
+                    .entry((ns, definition.naming.clone()))
+                    .or_default()
+                    .push(placed(source));
+            } else {
+                facts
+                    .services
+                    .entry((ns, definition.name.clone()))
+                    .or_default()
+                    .push(placed(source));
             }
         }
         facts
@@ -157,7 +212,7 @@ impl Lookup for Near<'_> {
             .get(&key)
             .and_then(|defined| nearest(defined, self.file))
         {
-            Some(placed) => Fact::Found(placed.object.clone()),
+            Some(placed) => placed.read().map_or(Fact::Unknown, Fact::Found),
             None => Fact::Absent,
         }
     }
@@ -182,7 +237,7 @@ impl Lookup for Near<'_> {
                     .map(|p| p.order);
                 theirs.is_none() || theirs == ours
             })
-            .map(|sts| sts.object.clone())
+            .filter_map(Placed::read)
             .collect();
         Fact::Found(naming)
     }

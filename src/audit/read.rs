@@ -8,12 +8,13 @@ use std::sync::Arc;
 use k8s_openapi::{
     api::{
         apps::v1::{StatefulSet, StatefulSetSpec},
-        core::v1::{Container, PodSpec, PodTemplateSpec, Service},
+        core::v1::{Container, PodSpec, PodTemplateSpec},
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use serde_json::Value;
 
+use super::facts::Definition;
 use crate::{
     admit::{self, Classified},
     manifest::{self, InputError, Source},
@@ -39,48 +40,47 @@ pub(super) struct Entry {
     pub object: Compact,
 }
 
-/// An object as kept between the audit's steps.
-pub(super) enum Compact {
-    /// Services are kept whole: the StatefulSet-side rules read all of the governing Service.
-    Service(Arc<Service>),
-    /// The StatefulSet as JSON, read again when it is mutated and judged, and the part of it
-    /// that the Service-side rules and mutators read (see [`statefulset_fact`]).
-    StatefulSet {
-        json: Box<str>,
-        fact: Arc<StatefulSet>,
-    },
+/// An object as kept between the audit's steps: JSON text, a few times smaller than the typed
+/// object and many times smaller than its value tree, read again when it is mutated and judged.
+pub(super) struct Compact {
+    /// A StatefulSet whole; a Service is its own fact.
+    whole: Option<Box<str>>,
+    /// What the other objects' checks see of it: a Service whole, of a StatefulSet the part
+    /// [`statefulset_fact`] keeps.
+    pub fact: Definition,
 }
 
 impl Compact {
-    pub fn of(object: Object) -> Result<Compact, String> {
-        Ok(match object {
-            Object::Service(svc) => Compact::Service(svc),
-            Object::StatefulSet(sts) => Compact::StatefulSet {
-                json: serde_json::to_string(sts.as_ref())
-                    .map_err(|e| format!("cannot keep the StatefulSet as JSON: {e}"))?
-                    .into_boxed_str(),
-                fact: Arc::new(statefulset_fact(&sts)),
+    /// `object`, in `namespace` unless it names its own.
+    pub fn of(object: Object, namespace: &str) -> Result<Compact, String> {
+        Ok(match &object {
+            Object::Service(_) => Compact {
+                whole: None,
+                fact: Definition::of(&object, namespace),
+            },
+            Object::StatefulSet(sts) => Compact {
+                whole: Some(
+                    serde_json::to_string(sts.as_ref())
+                        .map_err(|e| format!("cannot keep the StatefulSet as JSON: {e}"))?
+                        .into_boxed_str(),
+                ),
+                fact: Definition::of(
+                    &Object::StatefulSet(Arc::new(statefulset_fact(sts))),
+                    namespace,
+                ),
             },
         })
     }
 
     /// The whole object.
     pub fn object(&self) -> Result<Object, String> {
-        Ok(match self {
-            Compact::Service(svc) => Object::Service(svc.clone()),
-            Compact::StatefulSet { json, .. } => Object::StatefulSet(Arc::new(
-                serde_json::from_str(json)
-                    .map_err(|e| format!("cannot read the kept StatefulSet again: {e}"))?,
+        let again = |e: serde_json::Error| format!("cannot read the kept object again: {e}");
+        Ok(match &self.whole {
+            Some(json) => Object::StatefulSet(Arc::new(serde_json::from_str(json).map_err(again)?)),
+            None => Object::Service(Arc::new(
+                serde_json::from_str(self.fact.json()).map_err(again)?,
             )),
         })
-    }
-
-    /// What the other objects' checks see of it.
-    pub fn fact(&self) -> Object {
-        match self {
-            Compact::Service(svc) => Object::Service(svc.clone()),
-            Compact::StatefulSet { fact, .. } => Object::StatefulSet(fact.clone()),
-        }
     }
 }
 
@@ -144,7 +144,7 @@ pub(super) fn read(source: &Source, text: &str, value: &Value, namespace: &str) 
     };
     let object = admit::default(object);
     let namespace = subject::namespace(object.subject().metadata(), namespace).to_owned();
-    match Compact::of(object) {
+    match Compact::of(object, &namespace) {
         Ok(object) => Read::Object(Entry {
             source: source.clone(),
             api_version: value["apiVersion"].as_str().unwrap_or_default().to_owned(),
