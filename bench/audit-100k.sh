@@ -5,7 +5,7 @@
 # same run. Prints the wall time and peak RSS of each run, and checks that both binaries print
 # the same report.
 #
-# Usage: bench/audit-100k.sh REFERENCE_BINARY [runs] [documents]
+# Usage: [FORMATS="text json sarif"] bench/audit-100k.sh REFERENCE_BINARY [runs] [documents]
 #   REFERENCE_BINARY  e.g. the release binary built from main:
 #                     git worktree add /tmp/base main && (cd /tmp/base && cargo build --release)
 set -euo pipefail
@@ -60,7 +60,7 @@ with open(sys.argv[1], "w") as out:
     out.write("---\n".join(pair.format(i=i, ns=i % 50) for i in range(int(sys.argv[2]))))
 PY
 echo "input: $(wc -c < "$input") bytes, $(grep -c '^kind:' "$input") documents; $(nproc) cores"
-for format in text json sarif; do
+for format in ${FORMATS:-text json sarif}; do
   "$reference" audit -f "$input" -o "$format" > "$work/reference.$format" || [ $? -eq 1 ]
   target/release/stsguard audit -f "$input" -o "$format" > "$work/this.$format" || [ $? -eq 1 ]
   if cmp -s "$work/reference.$format" "$work/this.$format"; then
@@ -71,7 +71,7 @@ for format in text json sarif; do
   fi
   for _ in $(seq "$runs"); do
     for binary in "$reference" target/release/stsguard; do
-      /usr/bin/time -f "$format $binary: %e s wall, %M KiB max RSS" \
+      /usr/bin/time -f "$format $binary: %e s wall, %U s user + %S s sys, %M KiB max RSS" \
         "$binary" audit -f "$input" -o "$format" > /dev/null || [ $? -eq 1 ]
     done
   done
