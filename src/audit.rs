@@ -6,18 +6,20 @@ use jiff::civil::Date;
 use json_patch::PatchOperation;
 
 use crate::{
-    admit::{self, Chain, Classified, Request},
+    admit::{Chain, Request},
     evaluate::{Outcome, Verdict},
     lookup::{Lookup, NoLookup},
-    manifest::{Document, InputError, Loaded, Source},
+    manifest::{self, Input, InputError, Loaded, Source},
     policy::{Lookups, Policy},
     rules::{Action, Target},
-    subject::{self, Object, Operation},
+    subject::Operation,
 };
 
 mod facts;
+mod read;
 
 pub use facts::ManifestFacts;
+use read::{Compact, Entry, Read};
 
 /// The audit of one object.
 #[derive(Clone, Debug)]
@@ -71,83 +73,118 @@ impl AuditReport {
     }
 }
 
-/// An object read from a document, with what the chain made of it so far.
-struct Entry<'a> {
-    doc: &'a Document,
-    /// Defaulted, then (after the mutation step) as it would be stored.
-    object: Object,
-    namespace: String,
+/// An object on its way through the chain: as read, then (after the mutation step) as it would
+/// be stored, with the mutation.
+struct Staged {
+    entry: Entry,
     mutated_by: Vec<&'static str>,
     patch: Vec<PatchOperation>,
-    note: Option<String>,
 }
 
 /// Audits loaded manifests. Objects without a namespace are taken to be in `namespace`.
-///
-/// The steps are the chain's, over all objects at once: mutation sees the objects as written
-/// (a Service mutator asks which StatefulSets name it), evaluation sees them as they would be
-/// stored (a StatefulSet is judged against its Service after that Service's mutation).
 pub fn audit(loaded: &Loaded, policy: &Policy, namespace: &str, today: Date) -> AuditReport {
+    let reads = crate::parallel::map(&loaded.documents, |doc| {
+        read::read(&doc.source, &doc.text, &doc.value, namespace)
+    });
+    judge(
+        reads,
+        loaded.errors.clone(),
+        loaded.notes.clone(),
+        policy,
+        today,
+    )
+}
+
+/// The audit of inputs as read (`errors` and `notes` from reading them), without holding their
+/// parsed documents: each document is parsed, classified and kept compactly on the thread that
+/// parsed it, and each input's text is let go once its documents are read. Returns the report and
+/// how many documents there were.
+pub fn audit_inputs(
+    inputs: Vec<Input>,
+    mut errors: Vec<InputError>,
+    notes: Vec<String>,
+    policy: &Policy,
+    namespace: &str,
+    today: Date,
+) -> (AuditReport, usize) {
+    let mut reads = Vec::new();
+    for input in inputs {
+        let pieces = manifest::pieces_read(
+            &input.file,
+            &input.text,
+            input.json,
+            &mut errors,
+            |source, text, value| read::read_parsed(source, text, value, namespace),
+        );
+        reads.extend(pieces.into_iter().filter_map(|p| p.value).flatten());
+    }
+    let documents = reads.len();
+    let report = judge(reads, errors, notes, policy, today);
+    (report, documents)
+}
+
+/// The chain's steps over all objects at once: mutation sees the objects as written (a Service
+/// mutator asks which StatefulSets name it), evaluation sees them as they would be stored (a
+/// StatefulSet is judged against its Service after that Service's mutation).
+fn judge(
+    reads: Vec<Read>,
+    errors: Vec<InputError>,
+    notes: Vec<String>,
+    policy: &Policy,
+    today: Date,
+) -> AuditReport {
     let mut report = AuditReport {
-        errors: loaded.errors.clone(),
+        errors,
         ..AuditReport::default()
     };
-    let classified =
-        crate::parallel::map(&loaded.documents, |doc| match admit::classify(&doc.value) {
-            Classified::Object(object) => Ok((admit::default(object), None)),
-            Classified::Legacy(object, note) => Ok((admit::default(object), Some(note))),
-            other => Err(other),
-        });
-    let mut entries: Vec<Entry> = Vec::new();
-    for (doc, classified) in loaded.documents.iter().zip(classified) {
-        match classified {
-            Ok((object, note)) => entries.push(Entry {
-                doc,
-                namespace: subject::namespace(object.subject().metadata(), namespace).to_owned(),
-                object,
-                mutated_by: vec![],
-                patch: vec![],
-                note,
-            }),
-            Err(Classified::Invalid { message, path }) => report.errors.push(InputError {
-                file: doc.source.file.clone(),
-                line: Some(doc.line_of(path.as_deref())),
-                column: None,
-                message,
-            }),
-            Err(_) => report.skipped_documents += 1,
+    let mut entries = Vec::new();
+    for read in reads {
+        match read {
+            Read::Object(entry) => entries.push(entry),
+            Read::Invalid(error) => report.errors.push(error),
+            Read::Other => report.skipped_documents += 1,
         }
     }
 
-    let index = |entries: &[Entry]| {
-        ManifestFacts::new(
-            entries.iter().map(|e| (&e.doc.source, &e.object)),
-            namespace,
-        )
-    };
-    let written = index(&entries);
-    report.notes = loaded.notes.clone();
+    let written = index(entries.iter());
+    report.notes = notes;
     report.notes.extend(written.collisions());
     let mutated = crate::parallel::map(&entries, |entry| {
-        let near = written.near(&entry.doc.source.file);
-        let chain = chain(policy, &near, today);
-        chain.mutated(
-            Operation::Create,
-            &entry.namespace,
-            entry.object.clone(),
-            None,
-        )
+        let near = written.near(&entry.source.file);
+        let object = entry.object.object()?;
+        let (object, mutation) =
+            chain(policy, &near, today).mutated(Operation::Create, &entry.namespace, object, None);
+        let stored = if mutation.is_empty() {
+            None
+        } else {
+            Some(Compact::of(object, &entry.namespace)?)
+        };
+        Ok::<_, String>((stored, mutation))
     });
-    for (entry, (object, mutation)) in entries.iter_mut().zip(mutated) {
-        entry.object = object;
-        entry.mutated_by = mutation.applied;
-        entry.patch = mutation.patch;
+    drop(written);
+    let mut staged = Vec::with_capacity(entries.len());
+    for (mut entry, mutated) in entries.into_iter().zip(mutated) {
+        match mutated {
+            Ok((stored, mutation)) => {
+                if let Some(stored) = stored {
+                    entry.object = stored;
+                }
+                staged.push(Staged {
+                    entry,
+                    mutated_by: mutation.applied,
+                    patch: mutation.patch,
+                });
+            }
+            Err(message) => report.errors.push(internal(&entry.source, message)),
+        }
     }
 
-    let stored = index(&entries);
-    report.results = crate::parallel::map(&entries, |entry| {
-        let near = stored.near(&entry.doc.source.file);
-        let subject = entry.object.subject();
+    let stored = index(staged.iter().map(|s| &s.entry));
+    let judged = crate::parallel::map(&staged, |staged| {
+        let entry = &staged.entry;
+        let near = stored.near(&entry.source.file);
+        let object = entry.object.object()?;
+        let subject = object.subject();
         let mut verdict = chain(policy, &near, today).validate(&Request {
             operation: Operation::Create,
             namespace: &entry.namespace,
@@ -155,21 +192,39 @@ pub fn audit(loaded: &Loaded, policy: &Policy, namespace: &str, today: Date) -> 
             old: None,
         });
         verdict.notes.extend(entry.note.clone());
-        ObjectResult {
-            source: entry.doc.source.clone(),
-            api_version: entry.doc.value["apiVersion"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
+        Ok::<_, String>(ObjectResult {
+            source: entry.source.clone(),
+            api_version: entry.api_version.clone(),
             target: subject.target(),
             name: subject.display_name().to_owned(),
             namespace: entry.namespace.clone(),
-            mutated_by: entry.mutated_by.clone(),
-            patch: entry.patch.clone(),
+            mutated_by: staged.mutated_by.clone(),
+            patch: staged.patch.clone(),
             verdict,
-        }
+        })
     });
+    for (staged, judged) in staged.iter().zip(judged) {
+        match judged {
+            Ok(result) => report.results.push(result),
+            Err(message) => report.errors.push(internal(&staged.entry.source, message)),
+        }
+    }
     report
+}
+
+/// The cross-object facts of `entries`, as the other objects' checks see them.
+fn index<'a>(entries: impl Iterator<Item = &'a Entry>) -> ManifestFacts {
+    ManifestFacts::of_definitions(entries.map(|e| (&e.source, &e.object.fact)))
+}
+
+/// An object the audit lost on the way (a bug, never the input's fault).
+fn internal(source: &Source, message: String) -> InputError {
+    InputError {
+        file: source.file.clone(),
+        line: Some(source.line),
+        column: None,
+        message: format!("{message}; please report this"),
+    }
 }
 
 /// The chain with the policy's lookups: the manifests' facts, or none with `lookups: off`.

@@ -204,13 +204,14 @@ pub fn parse_into(loaded: &mut Loaded, file: &str, text: &str, json: bool) {
 }
 
 /// One document of an input as written: its `---` marker, its text and where it starts, and its
-/// value (none for a document of only comments, or one that did not parse).
+/// value (none for a document of only comments, or one that did not parse), or what was made of
+/// it (see [`pieces_read`]).
 #[derive(Debug)]
-pub struct Piece<'a> {
+pub struct Piece<'a, T = Value> {
     pub marker: &'a str,
     pub text: &'a str,
     pub source: Source,
-    pub value: Option<Value>,
+    pub value: Option<T>,
 }
 
 /// Splits one input into its documents and parses each once; the errors of documents that do not
@@ -221,11 +222,25 @@ pub fn pieces<'a>(
     json: bool,
     errors: &mut Vec<InputError>,
 ) -> Vec<Piece<'a>> {
+    pieces_read(file, text, json, errors, |_, _, value| value)
+}
+
+/// [`pieces`], with each parsed value handed to `read` (with where the document starts and its
+/// text) on the thread that parsed it, so that only what `read` keeps outlives the parse: the
+/// offline audit keeps compact objects, not value trees.
+pub fn pieces_read<'a, T: Send>(
+    file: &str,
+    text: &'a str,
+    json: bool,
+    errors: &mut Vec<InputError>,
+    read: impl Fn(&Source, &str, Value) -> T + Sync,
+) -> Vec<Piece<'a, T>> {
     let source = |line| Source {
         file: file.to_owned(),
         line,
     };
     if json {
+        let source = source(1);
         let value = serde_json::from_str::<Value>(text)
             .map_err(|e| {
                 errors.push(InputError {
@@ -235,16 +250,17 @@ pub fn pieces<'a>(
                     message: format!("invalid JSON: {}", strip_position(&e.to_string())),
                 })
             })
-            .ok();
+            .ok()
+            .map(|value| read(&source, text, value));
         return vec![Piece {
             marker: "",
             text,
-            source: source(1),
+            source,
             value,
         }];
     }
     let before = errors.len();
-    let pieces = yaml_pieces(file, text, errors);
+    let pieces = yaml_pieces(file, text, errors, read);
     // `{{ .Values.x }}` does not parse as YAML, once per template expression: one error that
     // says what the file is says more than a dozen about its syntax.
     if errors.len() > before && text.contains("{{") && text.contains("}}") {
@@ -257,7 +273,12 @@ pub fn pieces<'a>(
     pieces
 }
 
-fn yaml_pieces<'a>(file: &str, text: &'a str, errors: &mut Vec<InputError>) -> Vec<Piece<'a>> {
+fn yaml_pieces<'a, T: Send>(
+    file: &str,
+    text: &'a str,
+    errors: &mut Vec<InputError>,
+    read: impl Fn(&Source, &str, Value) -> T + Sync,
+) -> Vec<Piece<'a, T>> {
     let source = |line| Source {
         file: file.to_owned(),
         line,
@@ -265,7 +286,16 @@ fn yaml_pieces<'a>(file: &str, text: &'a str, errors: &mut Vec<InputError>) -> V
     let chunks = split_documents(text);
     let parsed = crate::parallel::map(&chunks, |chunk| {
         let first = first_content_line(chunk.text)?;
-        Some((first, serde_saphyr::from_str::<Value>(chunk.text)))
+        let parsed = match serde_saphyr::from_str::<Value>(chunk.text) {
+            Ok(Value::Null) => Ok(None),
+            Ok(value) => Ok(Some(read(
+                &source(chunk.line + first + 1),
+                chunk.text,
+                value,
+            ))),
+            Err(e) => Err(e),
+        };
+        Some((first, parsed))
     });
     let mut pieces = Vec::with_capacity(chunks.len());
     for (chunk, parsed) in chunks.into_iter().zip(parsed) {
@@ -278,8 +308,7 @@ fn yaml_pieces<'a>(file: &str, text: &'a str, errors: &mut Vec<InputError>) -> V
         if let Some((first, parsed)) = parsed {
             piece.source.line = chunk.line + first + 1;
             match parsed {
-                Ok(Value::Null) => {}
-                Ok(value) => piece.value = Some(value),
+                Ok(value) => piece.value = value,
                 Err(e) => {
                     let (line, column) = e
                         .location()
@@ -344,7 +373,7 @@ pub fn items(value: &Value) -> Vec<&Value> {
     }
 }
 
-fn is_list(value: &Value) -> bool {
+pub(crate) fn is_list(value: &Value) -> bool {
     value
         .get("kind")
         .and_then(Value::as_str)

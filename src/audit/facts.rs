@@ -6,6 +6,7 @@
 //! last, so that every file gets the verdict it gets when audited alone wherever it can.
 
 use std::{
+    borrow::Borrow,
     collections::{BTreeMap, HashMap},
     path::Path,
     sync::Arc,
@@ -16,6 +17,47 @@ use crate::{
     manifest::Source,
     subject::{self, Object},
 };
+
+/// What the index keeps of one object: its namespace and name, and the compact facts the other
+/// objects' checks read (the same facts the cluster caches keep), so that an audit holds no
+/// parsed document for its whole run.
+#[derive(Clone, Debug)]
+pub struct Definition {
+    namespace: String,
+    name: String,
+    facts: Facts,
+}
+
+#[derive(Clone, Debug)]
+enum Facts {
+    Service(Arc<ServiceFacts>),
+    StatefulSet {
+        /// The Service it names.
+        naming: String,
+        facts: Arc<StatefulSetFacts>,
+    },
+}
+
+impl Definition {
+    /// `object` as the index keeps it; without a namespace of its own it is in `namespace`.
+    pub fn of(object: &Object, namespace: &str) -> Definition {
+        let meta = object.subject().metadata();
+        let facts = match object {
+            Object::Service(svc) => Facts::Service(Arc::new(ServiceFacts::of(svc))),
+            Object::StatefulSet(sts) => Facts::StatefulSet {
+                naming: subject::governing_service(sts)
+                    .unwrap_or_default()
+                    .to_owned(),
+                facts: Arc::new(StatefulSetFacts::of(sts)),
+            },
+        };
+        Definition {
+            namespace: subject::namespace(meta, namespace).to_owned(),
+            name: meta.name.clone().unwrap_or_default(),
+            facts,
+        }
+    }
+}
 
 /// A definition's facts and where it was given.
 #[derive(Clone, Debug)]
@@ -61,39 +103,51 @@ fn nearest<'a, T>(candidates: &'a [Placed<T>], asking: &str) -> Option<&'a Place
 impl ManifestFacts {
     /// Indexes `objects`, each with where it was given; objects that name no namespace are in
     /// `namespace`.
-    pub fn new<'a>(
-        objects: impl IntoIterator<Item = (&'a Source, &'a Object)>,
+    pub fn new<'a, O: Borrow<Object>>(
+        objects: impl IntoIterator<Item = (&'a Source, O)>,
         namespace: &str,
     ) -> Self {
+        Self::of_definitions(
+            objects
+                .into_iter()
+                .map(|(source, object)| (source, Definition::of(object.borrow(), namespace))),
+        )
+    }
+
+    /// Indexes definitions, each with where it was given.
+    pub fn of_definitions<'a, D: Borrow<Definition>>(
+        definitions: impl IntoIterator<Item = (&'a Source, D)>,
+    ) -> Self {
         let mut facts = ManifestFacts::default();
-        for (order, (source, object)) in objects.into_iter().enumerate() {
+        for (order, (source, definition)) in definitions.into_iter().enumerate() {
+            let definition: &Definition = definition.borrow();
             let source = Arc::new(source.clone());
-            let meta = object.subject().metadata();
-            let ns = subject::namespace(meta, namespace).to_owned();
-            let name = meta.name.clone().unwrap_or_default();
-            match object {
-                Object::Service(svc) => {
+            let (ns, name) = (definition.namespace.clone(), definition.name.clone());
+            match &definition.facts {
+                Facts::Service(service) => {
                     facts.services.entry((ns, name)).or_default().push(Placed {
                         source,
                         order,
-                        object: Arc::new(ServiceFacts::of(svc)),
+                        object: service.clone(),
                     })
                 }
-                Object::StatefulSet(sts) => {
+                Facts::StatefulSet {
+                    naming,
+                    facts: sts,
+                } => {
                     facts
                         .statefulsets
                         .entry((ns.clone(), name))
                         .or_default()
                         .push(source.clone());
-                    let service = subject::governing_service(sts).unwrap_or_default();
                     facts
                         .naming
-                        .entry((ns, service.to_owned()))
+                        .entry((ns, naming.clone()))
                         .or_default()
                         .push(Placed {
                             source,
                             order,
-                            object: Arc::new(StatefulSetFacts::of(sts)),
+                            object: sts.clone(),
                         });
                 }
             }

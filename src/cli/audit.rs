@@ -8,7 +8,7 @@ use super::{ColorArg, InputOptions, ModeArg, RuleArg, load_policy, nothing_in};
 
 mod live;
 use crate::{
-    audit::audit,
+    audit::{audit, audit_inputs},
     manifest,
     report::{self, Format},
     rules::Action,
@@ -99,28 +99,32 @@ pub(super) fn run(args: &AuditArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let loaded = if args.cluster {
+    let namespace = args.namespace.as_deref().unwrap_or("default");
+    let report = if args.cluster {
         match live::load(args.kubeconfig.as_deref(), args.namespace.as_deref()) {
-            Ok(loaded) => loaded,
+            Ok(loaded) => audit(&loaded, &policy, namespace, today()),
             Err(e) => {
                 eprintln!("stsguard: {e}");
                 return ExitCode::from(2);
             }
         }
     } else {
-        let loaded = manifest::load_excluding(
+        // Read as a stream: no parsed document is held for the whole run.
+        let (mut errors, mut notes) = (Vec::new(), Vec::new());
+        let inputs = manifest::read_inputs(
             &args.files,
             &args.input.exclude,
             &mut std::io::stdin().lock(),
+            &mut errors,
+            &mut notes,
         );
-        if loaded.documents.is_empty() && loaded.errors.is_empty() && !args.input.allow_empty {
+        let (report, documents) = audit_inputs(inputs, errors, notes, &policy, namespace, today());
+        if documents == 0 && report.errors.is_empty() && !args.input.allow_empty {
             eprintln!("stsguard: {}", nothing_in(&args.files));
             return ExitCode::from(2);
         }
-        loaded
+        report
     };
-    let namespace = args.namespace.as_deref().unwrap_or("default");
-    let report = audit(&loaded, &policy, namespace, today());
     let options = report::Options {
         policy: &policy,
         fail_on: args.fail_on.into(),

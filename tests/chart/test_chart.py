@@ -591,7 +591,11 @@ CONTROL_PLANE_USERS = [
 def test_every_webhook_has_the_named_match_conditions(chart, mode):
     for hook in render_mode(chart, mode).webhooks():
         names = [c["name"] for c in hook["matchConditions"]]
-        assert names == ["not-control-plane", "not-default-kubernetes-service"], names
+        assert names == [
+            "not-control-plane",
+            "not-default-kubernetes-service",
+            "update-changes-spec-or-stsguard-annotations",
+        ], names
         for condition in hook["matchConditions"]:
             assert set(condition) == {"name", "expression"}
             assert "\n" not in condition["expression"]
@@ -644,6 +648,12 @@ def _review(fixture: str, **changes: Any) -> dict[str, Any]:
             for side in ("object", "oldObject"):
                 if request.get(side):
                     request[side]["metadata"]["namespace"] = value
+    # The captured Service UPDATE changed a label only, which the API server no longer sends
+    # (see the UPDATE skip below): its spec is changed so that it stands for an update that is.
+    if request.get("operation") == "UPDATE" and request["object"].get("spec") == request[
+        "oldObject"
+    ].get("spec"):
+        request["object"]["spec"]["sessionAffinity"] = "ClientIP"
     return review
 
 
@@ -690,6 +700,183 @@ def test_match_conditions_skip_the_default_kubernetes_service(chart, fixture):
     # A StatefulSet that happens to be called kubernetes is still reviewed.
     sts = _review("validate-StatefulSet-CREATE-cap-web-1", name="kubernetes", namespace="default")
     assert _sent(render_mode(chart, "default").validating, sts)
+
+
+# The UPDATE skip: an UPDATE that leaves spec and stsguard's annotations alone never reaches the
+# webhook (tests/update_skip_properties.rs proves the verdict would be "allowed").
+
+STSGUARD_ANNOTATIONS = [
+    "stsguard.io/exempt",
+    "stsguard.io/exempt-reason",
+    "stsguard.io/exempt-until",
+    "stsguard.io/mutated",
+]
+UPDATES = [
+    "validate-StatefulSet-UPDATE-cap-web-1",
+    "validate-Service-UPDATE-cap-web-1",
+    "mutate-StatefulSet-UPDATE-cap-weak-1",
+]
+
+
+def _unchanged_update(fixture: str) -> dict[str, Any]:
+    """The fixture's UPDATE with object made a copy of oldObject, as a re-apply of the same
+    manifest arrives (the resourceVersion differs)."""
+    review = _review(fixture)
+    request = review["request"]
+    request["object"] = json.loads(json.dumps(request["oldObject"]))
+    request["object"]["metadata"]["resourceVersion"] = "999999"
+    return review
+
+
+def _metadata(review: dict[str, Any], side: str = "object") -> dict[str, Any]:
+    return review["request"][side]["metadata"]
+
+
+def _annotations(review: dict[str, Any], side: str = "object") -> dict[str, Any]:
+    return _metadata(review, side).setdefault("annotations", {})
+
+
+OUTSIDE_EDITS = {
+    "identical re-apply": lambda r: None,
+    "label added": lambda r: _metadata(r).setdefault("labels", {}).update({"team": "db"}),
+    "labels removed": lambda r: _metadata(r).pop("labels", None),
+    "finalizer added": lambda r: _metadata(r).setdefault("finalizers", []).append("x.io/keep"),
+    "other annotation": lambda r: _annotations(r).update({"kubectl.kubernetes.io/restartedAt": "now"}),
+    "another stsguard.io key": lambda r: _annotations(r).update({"stsguard.io/note": "x"}),
+    "annotations on the old object only": lambda r: _annotations(r, "oldObject").update({"a": "b"}),
+    "ownerReference": lambda r: _metadata(r).update(
+        {"ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "o", "uid": "u"}]}
+    ),
+    "managedFields and generation": lambda r: _metadata(r).update(
+        {"managedFields": [{"manager": "argocd", "operation": "Apply"}], "generation": 7}
+    ),
+    "status": lambda r: r["request"]["object"].update({"status": {"replicas": 0}}),
+    "deletionTimestamp": lambda r: _metadata(r).update({"deletionTimestamp": "2026-01-01T00:00:00Z"}),
+    "dry run": lambda r: r["request"].update({"dryRun": True}),
+}
+
+
+@pytest.mark.parametrize("fixture", UPDATES)
+@pytest.mark.parametrize("edit", list(OUTSIDE_EDITS))
+def test_updates_outside_spec_and_stsguard_annotations_are_skipped(chart, fixture, edit):
+    review = _unchanged_update(fixture)
+    OUTSIDE_EDITS[edit](review)
+    for hook in render_mode(chart, "default").webhooks():
+        assert not _sent(hook, review), (fixture, edit)
+
+
+def _replicas(review: dict[str, Any]) -> None:
+    spec = review["request"]["object"]["spec"]
+    spec["replicas"] = spec.get("replicas", 1) + 1
+
+
+SPEC_EDITS = {
+    "a spec field": lambda r: r["request"]["object"]["spec"].update({"x": 1}),
+    "spec removed": lambda r: r["request"]["object"].pop("spec"),
+    "spec added to an object without one": lambda r: r["request"]["oldObject"].pop("spec"),
+}
+
+
+@pytest.mark.parametrize("fixture", UPDATES)
+@pytest.mark.parametrize("edit", list(SPEC_EDITS))
+def test_updates_of_spec_are_sent(chart, fixture, edit):
+    review = _unchanged_update(fixture)
+    SPEC_EDITS[edit](review)
+    for hook in render_mode(chart, "default").webhooks():
+        assert _sent(hook, review), (fixture, edit)
+
+
+@pytest.mark.parametrize("fixture", UPDATES)
+@pytest.mark.parametrize("key", STSGUARD_ANNOTATIONS)
+def test_updates_of_stsguard_annotations_are_sent(chart, fixture, key):
+    hooks = render_mode(chart, "default").webhooks()
+    cases = []
+    added = _unchanged_update(fixture)
+    _annotations(added)[key] = "*"
+    cases.append(added)
+    removed = _unchanged_update(fixture)
+    _annotations(removed, "oldObject")[key] = "*"
+    cases.append(removed)
+    changed = _unchanged_update(fixture)
+    _annotations(changed)[key] = "sts-readiness-probe"
+    _annotations(changed, "oldObject")[key] = "*"
+    cases.append(changed)
+    # An object without metadata.annotations on either side at all.
+    bare = _unchanged_update(fixture)
+    _metadata(bare, "oldObject").pop("annotations", None)
+    _annotations(bare)[key] = ""
+    cases.append(bare)
+    for review in cases:
+        for hook in hooks:
+            assert _sent(hook, review), (fixture, key)
+    same = _unchanged_update(fixture)
+    _annotations(same)[key] = "*"
+    _annotations(same, "oldObject")[key] = "*"
+    for hook in hooks:
+        assert not _sent(hook, same), (fixture, key)
+
+
+def test_scale_updates_are_sent_when_replicas_change(chart):
+    hooks = render_mode(chart, "default").webhooks()
+    scale = _review("validate-Scale-UPDATE-cap-web-scale-1")
+    request = scale["request"]
+    assert request["object"]["kind"] == "Scale"
+    assert request["object"]["spec"] != request["oldObject"]["spec"]
+    for hook in hooks:
+        assert _sent(hook, scale)
+    request["object"]["spec"] = dict(request["oldObject"]["spec"])
+    for hook in hooks:
+        assert not _sent(hook, scale)
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    sorted(p.stem for p in FIXTURES.glob("*.json") if "-UPDATE-" not in p.name),
+)
+def test_creates_and_deletes_are_sent(chart, fixture):
+    for hook in render_mode(chart, "default").webhooks():
+        assert _sent(hook, _review(fixture)), fixture
+
+
+def _captured_updates() -> list[Path]:
+    """Every captured UPDATE review: the repository's and, when present, the shared set."""
+    dirs = [FIXTURES, Path("/work/shared/fixtures/admission")]
+    found: dict[str, Path] = {}
+    for d in dirs:
+        if d.is_dir():
+            for path in sorted(d.glob("*.json")):
+                if json.loads(path.read_text())["request"].get("operation") == "UPDATE":
+                    found.setdefault(path.read_text(), path)
+    return list(found.values())
+
+
+def test_captured_updates_skipped_are_those_with_unchanged_spec_and_annotations(chart):
+    """The captured UPDATEs: skipped exactly when spec and stsguard's annotations are equal on
+    both sides. Prints the fraction skipped (BENCHMARKS.md, "Fewer calls")."""
+    hook = render_mode(chart, "default").validating
+    updates = _captured_updates()
+    assert len(updates) >= 4, updates
+    skipped = []
+    for path in updates:
+        review = json.loads(path.read_text())
+        request = review["request"]
+        same = request["object"].get("spec") == request["oldObject"].get("spec") and all(
+            (request[s]["metadata"].get("annotations") or {}).get(k)
+            == (request["oldObject"]["metadata"].get("annotations") or {}).get(k)
+            for s in ["object"]
+            for k in STSGUARD_ANNOTATIONS
+        )
+        sent = _sent(hook, review)
+        assert sent != same, path.name
+        if not sent:
+            skipped.append(path.name)
+    # The chart's rules send no subresource (status, scale) writes in the first place.
+    objects = [p for p in updates if "subResource" not in json.loads(p.read_text())["request"]]
+    skipped_objects = [n for n in skipped if n in {p.name for p in objects}]
+    print(
+        f"\ncaptured UPDATE reviews skipped: {len(skipped)}/{len(updates)} {skipped}; "
+        f"of those without a subresource: {len(skipped_objects)}/{len(objects)}"
+    )
 
 
 def test_mutating_rules(chart):

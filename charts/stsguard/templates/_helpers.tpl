@@ -223,6 +223,22 @@ matchConditions:
       !(request.resource.resource == 'services' &&
       has(request.namespace) && request.namespace == 'default' &&
       has(request.name) && request.name == 'kubernetes')
+  # An UPDATE that leaves spec and stsguard's own annotations as they were (labels, other
+  # annotations, finalizers, ownerReferences, status, a GitOps re-apply of the same manifest):
+  # every rule and mutator reads only those (and the immutable name and namespace), so whatever
+  # such an update would be denied for was already there before it and is grandfathered; the
+  # verdict is "allowed" without asking. tests/update_skip_properties.rs proves it, and checks
+  # that the keys listed here are all the annotations stsguard reads. Fixed keys rather than a
+  # loop over the annotations keep the cost constant however many annotations an object has;
+  # CREATE and DELETE (object or oldObject null) never reach the comparison.
+  - name: update-changes-spec-or-stsguard-annotations
+    expression: >-
+      request.operation != 'UPDATE' ||
+      has(object.spec) != has(oldObject.spec) ||
+      (has(object.spec) && object.spec != oldObject.spec) ||
+      ['stsguard.io/exempt', 'stsguard.io/exempt-reason', 'stsguard.io/exempt-until', 'stsguard.io/mutated'].exists(key,
+      (has(object.metadata) && has(object.metadata.annotations) && key in object.metadata.annotations ? object.metadata.annotations[key] : null) !=
+      (has(oldObject.metadata) && has(oldObject.metadata.annotations) && key in oldObject.metadata.annotations ? oldObject.metadata.annotations[key] : null))
 {{- end }}
 
 {{/*
