@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use jiff::civil::Date;
 use stsguard::{
     audit::{audit, audit_inputs},
+    manifest,
     mutate::MUTATORS,
     policy::Policy,
 };
