@@ -1,0 +1,288 @@
+//! Registering the webhook configurations (`--register-webhooks`): the chart renders them into
+//! a ConfigMap instead of creating them, and the leader applies them once its own replica is
+//! ready, so the API server is never told to call a webhook before one can answer (at install,
+//! until the first pod is Ready, every StatefulSet and Service write would otherwise fail). The
+//! leader fills in the `caBundle` (the self-managed bundle, or `--ca-bundle-file`) and keeps
+//! the objects as the ConfigMap says: after an upgrade, a CA roll, or someone deleting them.
+//!
+//! Removal goes the other way round: `stsguard webhooks remove` (the chart's pre-delete hook)
+//! deletes the ConfigMap first, so no leader registers them again, then the configurations.
+//! Registration stops for good once this replica is shutting down.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    ByteString,
+    api::{
+        admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
+        core::v1::ConfigMap,
+    },
+};
+use kube::{
+    Api, Client, Resource,
+    api::{Patch, PatchParams},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::watch;
+
+/// The field manager of every registration.
+pub const FIELD_MANAGER: &str = "stsguard";
+/// ConfigMap keys, one object each.
+pub const VALIDATING_KEY: &str = "validating.yaml";
+pub const MUTATING_KEY: &str = "mutating.yaml";
+
+/// What to register and where its CA comes from.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub namespace: String,
+    pub configmap: String,
+    /// How often the leader checks the registered objects against the ConfigMap.
+    pub resync: Duration,
+}
+
+/// Where the caBundle comes from.
+pub enum Bundle {
+    /// The self-managed certificates' bundle (`None` until there is one).
+    Managed(watch::Receiver<Option<String>>),
+    /// `--ca-bundle-file`: a PEM file (cert-manager's `ca.crt`), re-read on each pass.
+    File(PathBuf),
+    /// The objects carry their own.
+    Given,
+}
+
+/// The conditions under which this replica registers.
+pub struct Gate {
+    pub leading: watch::Receiver<bool>,
+    /// Whether this replica is ready to answer reviews.
+    pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// True once the process is shutting down.
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// Starts keeping the registration.
+pub fn start(client: Client, settings: Settings, bundle: Bundle, gate: Gate) {
+    tokio::spawn(keep(client, settings, bundle, gate));
+}
+
+/// Between passes, how often the conditions are looked at: registration follows readiness
+/// within this.
+const GATE_POLL: Duration = Duration::from_millis(250);
+
+async fn keep(client: Client, settings: Settings, mut bundle: Bundle, mut gate: Gate) {
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &settings.namespace);
+    let mut last: Option<(tokio::time::Instant, String)> = None;
+    loop {
+        if *gate.stopping.borrow() {
+            tracing::info!("shutting down: no more webhook registration from this replica");
+            return;
+        }
+        let leading = *gate.leading.borrow_and_update();
+        let ca = match &mut bundle {
+            Bundle::Managed(rx) => match latest(rx) {
+                Some(pem) => Some(pem),
+                None => {
+                    wait(&mut gate, GATE_POLL).await;
+                    continue;
+                }
+            },
+            Bundle::File(path) => match std::fs::read_to_string(&*path) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot read the CA bundle file; not registering yet");
+                    wait(&mut gate, settings.resync).await;
+                    continue;
+                }
+            },
+            Bundle::Given => None,
+        };
+        let ca_key = ca.clone().unwrap_or_default();
+        let due = match &last {
+            None => true,
+            Some((at, applied_with)) => at.elapsed() >= settings.resync || *applied_with != ca_key,
+        };
+        if leading && due && (gate.ready)() {
+            match register(&client, &configmaps, &settings, ca.as_deref()).await {
+                Ok(()) => last = Some((tokio::time::Instant::now(), ca_key)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot register the webhook configurations; trying again");
+                    // Try again after a resync at most, not at once.
+                    last = Some((tokio::time::Instant::now(), ca_key));
+                }
+            }
+        } else if !leading {
+            // A replica that leads again registers at once: another may have changed things.
+            last = None;
+        }
+        wait(&mut gate, GATE_POLL).await;
+    }
+}
+
+fn latest(rx: &mut watch::Receiver<Option<String>>) -> Option<String> {
+    rx.borrow_and_update().clone()
+}
+
+async fn wait(gate: &mut Gate, at_most: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(at_most) => {}
+        _ = gate.stopping.changed() => {}
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("cannot read ConfigMap {namespace}/{name}: {source}")]
+    Read {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("ConfigMap {namespace}/{name} key {key}: {message}")]
+    Parse {
+        namespace: String,
+        name: String,
+        key: &'static str,
+        message: String,
+    },
+    #[error("cannot apply {kind} {name}: {source}")]
+    Apply {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// One pass: the objects in the ConfigMap, with the CA filled in, applied where they differ.
+async fn register(
+    client: &Client,
+    configmaps: &Api<ConfigMap>,
+    settings: &Settings,
+    ca: Option<&str>,
+) -> Result<(), RegistrationError> {
+    let Some(map) = configmaps
+        .get_opt(&settings.configmap)
+        .await
+        .map_err(|source| RegistrationError::Read {
+            namespace: settings.namespace.clone(),
+            name: settings.configmap.clone(),
+            source,
+        })?
+    else {
+        tracing::debug!(configmap = %settings.configmap, "no webhook configurations to register (removed or not installed)");
+        return Ok(());
+    };
+    let data = map.data.unwrap_or_default();
+    let parse_error = |key, message: String| RegistrationError::Parse {
+        namespace: settings.namespace.clone(),
+        name: settings.configmap.clone(),
+        key,
+        message,
+    };
+    let ca = ca.map(|pem| ByteString(pem.as_bytes().to_vec()));
+    if let Some(text) = data.get(VALIDATING_KEY) {
+        let mut object: ValidatingWebhookConfiguration =
+            parse(text).map_err(|m| parse_error(VALIDATING_KEY, m))?;
+        if let Some(ca) = &ca {
+            for hook in object.webhooks.iter_mut().flatten() {
+                hook.client_config.ca_bundle = Some(ca.clone());
+            }
+        }
+        let live = |o: &ValidatingWebhookConfiguration| {
+            o.webhooks
+                .iter()
+                .flatten()
+                .map(|h| h.client_config.ca_bundle.clone())
+                .collect::<Vec<_>>()
+        };
+        apply(client, object, live).await?;
+    }
+    if let Some(text) = data.get(MUTATING_KEY) {
+        let mut object: MutatingWebhookConfiguration =
+            parse(text).map_err(|m| parse_error(MUTATING_KEY, m))?;
+        if let Some(ca) = &ca {
+            for hook in object.webhooks.iter_mut().flatten() {
+                hook.client_config.ca_bundle = Some(ca.clone());
+            }
+        }
+        let live = |o: &MutatingWebhookConfiguration| {
+            o.webhooks
+                .iter()
+                .flatten()
+                .map(|h| h.client_config.ca_bundle.clone())
+                .collect::<Vec<_>>()
+        };
+        apply(client, object, live).await?;
+    }
+    Ok(())
+}
+
+fn parse<K: DeserializeOwned>(text: &str) -> Result<K, String> {
+    serde_saphyr::from_str(text).map_err(|e| e.to_string())
+}
+
+/// Server-side apply as `stsguard`, unless the live object already has this content: the
+/// annotation `stsguard.io/applied` holds a digest of what was last applied, so an unchanged
+/// object costs a GET and no write.
+async fn apply<K>(
+    client: &Client,
+    mut object: K,
+    bundle_of: impl Fn(&K) -> Vec<Option<ByteString>>,
+) -> Result<(), RegistrationError>
+where
+    K: Resource<Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    let kind: &'static str = if kind.starts_with("Validating") {
+        "ValidatingWebhookConfiguration"
+    } else {
+        "MutatingWebhookConfiguration"
+    };
+    let name = object.meta().name.clone().unwrap_or_default();
+    let error = |source| RegistrationError::Apply {
+        kind,
+        name: name.clone(),
+        source,
+    };
+    let digest = digest(&serde_json::to_string(&object).unwrap_or_default());
+    object
+        .meta_mut()
+        .annotations
+        .get_or_insert_default()
+        .insert(APPLIED.to_owned(), digest.clone());
+    let api: Api<K> = Api::all(client.clone());
+    if let Some(live) = api.get_opt(&name).await.map_err(error)? {
+        let same = live
+            .meta()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(APPLIED))
+            == Some(&digest);
+        if same && bundle_of(&live) == bundle_of(&object) {
+            return Ok(());
+        }
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&name, &params, &Patch::Apply(&object))
+        .await
+        .map_err(error)?;
+    tracing::info!(kind, name = %name, "webhook configuration registered");
+    Ok(())
+}
+
+const APPLIED: &str = "stsguard.io/applied";
+
+/// FNV-1a, hex: a change detector, not a security measure.
+fn digest(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
