@@ -195,7 +195,7 @@ async fn register(
                 .map(|h| h.client_config.ca_bundle.clone())
                 .collect::<Vec<_>>()
         };
-        apply(client, object, live).await?;
+        apply(client, "ValidatingWebhookConfiguration", object, live).await?;
     }
     if let Some(text) = data.get(MUTATING_KEY) {
         let mut object: MutatingWebhookConfiguration =
@@ -212,7 +212,7 @@ async fn register(
                 .map(|h| h.client_config.ca_bundle.clone())
                 .collect::<Vec<_>>()
         };
-        apply(client, object, live).await?;
+        apply(client, "MutatingWebhookConfiguration", object, live).await?;
     }
     Ok(())
 }
@@ -226,6 +226,7 @@ fn parse<K: DeserializeOwned>(text: &str) -> Result<K, String> {
 /// object costs a GET and no write.
 async fn apply<K>(
     client: &Client,
+    kind: &'static str,
     mut object: K,
     bundle_of: impl Fn(&K) -> Vec<Option<ByteString>>,
 ) -> Result<(), RegistrationError>
@@ -237,12 +238,6 @@ where
         + std::fmt::Debug,
     K::DynamicType: Default,
 {
-    let kind = K::kind(&K::DynamicType::default()).into_owned();
-    let kind: &'static str = if kind.starts_with("Validating") {
-        "ValidatingWebhookConfiguration"
-    } else {
-        "MutatingWebhookConfiguration"
-    };
     let name = object.meta().name.clone().unwrap_or_default();
     let error = |source| RegistrationError::Apply {
         kind,
