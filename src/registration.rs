@@ -5,6 +5,12 @@
 //! leader fills in the `caBundle` (the self-managed bundle, or `--ca-bundle-file`) and keeps
 //! the objects as the ConfigMap says: after an upgrade, a CA roll, or someone deleting them.
 //!
+//! With an owner (`--webhook-owner-cluster-role`, the chart's ClusterRole), the registered
+//! objects carry an ownerReference to it: when an uninstall deletes it without running the
+//! pre-delete hook (`helm uninstall --no-hooks`, a GitOps tool that skips hooks), the garbage
+//! collector removes them; and a missing owner means the release is going, so nothing is
+//! registered.
+//!
 //! Removal goes the other way round: `stsguard webhooks remove` (the chart's pre-delete hook)
 //! deletes the ConfigMap first, so no leader registers them again, then the configurations.
 //! Registration stops for good once this replica is shutting down.
@@ -16,11 +22,14 @@ use k8s_openapi::{
     api::{
         admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
         core::v1::ConfigMap,
+        discovery::v1::EndpointSlice,
+        rbac::v1::ClusterRole,
     },
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
 use kube::{
     Api, Client, Resource,
-    api::{Patch, PatchParams},
+    api::{ListParams, Patch, PatchParams},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::watch;
@@ -36,6 +45,12 @@ pub const MUTATING_KEY: &str = "mutating.yaml";
 pub struct Settings {
     pub namespace: String,
     pub configmap: String,
+    /// The ClusterRole that owns the registered objects.
+    pub owner: Option<String>,
+    /// The webhook's Service: registration also waits for one of its endpoints to be ready, as
+    /// the API server calls the webhook through it (a pod's own readiness comes first: the
+    /// kubelet's next probe and the EndpointSlice update follow seconds later).
+    pub service: Option<String>,
     /// How often the leader checks the registered objects against the ConfigMap.
     pub resync: Duration,
 }
@@ -67,6 +82,15 @@ pub fn start(client: Client, settings: Settings, bundle: Bundle, gate: Gate) {
 /// Between passes, how often the conditions are looked at: registration follows readiness
 /// within this.
 const GATE_POLL: Duration = Duration::from_millis(250);
+/// How often the Service's endpoints are listed while none is ready.
+const ENDPOINT_POLL: Duration = Duration::from_millis(750);
+
+/// How a pass ended.
+enum Pass {
+    Done,
+    /// The Service has no ready endpoint yet: the API server could not reach the webhook.
+    NoEndpoint,
+}
 
 async fn keep(client: Client, settings: Settings, mut bundle: Bundle, mut gate: Gate) {
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &settings.namespace);
@@ -102,7 +126,11 @@ async fn keep(client: Client, settings: Settings, mut bundle: Bundle, mut gate: 
         };
         if leading && due && (gate.ready)() {
             match register(&client, &configmaps, &settings, ca.as_deref()).await {
-                Ok(()) => last = Some((tokio::time::Instant::now(), ca_key)),
+                Ok(Pass::Done) => last = Some((tokio::time::Instant::now(), ca_key)),
+                Ok(Pass::NoEndpoint) => {
+                    tracing::debug!("waiting for a ready endpoint of the webhook's Service");
+                    wait(&mut gate, ENDPOINT_POLL).await;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot register the webhook configurations; trying again");
                     // Try again after a resync at most, not at once.
@@ -144,6 +172,18 @@ pub enum RegistrationError {
         key: &'static str,
         message: String,
     },
+    #[error("cannot list the endpoints of Service {service}: {source}")]
+    Endpoints {
+        service: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot read the owner, ClusterRole {name}: {source}")]
+    Owner {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("cannot apply {kind} {name}: {source}")]
     Apply {
         kind: &'static str,
@@ -153,13 +193,51 @@ pub enum RegistrationError {
     },
 }
 
+/// Whether the Service has an endpoint that is ready (an unknown state counts as ready, as
+/// the API documents for consumers).
+async fn has_ready_endpoint(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+) -> Result<bool, kube::Error> {
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    let label = "kubernetes.io/service-name";
+    let slices = api
+        .list(&ListParams::default().labels(&format!("{label}={service}")))
+        .await?;
+    Ok(slices
+        .items
+        .iter()
+        .filter(|s| {
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(label))
+                .map(String::as_str)
+                == Some(service)
+        })
+        .flat_map(|s| &s.endpoints)
+        .any(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false)))
+}
+
 /// One pass: the objects in the ConfigMap, with the CA filled in, applied where they differ.
 async fn register(
     client: &Client,
     configmaps: &Api<ConfigMap>,
     settings: &Settings,
     ca: Option<&str>,
-) -> Result<(), RegistrationError> {
+) -> Result<Pass, RegistrationError> {
+    if let Some(service) = &settings.service {
+        let ready = has_ready_endpoint(client, &settings.namespace, service)
+            .await
+            .map_err(|source| RegistrationError::Endpoints {
+                service: format!("{}/{service}", settings.namespace),
+                source,
+            })?;
+        if !ready {
+            return Ok(Pass::NoEndpoint);
+        }
+    }
     let Some(map) = configmaps
         .get_opt(&settings.configmap)
         .await
@@ -170,7 +248,31 @@ async fn register(
         })?
     else {
         tracing::debug!(configmap = %settings.configmap, "no webhook configurations to register (removed or not installed)");
-        return Ok(());
+        return Ok(Pass::Done);
+    };
+    let owners = match &settings.owner {
+        None => None,
+        Some(name) => {
+            let roles: Api<ClusterRole> = Api::all(client.clone());
+            let role = roles
+                .get_opt(name)
+                .await
+                .map_err(|source| RegistrationError::Owner {
+                    name: name.clone(),
+                    source,
+                })?;
+            let Some(uid) = role.and_then(|r| r.metadata.uid) else {
+                tracing::info!(owner = %name, "the owning ClusterRole is gone (uninstall): not registering");
+                return Ok(Pass::Done);
+            };
+            Some(vec![OwnerReference {
+                api_version: "rbac.authorization.k8s.io/v1".into(),
+                kind: "ClusterRole".into(),
+                name: name.clone(),
+                uid,
+                ..OwnerReference::default()
+            }])
+        }
     };
     let data = map.data.unwrap_or_default();
     let parse_error = |key, message: String| RegistrationError::Parse {
@@ -187,6 +289,9 @@ async fn register(
             for hook in object.webhooks.iter_mut().flatten() {
                 hook.client_config.ca_bundle = Some(ca.clone());
             }
+        }
+        if owners.is_some() {
+            object.metadata.owner_references.clone_from(&owners);
         }
         let live = |o: &ValidatingWebhookConfiguration| {
             o.webhooks
@@ -205,6 +310,9 @@ async fn register(
                 hook.client_config.ca_bundle = Some(ca.clone());
             }
         }
+        if owners.is_some() {
+            object.metadata.owner_references.clone_from(&owners);
+        }
         let live = |o: &MutatingWebhookConfiguration| {
             o.webhooks
                 .iter()
@@ -214,7 +322,7 @@ async fn register(
         };
         apply(client, "MutatingWebhookConfiguration", object, live).await?;
     }
-    Ok(())
+    Ok(Pass::Done)
 }
 
 fn parse<K: DeserializeOwned>(text: &str) -> Result<K, String> {

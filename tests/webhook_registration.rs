@@ -50,6 +50,29 @@ fn registration_configmap() -> Value {
     })
 }
 
+/// The chart's ClusterRole, which owns the registered configurations.
+fn owner() -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "stsguard", "uid": "0b5c3d4e-owner"},
+        "rules": []
+    })
+}
+
+/// The webhook Service's endpoints, as the EndpointSlice controller writes them.
+fn endpoints(ready: bool) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "stsguard-x7k2p", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "stsguard"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.0.0.7"], "conditions": {"ready": ready}}],
+        "ports": [{"port": 8443, "protocol": "TCP"}]
+    })
+}
+
 fn replica(dir: &std::path::Path, kubeconfig: &str, name: &str, extra: &[&str]) -> Running {
     let mut args = vec![
         "--kubeconfig",
@@ -64,6 +87,10 @@ fn replica(dir: &std::path::Path, kubeconfig: &str, name: &str, extra: &[&str]) 
         CONFIGMAP,
         "--registration-resync",
         "1s",
+        "--webhook-owner-cluster-role",
+        "stsguard",
+        "--webhook-service",
+        "stsguard",
     ];
     args.extend_from_slice(extra);
     start_with_env(dir, &args, &[("POD_NAME", name)])
@@ -94,6 +121,9 @@ fn writes(fake: &FakeApiServer) -> Vec<String> {
 async fn registration_waits_for_ready_and_a_second_replica_only_reads() {
     let fake = FakeApiServer::start().await;
     fake.apply(registration_configmap());
+    fake.apply(owner());
+    // The pod is not Ready for the kubelet yet: the Service has no ready endpoint.
+    fake.apply(endpoints(false));
     // Lists wait: the caches cannot sync, so the replica cannot be ready.
     fake.open_lists(false);
     let dir = tempfile::tempdir().unwrap();
@@ -138,6 +168,17 @@ async fn registration_waits_for_ready_and_a_second_replica_only_reads() {
     assert!(fake.objects(Kind::MutatingWebhookConfiguration).is_empty());
 
     fake.open_lists(true);
+    eventually("replica a is ready", Duration::from_secs(20), || async {
+        probe_get(&a.probe, "/readyz").await.contains("200")
+    })
+    .await;
+    // Ready itself, but the API server could not reach it through the Service yet.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        fake.objects(Kind::ValidatingWebhookConfiguration)
+            .is_empty()
+    );
+    fake.apply(endpoints(true));
     eventually(
         "both configurations are registered",
         Duration::from_secs(20),
@@ -163,6 +204,12 @@ async fn registration_waits_for_ready_and_a_second_replica_only_reads() {
         assert_eq!(
             object["webhooks"][0]["clientConfig"]["service"]["name"],
             "stsguard"
+        );
+        // Garbage-collected with the ClusterRole if an uninstall skips the pre-delete hook.
+        assert_eq!(
+            object["metadata"]["ownerReferences"],
+            json!([{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                    "name": "stsguard", "uid": "0b5c3d4e-owner"}])
         );
     }
 
@@ -203,6 +250,18 @@ async fn registration_waits_for_ready_and_a_second_replica_only_reads() {
         || async { registered_bundle(&fake, Kind::MutatingWebhookConfiguration).is_some() },
     )
     .await;
+
+    // An uninstall that skips the hook: the owner goes (and the garbage collector takes the
+    // configurations); the leader, still running for a moment, registers nothing again.
+    fake.delete(Kind::ClusterRole, "", "stsguard");
+    fake.delete(Kind::ValidatingWebhookConfiguration, "", "stsguard");
+    fake.delete(Kind::MutatingWebhookConfiguration, "", "stsguard");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        fake.objects(Kind::ValidatingWebhookConfiguration)
+            .is_empty()
+    );
+    assert!(fake.objects(Kind::MutatingWebhookConfiguration).is_empty());
     drop(b);
     drop(a);
 }
@@ -212,6 +271,8 @@ async fn registration_waits_for_ready_and_a_second_replica_only_reads() {
 async fn remove_deletes_the_source_then_the_configurations_and_stopping_replicas_stay_away() {
     let fake = FakeApiServer::start().await;
     fake.apply(registration_configmap());
+    fake.apply(owner());
+    fake.apply(endpoints(true));
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = fake.kubeconfig(dir.path());
     let kubeconfig = kubeconfig.to_str().unwrap();

@@ -56,6 +56,18 @@ pub struct LifecycleArgs {
         conflicts_with = "cert_secret"
     )]
     pub ca_bundle_file: Option<PathBuf>,
+    /// The ClusterRole that owns the registered configurations (an ownerReference): when it is
+    /// deleted they are garbage-collected, and while it is missing nothing is registered.
+    #[arg(
+        long,
+        env = "STSGUARD_WEBHOOK_OWNER_CLUSTER_ROLE",
+        requires = "register_webhooks"
+    )]
+    pub webhook_owner_cluster_role: Option<String>,
+    /// The webhook's Service: registration waits until one of its endpoints is ready (the API
+    /// server calls the webhook through it), not only this replica.
+    #[arg(long, env = "STSGUARD_WEBHOOK_SERVICE", requires = "register_webhooks")]
+    pub webhook_service: Option<String>,
     /// How often the leader checks the registered configurations against the ConfigMap.
     #[arg(long, env = "STSGUARD_REGISTRATION_RESYNC", default_value = "30s", value_parser = time::parse_duration)]
     pub registration_resync: Duration,
@@ -140,6 +152,8 @@ pub fn start(args: &LifecycleArgs, cx: Context) -> Lifecycle {
         let settings = registration::Settings {
             namespace: cx.namespace.clone(),
             configmap: configmap.clone(),
+            owner: args.webhook_owner_cluster_role.clone(),
+            service: args.webhook_service.clone(),
             resync: args.registration_resync,
         };
         let source = match (bundle, &args.ca_bundle_file) {

@@ -785,8 +785,10 @@ def test_cluster_role_is_least_privilege(chart):
         ("admissionregistration.k8s.io", resource, verb, (FULLNAME,))
         for resource in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")
         for verb in ("get", "create", "patch", "delete")
-    }
+    } | {("rbac.authorization.k8s.io", "clusterroles", "get", (FULLNAME,))}
     assert granted == reads | own
+    # The owner of the registered configurations is this very ClusterRole.
+    assert arg_value(rendered.args, "--webhook-owner-cluster-role") == role["metadata"]["name"]
     for rule in role["rules"]:
         assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"}  # no URLs
     # With Helm registering them, reads only.
@@ -841,7 +843,11 @@ def test_namespaced_grants_are_named(chart):
         ("", "secrets", "update", (secret,)),
         ("", "configmaps", "get", (configmap,)),
         ("", "configmaps", "delete", (configmap,)),
+        ("discovery.k8s.io", "endpointslices", "list", ()),
     }
+    # Registration waits for a ready endpoint of the chart's Service.
+    service = rendered.one("Service")["metadata"]["name"]
+    assert arg_value(args, "--webhook-service") == service
     # Helm-generated certificates and Helm registration: the Lease only.
     helm = render_mode(chart, "helm-registration").one("Role")
     assert {r["resources"][0] for r in helm["rules"]} == {"leases"}
@@ -961,6 +967,8 @@ def test_default_args(chart):
         "--ca-roll-overlap",
         "--register-webhooks",
         "--ca-bundle-file",
+        "--webhook-owner-cluster-role",
+        "--webhook-service",
         "--client-ca",
     }
     for mode in MODES:
