@@ -325,7 +325,8 @@ async fn register(
     Ok(Pass::Done)
 }
 
-fn parse<K: DeserializeOwned>(text: &str) -> Result<K, String> {
+/// One webhook configuration from the ConfigMap's YAML, as registration reads it.
+pub fn parse<K: DeserializeOwned>(text: &str) -> Result<K, String> {
     serde_saphyr::from_str(text).map_err(|e| e.to_string())
 }
 
