@@ -17,7 +17,9 @@ mod policy;
 mod review;
 mod rules;
 mod serve;
+mod serve_lifecycle;
 mod version;
+mod webhooks;
 
 pub use audit::AuditArgs;
 pub use certs::CertsArgs;
@@ -27,6 +29,7 @@ pub use review::ReviewArgs;
 pub use rules::RulesArgs;
 pub use serve::{Prepared, ServeArgs, StartError, prepare_serve};
 pub use version::{GIT_COMMIT, KUBERNETES_API};
+pub use webhooks::WebhooksArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,6 +67,8 @@ pub enum Command {
     Policy(PolicyArgs),
     /// Certificate tooling.
     Certs(CertsArgs),
+    /// The webhook configurations stsguard registers: remove them (the chart's pre-delete hook).
+    Webhooks(WebhooksArgs),
     /// Wrap a manifest into the AdmissionReview the API server would send (to try a webhook with
     /// curl).
     Review(ReviewArgs),
@@ -86,6 +91,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Policy(args) => policy::run(&args),
         Command::Certs(args) => certs::run(&args),
         Command::Review(args) => review::run(&args),
+        Command::Webhooks(args) => webhooks::run(&args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "stsguard", &mut std::io::stdout());

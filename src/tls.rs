@@ -52,6 +52,8 @@ pub enum TlsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("certificate date out of range: {0}")]
+    Date(String),
     #[error("cannot build the TLS configuration: {0}")]
     Config(#[from] rustls::Error),
 }

@@ -11,14 +11,30 @@ use k8s_openapi::api::{
         ValidatingWebhookConfiguration,
     },
     apps::v1::Deployment,
+    batch::v1::Job,
     core::v1::{ConfigMap, Secret, Service, ServiceAccount},
     policy::v1::PodDisruptionBudget,
-    rbac::v1::{ClusterRole, ClusterRoleBinding},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use rustls::pki_types::pem::PemObject;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use stsguard::{cli::Cli, policy::Policy};
+use stsguard::{cli::Cli, policy::Policy, registration};
+
+/// Every webhook keeps the control plane's own writes away (matchConditions).
+fn check_validating(config: ValidatingWebhookConfiguration, what: &str) {
+    for hook in config.webhooks.unwrap_or_default() {
+        let conditions = hook.match_conditions.unwrap_or_default();
+        assert!(conditions.len() >= 2, "{what}: {conditions:?}");
+    }
+}
+
+fn check_mutating(config: MutatingWebhookConfiguration, what: &str) {
+    for hook in config.webhooks.unwrap_or_default() {
+        let conditions = hook.match_conditions.unwrap_or_default();
+        assert!(conditions.len() >= 2, "{what}: {conditions:?}");
+    }
+}
 
 fn typed<T: DeserializeOwned>(doc: &Value, what: &str) -> T {
     serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{what}: {e}"))
@@ -71,6 +87,15 @@ fn rendered_chart_objects_are_valid_kubernetes_objects() {
                     let data = typed::<ConfigMap>(&value, &what).data.unwrap_or_default();
                     if let Some(policy) = data.get("policy.yaml") {
                         Policy::from_yaml(policy, &what).unwrap_or_else(|e| panic!("{e}"));
+                    } else if let Some(validating) = data.get(registration::VALIDATING_KEY) {
+                        // The configurations stsguard registers, read as it reads them.
+                        let parsed = registration::parse(validating);
+                        check_validating(parsed.unwrap_or_else(|e| panic!("{what}: {e}")), &what);
+                        let mutating = &data[registration::MUTATING_KEY];
+                        let parsed = registration::parse(mutating);
+                        check_mutating(parsed.unwrap_or_else(|e| panic!("{what}: {e}")), &what);
+                        kinds.push("ValidatingWebhookConfiguration".to_owned());
+                        kinds.push("MutatingWebhookConfiguration".to_owned());
                     } else {
                         // The client CA the server is given with --client-ca.
                         let ca = &data["ca.crt"];
@@ -82,19 +107,21 @@ fn rendered_chart_objects_are_valid_kubernetes_objects() {
                 }
                 // Every webhook keeps the control plane's own writes away (matchConditions).
                 "ValidatingWebhookConfiguration" => {
-                    let config = typed::<ValidatingWebhookConfiguration>(&value, &what);
-                    for hook in config.webhooks.unwrap_or_default() {
-                        let conditions = hook.match_conditions.unwrap_or_default();
-                        assert!(conditions.len() >= 2, "{what}: {conditions:?}");
-                    }
+                    check_validating(typed(&value, &what), &what);
                 }
                 "MutatingWebhookConfiguration" => {
-                    let config = typed::<MutatingWebhookConfiguration>(&value, &what);
-                    for hook in config.webhooks.unwrap_or_default() {
-                        let conditions = hook.match_conditions.unwrap_or_default();
-                        assert!(conditions.len() >= 2, "{what}: {conditions:?}");
-                    }
+                    check_mutating(typed(&value, &what), &what);
                 }
+                // The pre-delete hook runs the binary with flags it has.
+                "Job" => {
+                    let job: Job = typed(&value, &what);
+                    let pod = job.spec.unwrap().template.spec.unwrap();
+                    let mut argv = vec!["stsguard".to_owned()];
+                    argv.extend(pod.containers[0].args.clone().unwrap_or_default());
+                    Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{what}: {argv:?}: {e}"));
+                }
+                "Role" => drop(typed::<Role>(&value, &what)),
+                "RoleBinding" => drop(typed::<RoleBinding>(&value, &what)),
                 // The backstop (templates/backstop.yaml).
                 "ValidatingAdmissionPolicy" => {
                     drop(typed::<ValidatingAdmissionPolicy>(&value, &what))

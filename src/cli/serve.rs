@@ -4,7 +4,11 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Du
 
 use clap::Args;
 
-use super::{ModeArg, RuleArg, load_policy, with_overrides};
+use super::{
+    ModeArg, RuleArg, load_policy,
+    serve_lifecycle::{self, LifecycleArgs},
+    with_overrides,
+};
 use crate::{
     cluster::{self, Cluster, ClusterError},
     leader::{self, LeaderError, Leadership, LeaseSettings},
@@ -107,6 +111,8 @@ pub struct ServeArgs {
     pub leader_lease_duration: Duration,
     #[command(flatten)]
     pub reports: ReportArgs,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
 }
 
 /// A prepared server, and the cluster it may lead in.
@@ -117,6 +123,10 @@ pub struct Prepared {
     pub metrics: Arc<Metrics>,
     /// The in-cluster reports (`--reports`), to start with leadership.
     pub reports: Option<Reporter>,
+    /// The serving certificate, and what `/readyz` says (for self-managed certificates and
+    /// registration after ready).
+    pub resolver: Arc<CertResolver>,
+    pub readiness: Readiness,
 }
 
 /// Why `stsguard serve` could not start.
@@ -134,6 +144,11 @@ pub enum StartError {
     Leader(#[from] LeaderError),
     #[error("--max-body-bytes must be above 0")]
     ZeroBodyLimit,
+    #[error(
+        "--cert-secret and --register-webhooks need cluster access (a kubeconfig or in-cluster \
+         configuration, and not --no-cluster or policy lookups: off)"
+    )]
+    NeedsCluster,
 }
 
 /// Everything `serve` needs, checked, before any port is bound.
@@ -147,22 +162,19 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Prepared, StartError> {
         mode = %policy.mode,
         "policy loaded"
     );
-    let (cert, key) = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-        _ => {
-            let (files, fresh) = tls::ensure_dev_certs(&args.dev_cert_dir)?;
-            tracing::info!(
-                ca = %files.ca.display(),
-                generated = fresh,
-                "serving with a development certificate for localhost, 127.0.0.1 and ::1; \
-                 trust the CA file to call the webhook (curl --cacert {})",
-                files.ca.display()
-            );
-            (files.cert, files.key)
+    let metrics = Arc::new(Metrics::new());
+    // Self-managed certificates start from a placeholder until the Secret is read; files are
+    // loaded now and then followed.
+    let (certified, files) = match args.lifecycle.placeholder()? {
+        Some(placeholder) => (placeholder, None),
+        None => {
+            let (cert, key) = cert_files(args)?;
+            (
+                tls::load_certified_key(&cert, &key)?,
+                Some(Watched { cert, key }),
+            )
         }
     };
-    let metrics = Arc::new(Metrics::new());
-    let certified = tls::load_certified_key(&cert, &key)?;
     let resolver = Arc::new(CertResolver::new(certified));
     let client_ca = args
         .client_ca
@@ -170,9 +182,11 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Prepared, StartError> {
         .map(tls::load_client_ca)
         .transpose()?;
     let tls_config = tls::server_config(resolver.clone(), client_ca)?;
-    let watcher = CertWatcher::new(Watched { cert, key }, resolver.clone(), metrics.clone());
-    if !args.cert_reload_interval.is_zero() {
-        tokio::spawn(watcher.run(args.cert_reload_interval));
+    if let Some(files) = files {
+        let watcher = CertWatcher::new(files, resolver.clone(), metrics.clone());
+        if !args.cert_reload_interval.is_zero() {
+            tokio::spawn(watcher.run(args.cert_reload_interval));
+        }
     }
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
@@ -183,7 +197,10 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Prepared, StartError> {
         max_connection_age: args.max_connection_age,
     };
     let (lookup, readiness, cluster, reports) = lookups(args, policy.lookups, &metrics).await?;
-    let readiness = readiness.with_certificate(resolver);
+    if cluster.is_none() && args.lifecycle.needs_cluster() {
+        return Err(StartError::NeedsCluster);
+    }
+    let readiness = readiness.with_certificate(resolver.clone());
     let slot = Arc::new(PolicySlot::new(policy));
     if let (true, Some(path)) = (args.watch_policy, args.policy.clone()) {
         let (mode, rules, origin) = (args.mode, args.rules.clone(), path.display().to_string());
@@ -200,7 +217,7 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Prepared, StartError> {
         Arc::new(tls_config),
         Webhook {
             reviewer,
-            readiness,
+            readiness: readiness.clone(),
             metrics: metrics.clone(),
         },
         limits,
@@ -211,6 +228,26 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Prepared, StartError> {
         cluster,
         metrics,
         reports,
+        resolver,
+        readiness,
+    })
+}
+
+/// The serving certificate files: --tls-cert/--tls-key, or development ones.
+fn cert_files(args: &ServeArgs) -> Result<(PathBuf, PathBuf), StartError> {
+    Ok(match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => {
+            let (files, fresh) = tls::ensure_dev_certs(&args.dev_cert_dir)?;
+            tracing::info!(
+                ca = %files.ca.display(),
+                generated = fresh,
+                "serving with a development certificate for localhost, 127.0.0.1 and ::1; \
+                 trust the CA file to call the webhook (curl --cacert {})",
+                files.ca.display()
+            );
+            (files.cert, files.key)
+        }
     })
 }
 
@@ -304,10 +341,26 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         cluster,
         metrics,
         reports,
+        resolver,
+        readiness,
     } = prepare_serve(&args).await?;
-    let leadership = match cluster {
-        Some((client, lease)) => Leadership::join(client, &lease)?,
-        None => Leadership::fixed(false),
+    let (leadership, lifecycle) = match cluster {
+        Some((client, lease)) => {
+            let leadership = Leadership::join(client.clone(), &lease)?;
+            let cx = serve_lifecycle::Context {
+                client,
+                namespace: lease.namespace,
+                leading: leadership.subscribe(),
+                resolver,
+                readiness,
+                metrics: metrics.clone(),
+            };
+            (
+                leadership,
+                Some(serve_lifecycle::start(&args.lifecycle, cx)),
+            )
+        }
+        None => (Leadership::fixed(false), None),
     };
     follow_leadership(&leadership, metrics);
     if let Some(reports) = reports {
@@ -322,7 +375,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
     let drain = args.drain_delay;
     server
         .run_draining(async move {
-            match shutdown_signal().await {
+            let signal = shutdown_signal().await;
+            if let Some(lifecycle) = &lifecycle {
+                lifecycle.stop();
+            }
+            match signal {
                 Signal::Terminate => drain,
                 Signal::Interrupt => Duration::ZERO,
             }

@@ -23,6 +23,8 @@ RELEASE = "guard"
 NAMESPACE = "stsguard-system"
 # The chart's fullname for RELEASE (release name + chart name).
 FULLNAME = "guard-stsguard"
+# The ConfigMap stsguard registers the webhook configurations from.
+REGISTRATION_CONFIGMAP = f"{FULLNAME}-webhooks"
 
 # A CA certificate (no key is kept anywhere) standing in for a user-provided caBundle.
 TEST_CA_PEM = (HERE / "test-ca.crt").read_text()
@@ -38,8 +40,16 @@ rules:
 """
 
 MODES: dict[str, dict[str, Any]] = {
-    # Helm generates the CA and the serving certificate.
+    # stsguard makes and renews the CA and serving certificate, and registers the webhook
+    # configurations once a pod is Ready.
     "default": {},
+    # Helm generates the CA and the serving certificate at render time.
+    "generated": {"certificates": {"mode": "generated"}},
+    # Helm creates the webhook configurations with the release (the generated certificate).
+    "helm-registration": {
+        "certificates": {"mode": "generated"},
+        "webhook": {"registration": "helm"},
+    },
     # cert-manager issues them and injects the CA.
     "cert-manager": {"certManager": {"enabled": True}},
     # A Secret managed outside the chart, with its CA given as caBundle.
@@ -71,6 +81,7 @@ MODES: dict[str, dict[str, Any]] = {
         ],
         "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
         "certValidityDays": 30,
+        "certificates": {"mode": "generated"},
         "webhook": {
             "timeoutSeconds": 10,
             "mutateServices": True,

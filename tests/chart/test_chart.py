@@ -33,6 +33,7 @@ from modes import (  # noqa: E402
     DEFAULT_POLICY,
     FULLNAME,
     MODES,
+    REGISTRATION_CONFIGMAP,
     NAMESPACE,
     RELEASE,
     TEST_CA_B64,
@@ -53,6 +54,7 @@ NAMESPACED_KINDS = {
     "ServiceAccount",
     "Issuer",
     "Certificate",
+    "Job",
 }
 CLUSTER_KINDS = {
     "CustomResourceDefinition",
@@ -82,7 +84,8 @@ def chart() -> Any:
 
 
 class Rendered:
-    """One render of the chart: its objects and NOTES.txt."""
+    """One render of the chart: its objects, NOTES.txt, and the webhook configurations stsguard
+    registers from its ConfigMap (`registered`; empty when Helm creates them)."""
 
     def __init__(self, files: dict[str, str]) -> None:
         self.files = files
@@ -92,9 +95,16 @@ class Rendered:
             if path.endswith("NOTES.txt"):
                 continue
             self.objects.extend(yaml.safe_load(doc) for doc in split_documents(files[path]))
+        self.registered: list[dict[str, Any]] = []
+        for obj in self.objects:
+            if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == REGISTRATION_CONFIGMAP:
+                assert set(obj["data"]) == {"validating.yaml", "mutating.yaml"}, obj["data"]
+                for key in ("validating.yaml", "mutating.yaml"):
+                    self.registered.append(yaml.safe_load(obj["data"][key]))
 
     def all(self, kind: str) -> list[dict[str, Any]]:
-        return [o for o in self.objects if o["kind"] == kind]
+        """Objects of a kind, whether Helm or stsguard creates them."""
+        return [o for o in self.objects + self.registered if o["kind"] == kind]
 
     def one(self, kind: str) -> dict[str, Any]:
         found = self.all(kind)
@@ -221,7 +231,7 @@ def test_every_object_is_well_formed(chart, mode):
         key = (obj["apiVersion"], kind, name)
         assert key not in seen, f"{key} rendered twice"
         seen.add(key)
-    kinds = {o["kind"] for o in rendered.objects}
+    kinds = {o["kind"] for o in rendered.objects + rendered.registered}
     assert {
         "ServiceAccount",
         "ClusterRole",
@@ -244,7 +254,7 @@ def test_render_script_writes_every_mode(chart, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{m}.yaml" for m in MODES)
     for mode in MODES:
         docs = [d for d in yaml.safe_load_all((tmp_path / f"{mode}.yaml").read_text()) if d]
-        assert {d["kind"] for d in docs} >= {"Deployment", "ValidatingWebhookConfiguration"}
+        assert "Deployment" in {d["kind"] for d in docs}
         # The same objects as a render in the test (the generated certificates aside).
         expected = render_mode(chart, mode).objects
         assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
@@ -310,8 +320,8 @@ def test_url_mode_needs_a_ca_bundle(chart):
         render(chart, {"webhook": {"url": "https://10.0.0.5:8443"}})
 
 
-def test_default_mode_ca_bundle_is_the_generated_ca(chart):
-    rendered = render_mode(chart, "default")
+def test_generated_mode_ca_bundle_is_the_generated_ca(chart):
+    rendered = render_mode(chart, "generated")
     secret = rendered.one("Secret")
     assert secret["metadata"]["name"] == f"{FULLNAME}-tls"
     assert secret["type"] == "kubernetes.io/tls"
@@ -357,9 +367,23 @@ def test_cert_validity_days_sets_the_lifetime(chart):
 
 def test_render_without_a_cluster_generates_a_new_ca_each_time(chart):
     # lookup finds nothing offline (as under `helm template`), so each render generates.
-    first = render(chart).one("Secret")["data"]["ca.crt"]
-    second = render(chart).one("Secret")["data"]["ca.crt"]
+    generated = {"certificates": {"mode": "generated"}}
+    first = render(chart, generated).one("Secret")["data"]["ca.crt"]
+    second = render(chart, generated).one("Secret")["data"]["ca.crt"]
     assert first != second
+
+
+@pytest.mark.parametrize("mode", ["default", "existing-secret", "helm-registration"])
+def test_gitops_renders_are_identical_without_generated_material(chart, mode):
+    """Argo CD and Flux render with `helm template`: in the default (self-managed) mode two
+    renders are byte for byte the same, so a sync shows no diff and rolls no CA."""
+    if mode == "helm-registration":
+        # The generated mode is the counterexample: a new CA on every render.
+        assert render_files(chart, values_for(mode)) != render_files(chart, values_for(mode))
+        return
+    assert render_files(chart, values_for(mode)) == render_files(chart, values_for(mode))
+    rendered = render_mode(chart, mode)
+    assert not any("BEGIN" in json.dumps(o) and "PRIVATE KEY" in json.dumps(o) for o in rendered.objects)
 
 
 def _chart_copy_with_existing_secret(tmp_path: Path, data: dict[str, str]) -> Path:
@@ -383,7 +407,7 @@ def test_upgrade_reuses_the_existing_secret(tmp_path):
         "tls.key": base64.b64encode(b"serving key").decode(),
     }
     with helm_python.Chart.load(_chart_copy_with_existing_secret(tmp_path, existing)) as copy:
-        rendered = render(copy)
+        rendered = render(copy, {"certificates": {"mode": "generated"}})
     assert rendered.one("Secret")["data"] == existing
     for hook in rendered.webhooks():
         assert hook["clientConfig"]["caBundle"] == TEST_CA_B64
@@ -392,7 +416,7 @@ def test_upgrade_reuses_the_existing_secret(tmp_path):
 def test_an_incomplete_existing_secret_is_replaced(tmp_path):
     existing = {"tls.crt": base64.b64encode(b"orphan").decode()}  # no key, no CA
     with helm_python.Chart.load(_chart_copy_with_existing_secret(tmp_path, existing)) as copy:
-        rendered = render(copy)
+        rendered = render(copy, {"certificates": {"mode": "generated"}})
     data = rendered.one("Secret")["data"]
     assert data["tls.crt"] != existing["tls.crt"]
     assert is_ca(load_cert(data["ca.crt"]))
@@ -452,13 +476,25 @@ def test_cert_manager_mode(chart):
     rendered = render_mode(chart, "cert-manager")
     assert rendered.all("Secret") == []
     serving_name = f"{FULLNAME}-serving"
+    # stsguard registers the configurations with the CA cert-manager writes into the serving
+    # Secret (ca.crt, mounted), not cainjector: one writer of the caBundle.
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
-        assert (
-            rendered.annotation(kind, "cert-manager.io/inject-ca-from")
-            == f"{NAMESPACE}/{serving_name}"
-        )
+        assert rendered.annotation(kind, "cert-manager.io/inject-ca-from") is None
     for hook in rendered.webhooks():
         assert "caBundle" not in hook["clientConfig"]
+    assert arg_value(rendered.args, "--ca-bundle-file") == "/certs/ca.crt"
+    mounted = {
+        v["name"]: v for v in rendered.deployment["spec"]["template"]["spec"]["volumes"]
+    }["certs"]["secret"]["items"]
+    assert {"key": "ca.crt", "path": "ca.crt"} in mounted
+    # With Helm registering them, cainjector fills the caBundle in.
+    helm = render(chart, {"certManager": {"enabled": True}, "webhook": {"registration": "helm"}})
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        assert (
+            helm.annotation(kind, "cert-manager.io/inject-ca-from")
+            == f"{NAMESPACE}/{serving_name}"
+        )
+    assert arg_value(helm.args, "--ca-bundle-file") is None
 
     issuers = {o["metadata"]["name"]: o for o in rendered.all("Issuer")}
     certs = {o["metadata"]["name"]: o for o in rendered.all("Certificate")}
@@ -920,23 +956,42 @@ def test_cluster_role_is_least_privilege(chart):
     rendered = render_mode(chart, "default")
     role = rendered.one("ClusterRole")
     granted = {
-        (group, resource, verb)
+        (group, resource, verb, tuple(rule.get("resourceNames", [])))
         for rule in role["rules"]
         for group in rule["apiGroups"]
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
-    assert granted == {
-        (group, resource, verb)
+    reads = {
+        (group, resource, verb, ())
         for group, resource in [("", "services"), ("apps", "statefulsets")]
         for verb in ("get", "list", "watch")
     } | {
         # The in-cluster reports (on by default): no get, update or watch.
-        ("wgpolicyk8s.io", "policyreports", verb)
+        ("wgpolicyk8s.io", "policyreports", verb, ())
         for verb in ("list", "create", "patch", "delete")
     }
+    # Registration: its own two configurations, by name only (apply authorizes a create with
+    # the object's name; the pre-delete hook deletes).
+    own = {
+        ("admissionregistration.k8s.io", resource, verb, (FULLNAME,))
+        for resource in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")
+        for verb in ("get", "create", "patch", "delete")
+    } | {("rbac.authorization.k8s.io", "clusterroles", "get", (FULLNAME,))}
+    assert granted == reads | own
+    # The owner of the registered configurations is this very ClusterRole.
+    assert arg_value(rendered.args, "--webhook-owner-cluster-role") == role["metadata"]["name"]
     for rule in role["rules"]:
-        assert set(rule) == {"apiGroups", "resources", "verbs"}  # no resourceNames, no URLs
+        assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"}  # no URLs
+    # With Helm registering them, reads only.
+    helm = render_mode(chart, "helm-registration").one("ClusterRole")
+    assert {
+        (group, resource, verb, tuple(rule.get("resourceNames", [])))
+        for rule in helm["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    } == reads
 
     binding = rendered.one("ClusterRoleBinding")
     assert binding["roleRef"] == {
@@ -954,7 +1009,7 @@ def test_cluster_role_is_least_privilege(chart):
     )
 
 
-def test_leader_election_lease_is_the_only_namespaced_grant(chart):
+def test_namespaced_grants_are_named(chart):
     rendered = render_mode(chart, "default")
     role = rendered.one("Role")
     assert role["metadata"]["namespace"] == NAMESPACE
@@ -966,11 +1021,28 @@ def test_leader_election_lease_is_the_only_namespaced_grant(chart):
         for rule in role["rules"]
         for verb in rule["verbs"]
     }
-    # Only create is unnamed (RBAC cannot limit create by name); the rest only this Lease.
+    secret = arg_value(args, "--cert-secret")
+    configmap = arg_value(args, "--register-webhooks")
+    assert (secret, configmap) == (f"{FULLNAME}-certs", f"{FULLNAME}-webhooks")
+    # Only create is unnamed (RBAC cannot limit create by name); the rest only this Lease, the
+    # self-managed certificates' Secret (no list: no other Secret is readable) and the
+    # registration ConfigMap (deleted by the pre-delete hook).
     assert granted == {
         ("coordination.k8s.io", "leases", "create", ()),
         *{("coordination.k8s.io", "leases", verb, (lease,)) for verb in ("get", "update", "patch")},
+        ("", "secrets", "create", ()),
+        ("", "secrets", "get", (secret,)),
+        ("", "secrets", "update", (secret,)),
+        ("", "configmaps", "get", (configmap,)),
+        ("", "configmaps", "delete", (configmap,)),
+        ("discovery.k8s.io", "endpointslices", "list", ()),
     }
+    # Registration waits for a ready endpoint of the chart's Service.
+    service = rendered.one("Service")["metadata"]["name"]
+    assert arg_value(args, "--webhook-service") == service
+    # Helm-generated certificates and Helm registration: the Lease only.
+    helm = render_mode(chart, "helm-registration").one("Role")
+    assert {r["resources"][0] for r in helm["rules"]} == {"leases"}
     binding = rendered.one("RoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"][0]["name"] == rendered.one("ServiceAccount")["metadata"]["name"]
@@ -1026,11 +1098,17 @@ def test_deployment_security_and_availability(chart):
     assert not {"maxUnavailable", "minAvailable"} <= set(pdb["spec"])
 
     mounts = {m["name"]: m for m in container["volumeMounts"]}
-    assert mounts["certs"]["mountPath"] == "/certs" and mounts["certs"]["readOnly"] is True
+    # Self-managed certificates are read through the API: no Secret volume.
+    assert "certs" not in mounts
     assert mounts["policy"]["mountPath"] == "/policy" and mounts["policy"]["readOnly"] is True
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert {i["path"] for i in volumes["certs"]["secret"]["items"]} == {"tls.crt", "tls.key"}
-    assert volumes["policy"]["configMap"]["name"] == rendered.one("ConfigMap")["metadata"]["name"]
+    assert "certs" not in volumes
+    generated = render_mode(chart, "generated")
+    mounts = {m["name"]: m for m in generated.container["volumeMounts"]}
+    assert mounts["certs"]["mountPath"] == "/certs" and mounts["certs"]["readOnly"] is True
+    generated_volumes = {v["name"]: v for v in generated.deployment["spec"]["template"]["spec"]["volumes"]}
+    assert {i["path"] for i in generated_volumes["certs"]["secret"]["items"]} == {"tls.crt", "tls.key"}
+    assert volumes["policy"]["configMap"]["name"] == f"{FULLNAME}-policy"
     assert volumes["policy"]["configMap"]["items"] == [{"key": "policy.yaml", "path": "policy.yaml"}]
 
 
@@ -1040,8 +1118,18 @@ def test_default_args(chart):
     assert args[0] == "serve"
     assert arg_value(args, "--addr") == "0.0.0.0:8443"
     assert arg_value(args, "--probe-addr") == "0.0.0.0:8080"
-    assert arg_value(args, "--tls-cert") == "/certs/tls.crt"
-    assert arg_value(args, "--tls-key") == "/certs/tls.key"
+    assert arg_value(args, "--tls-cert") is None and arg_value(args, "--tls-key") is None
+    assert arg_value(args, "--cert-secret") == f"{FULLNAME}-certs"
+    assert arg_value(args, "--cert-dns-name").split(",") == SERVICE_DNS_NAMES
+    assert arg_value(args, "--ca-validity") == "8760h"
+    assert arg_value(args, "--cert-validity") == "2160h"
+    assert arg_value(args, "--ca-roll-overlap") == "1h"
+    assert arg_value(args, "--register-webhooks") == REGISTRATION_CONFIGMAP
+    generated = render_mode(chart, "generated").args
+    assert arg_value(generated, "--tls-cert") == "/certs/tls.crt"
+    assert arg_value(generated, "--tls-key") == "/certs/tls.key"
+    assert arg_value(generated, "--cert-secret") is None
+    assert arg_value(render_mode(chart, "helm-registration").args, "--register-webhooks") is None
     assert arg_value(args, "--policy") == "/policy/policy.yaml"
     assert arg_value(args, "--log-format") == "json"
     assert arg_value(args, "--shutdown-grace") == "20s"
@@ -1069,8 +1157,20 @@ def test_default_args(chart):
         "--reports-interval",
         "--reports-debounce",
         "--reports-write-rate",
+        "--cert-secret",
+        "--cert-dns-name",
+        "--ca-validity",
+        "--cert-validity",
+        "--ca-roll-overlap",
+        "--register-webhooks",
+        "--ca-bundle-file",
+        "--webhook-owner-cluster-role",
+        "--webhook-service",
+        "--client-ca",
     }
-    assert {a for a in args if a.startswith("-")} <= known
+    for mode in MODES:
+        mode_args = render_mode(chart, mode).args
+        assert {a for a in mode_args if a.startswith("-")} <= known, mode
     pod = rendered.deployment["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 30
     assert rendered.container.get("command") is None  # the image's ENTRYPOINT runs stsguard
@@ -1139,7 +1239,7 @@ def test_chart_policy_copy_is_current():
 
 def test_policy_defaults_to_the_repository_default(chart):
     rendered = render_mode(chart, "default")
-    cm = rendered.one("ConfigMap")
+    (cm,) = [c for c in rendered.all("ConfigMap") if c["metadata"]["name"] == f"{FULLNAME}-policy"]
     assert set(cm["data"]) == {"policy.yaml"}
     assert cm["data"]["policy.yaml"] == DEFAULT_POLICY.read_text()
 
@@ -1443,7 +1543,9 @@ def test_reports_off_leaves_no_trace(chart):
     assert not rendered.all("CustomResourceDefinition")
     assert not any(a.startswith("--reports") for a in rendered.args)
     rules = rendered.one("ClusterRole")["rules"]
-    assert all(r["apiGroups"] in ([""], ["apps"]) for r in rules)
+    assert not any(
+        g in r["apiGroups"] for r in rules for g in ("wgpolicyk8s.io", "openreports.io")
+    )
 
 
 @pytest.mark.parametrize(
@@ -1469,3 +1571,86 @@ def test_the_binary_accepts_the_report_args(chart):
     ).stdout
     for flag in (a for a in render_mode(chart, "default").args if a.startswith("--reports")):
         assert f"{flag} " in help_text or f"{flag}\n" in help_text, flag
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration after Ready and removal first (issue 15, item 2)
+
+
+def test_stsguard_registers_the_configurations_and_helm_creates_none(chart):
+    rendered = render_mode(chart, "default")
+    kinds = {o["kind"] for o in rendered.objects}
+    # Helm creates no webhook configuration: nothing calls the webhook before a pod is Ready.
+    assert not kinds & {"ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"}
+    assert [o["kind"] for o in rendered.registered] == [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ]
+    for obj in rendered.registered:
+        assert obj["metadata"]["name"] == FULLNAME
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "stsguard"
+        assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+        # The leader fills the caBundle in from the self-managed certificates.
+        for hook in obj["webhooks"]:
+            assert "caBundle" not in hook["clientConfig"]
+    # The generated mode's caBundle travels inside the ConfigMap; the leader keeps it.
+    for hook in render_mode(chart, "generated").webhooks():
+        assert load_cert(hook["clientConfig"]["caBundle"])
+    # Helm registration: the objects themselves, managed by Helm, no ConfigMap, no hook.
+    helm = render_mode(chart, "helm-registration")
+    assert helm.registered == [] and helm.all("Job") == []
+    assert {o["kind"] for o in helm.objects} >= {
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    }
+
+
+def test_uninstall_removes_the_configurations_first(chart):
+    rendered = render_mode(chart, "default")
+    job = rendered.one("Job")
+    annotations = job["metadata"]["annotations"]
+    # Before anything else is deleted (pods, RBAC, the ServiceAccount the Job runs as).
+    assert annotations["helm.sh/hook"] == "pre-delete"
+    assert set(annotations["helm.sh/hook-delete-policy"].split(",")) == {
+        "before-hook-creation",
+        "hook-succeeded",
+    }
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["serviceAccountName"] == rendered.one("ServiceAccount")["metadata"]["name"]
+    (container,) = pod["containers"]
+    assert container["image"] == rendered.container["image"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    args = container["args"]
+    assert args[:2] == ["webhooks", "remove"]
+    assert arg_value(args, "--configmap") == REGISTRATION_CONFIGMAP
+    assert arg_value(args, "--namespace") == NAMESPACE
+    assert arg_value(args, "--validating") == arg_value(args, "--mutating") == FULLNAME
+    # Its ServiceAccount may delete exactly those.
+    cluster_role = rendered.one("ClusterRole")
+    role = rendered.one("Role")
+    deletable = {
+        (resource, name)
+        for rule in cluster_role["rules"] + role["rules"]
+        if "delete" in rule["verbs"]
+        for resource in rule["resources"]
+        for name in rule.get("resourceNames", [])
+    }
+    assert deletable == {
+        ("validatingwebhookconfigurations", FULLNAME),
+        ("mutatingwebhookconfigurations", FULLNAME),
+        ("configmaps", REGISTRATION_CONFIGMAP),
+    }
+
+
+def test_self_managed_certificates_need_stsguard_registration(chart):
+    with pytest.raises(helm_python.HelmRenderError, match="webhook.registration helm needs"):
+        render(chart, {"webhook": {"registration": "helm"}})
+
+
+def test_self_managed_lifetimes_reach_the_binary(chart):
+    values = {"certificates": {"caValidity": "17520h", "certValidity": "720h", "caRollOverlap": "30m"}}
+    args = render(chart, values).args
+    assert arg_value(args, "--ca-validity") == "17520h"
+    assert arg_value(args, "--cert-validity") == "720h"
+    assert arg_value(args, "--ca-roll-overlap") == "30m"

@@ -132,7 +132,14 @@ def test_helm_installs_the_chart_on_its_default_kubernetes_version():
     objects = [
         yaml.safe_load(doc) for doc in split_documents(release["manifest"]) if doc.strip()
     ]
-    assert {"Deployment", "ValidatingWebhookConfiguration"} <= {o["kind"] for o in objects}
+    kinds = {o["kind"]: o for o in objects}
+    # The webhook configurations travel in a ConfigMap; the leader registers them once Ready.
+    assert {"Deployment", "ConfigMap"} <= set(kinds)
+    assert "ValidatingWebhookConfiguration" not in kinds
+    registration = next(o for o in objects if o["metadata"]["name"].endswith("-webhooks"))
+    assert set(registration["data"]) == {"validating.yaml", "mutating.yaml"}
+    # The pre-delete hook is a hook, not part of the manifest.
+    assert "Job" not in kinds
 
 
 def test_helm_refuses_a_cluster_older_than_kube_version(tmp_path):
@@ -184,7 +191,7 @@ def test_install_names_the_objects_the_chart_makes():
     assert ("Certificate", "stsguard-serving") in names
     assert ("Certificate", "stsguard-ca") in names
     assert ("Deployment", "stsguard") in names
-    assert ("ValidatingWebhookConfiguration", "stsguard") in names
+    assert ("ConfigMap", "stsguard-webhooks") in names
     secrets = {
         o["spec"]["secretName"]
         for path, text in files.items()
@@ -194,7 +201,13 @@ def test_install_names_the_objects_the_chart_makes():
     }
     assert secrets == {"stsguard-ca", "stsguard-tls"}
     install = section(README, "## Install")
-    for name in ("stsguard-serving", "stsguard-ca", "stsguard-tls", "deploy/stsguard"):
+    for name in (
+        "stsguard-serving",
+        "stsguard-ca",
+        "stsguard-tls",
+        "deploy/stsguard",
+        "stsguard-certs",
+    ):
         assert name in install, name
 
 

@@ -59,10 +59,14 @@ pub enum Kind {
     ClusterPolicyReport,
     /// `openreports.io/v1alpha1` Report.
     OpenReport,
+    /// The owner of the webhook configurations stsguard registers.
+    ClusterRole,
+    /// `discovery.k8s.io/v1`: whether the webhook's Service has a ready endpoint.
+    EndpointSlice,
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 12] = [
         Kind::Service,
         Kind::StatefulSet,
         Kind::Secret,
@@ -73,6 +77,8 @@ impl Kind {
         Kind::PolicyReport,
         Kind::ClusterPolicyReport,
         Kind::OpenReport,
+        Kind::ClusterRole,
+        Kind::EndpointSlice,
     ];
 
     fn api_version(self) -> &'static str {
@@ -85,6 +91,8 @@ impl Kind {
             }
             Kind::PolicyReport | Kind::ClusterPolicyReport => "wgpolicyk8s.io/v1alpha2",
             Kind::OpenReport => "openreports.io/v1alpha1",
+            Kind::ClusterRole => "rbac.authorization.k8s.io/v1",
+            Kind::EndpointSlice => "discovery.k8s.io/v1",
         }
     }
 
@@ -107,6 +115,8 @@ impl Kind {
             Kind::PolicyReport => "PolicyReport",
             Kind::ClusterPolicyReport => "ClusterPolicyReport",
             Kind::OpenReport => "Report",
+            Kind::ClusterRole => "ClusterRole",
+            Kind::EndpointSlice => "EndpointSlice",
         }
     }
 
@@ -122,6 +132,8 @@ impl Kind {
             Kind::PolicyReport => "policyreports",
             Kind::ClusterPolicyReport => "clusterpolicyreports",
             Kind::OpenReport => "reports",
+            Kind::ClusterRole => "clusterroles",
+            Kind::EndpointSlice => "endpointslices",
         }
     }
 
@@ -131,6 +143,7 @@ impl Kind {
             Kind::ValidatingWebhookConfiguration
                 | Kind::MutatingWebhookConfiguration
                 | Kind::ClusterPolicyReport
+                | Kind::ClusterRole
         )
     }
 

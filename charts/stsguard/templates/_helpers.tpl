@@ -51,8 +51,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-How the serving certificate is provided: "existingSecret", "certManager" or "generated".
-Setting both existingSecret and certManager.enabled is an error.
+How the serving certificate is provided: "existingSecret", "certManager", "selfManaged" (stsguard
+makes and renews it at run time) or "generated" (Helm, at render time). Setting both
+existingSecret and certManager.enabled is an error.
 */}}
 {{- define "stsguard.certMode" -}}
 {{- if and .Values.existingSecret .Values.certManager.enabled }}
@@ -61,9 +62,34 @@ Setting both existingSecret and certManager.enabled is an error.
 {{- print "existingSecret" }}
 {{- else if .Values.certManager.enabled }}
 {{- print "certManager" }}
-{{- else }}
+{{- else if eq .Values.certificates.mode "generated" }}
 {{- print "generated" }}
+{{- else }}
+{{- print "selfManaged" }}
 {{- end }}
+{{- end }}
+
+{{/*
+Who creates the webhook configurations: "stsguard" (the leader, once its pod is Ready, from the
+ConfigMap <fullname>-webhooks) or "helm" (with the release). webhook.url mode has no pods to
+register them: Helm does.
+*/}}
+{{- define "stsguard.registration" -}}
+{{- if .Values.webhook.url }}
+{{- print "helm" }}
+{{- else }}
+{{- .Values.webhook.registration }}
+{{- end }}
+{{- end }}
+
+{{/* The ConfigMap the leader registers the webhook configurations from. */}}
+{{- define "stsguard.registrationConfigMap" -}}
+{{- printf "%s-webhooks" (include "stsguard.fullname" .) }}
+{{- end }}
+
+{{/* The Secret of the self-managed certificates. */}}
+{{- define "stsguard.selfManagedSecretName" -}}
+{{- printf "%s-certs" (include "stsguard.fullname" .) }}
 {{- end }}
 
 {{/* The Secret that holds the serving certificate (tls.crt, tls.key). */}}
@@ -78,6 +104,15 @@ Setting both existingSecret and certManager.enabled is an error.
 {{/* The cert-manager Certificate whose CA is injected into the webhook configurations. */}}
 {{- define "stsguard.servingCertificateName" -}}
 {{- printf "%s-serving" (include "stsguard.fullname" .) }}
+{{- end }}
+
+{{/* Labels of the webhook configurations: Helm's, or stsguard's when stsguard registers them. */}}
+{{- define "stsguard.webhookLabels" -}}
+{{- if eq (include "stsguard.registration" .) "helm" }}
+{{- include "stsguard.labels" . }}
+{{- else }}
+{{- include "stsguard.labels" . | replace "app.kubernetes.io/managed-by: Helm" "app.kubernetes.io/managed-by: stsguard" }}
+{{- end }}
 {{- end }}
 
 {{/* The DNS names the API server may use for the Service, as a list in YAML. */}}

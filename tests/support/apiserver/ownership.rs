@@ -29,7 +29,7 @@ impl Operation {
 pub struct Owners(BTreeMap<Vec<String>, BTreeMap<String, Operation>>);
 
 /// The leaf fields of an object that managers can own: everything but the identity and the
-/// bookkeeping in `metadata` (labels and annotations are owned like any field).
+/// bookkeeping in `metadata` (labels, annotations and ownerReferences are owned like any field).
 fn leaves(object: &Value) -> BTreeMap<Vec<String>, Value> {
     fn walk(value: &Value, path: &mut Vec<String>, out: &mut BTreeMap<Vec<String>, Value>) {
         match value {
@@ -40,7 +40,7 @@ fn leaves(object: &Value) -> BTreeMap<Vec<String>, Value> {
                     }
                     if path.len() == 1
                         && path[0] == "metadata"
-                        && !matches!(key.as_str(), "labels" | "annotations")
+                        && !matches!(key.as_str(), "labels" | "annotations" | "ownerReferences")
                     {
                         continue;
                     }
