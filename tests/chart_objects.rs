@@ -16,6 +16,7 @@ use k8s_openapi::api::{
     policy::v1::PodDisruptionBudget,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use rustls::pki_types::pem::PemObject;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -134,7 +135,15 @@ fn rendered_chart_objects_are_valid_kubernetes_objects() {
                 "Secret" => drop(typed::<Secret>(&value, &what)),
                 "ClusterRole" => drop(typed::<ClusterRole>(&value, &what)),
                 "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(&value, &what)),
+                // Leader election's Lease (templates/rbac.yaml).
+                "Role" => drop(typed::<Role>(&value, &what)),
+                "RoleBinding" => drop(typed::<RoleBinding>(&value, &what)),
                 "PodDisruptionBudget" => drop(typed::<PodDisruptionBudget>(&value, &what)),
+                // The in-cluster reports' CRD (templates/reports-crd.yaml).
+                "CustomResourceDefinition" => {
+                    let crd = typed::<CustomResourceDefinition>(&value, &what);
+                    assert_eq!(crd.spec.group, "wgpolicyk8s.io", "{what}");
+                }
                 // cert-manager's kinds have no k8s-openapi types.
                 "Issuer" | "Certificate" => {
                     assert_eq!(value["apiVersion"], "cert-manager.io/v1", "{what}");

@@ -435,7 +435,7 @@ fn corpus_into(fake: &FakeApiServer) -> usize {
         if !dir.is_dir() {
             continue;
         }
-        let loaded = stsguard::manifest::load(&[dir.clone()], &mut std::io::empty());
+        let loaded = stsguard::manifest::load(std::slice::from_ref(&dir), &mut std::io::empty());
         for doc in loaded.documents {
             let mut value = doc.value;
             if !stsguard::admit::judges(&value)
