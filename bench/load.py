@@ -120,11 +120,15 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
     parser.add_argument("--rate", type=int, default=2000, help="reviews/s for the latency run")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs per server and case")
+    parser.add_argument("--no-build", action="store_true",
+                        help="use target/release as it is (built with: cargo build --release "
+                             "--bin stsguard --example floor)")
     args = parser.parse_args()
     if not shutil.which("oha"):
         sys.exit("oha not found: cargo install oha")
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "stsguard", "--example", "floor"],
-                   cwd=ROOT, check=True)
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "stsguard", "--example", "floor"],
+                       cwd=ROOT, check=True)
     binary = ROOT / "target" / "release" / "stsguard"
     floor = ROOT / "target" / "release" / "examples" / "floor"
     work = Path(tempfile.mkdtemp(prefix="stsguard-load-"))
