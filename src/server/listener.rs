@@ -55,8 +55,7 @@ impl Server {
         Server::with_routers(addr, probe_addr, tls, router, probes, readiness, limits).await
     }
 
-    /// Binds the same listeners for other routes; the benchmarks' floor server uses it to
-    /// measure this TLS and HTTP stack with no review work.
+    /// Binds the same listeners for other routes.
     pub async fn with_routers(
         addr: SocketAddr,
         probe_addr: SocketAddr,
