@@ -218,7 +218,7 @@ impl Server {
 /// idle connections, and reconnects when one is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Requests a connection has in flight and when it last had one, for its watchdog.
+/// Requests an HTTP/2 connection has in flight and when it last had one, for its watchdog.
 #[derive(Debug)]
 struct Activity {
     in_flight: AtomicUsize,
