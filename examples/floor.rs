@@ -1,25 +1,24 @@
-//! The benchmarks' floor: stsguard's own listeners (same TLS configuration, same HTTP server,
-//! same limits) answering every AdmissionReview "allowed" after parsing it with kube's types,
-//! and nothing else. `bench/load.sh` reports stsguard's throughput as a ratio of this one's.
+//! The benchmarks' floor: the least a webhook in Rust can do. axum-server over rustls (the same
+//! `ring` provider as stsguard), answering every AdmissionReview "allowed" after parsing it with
+//! kube's `AdmissionReview<DynamicObject>`, and nothing else: no limits beyond axum's default,
+//! no timeouts, no logging, no metrics. It shares no code with stsguard, so that
+//! `bench/load.py` compares stsguard's whole stack (its transport included) against it.
 //!
 //!     cargo run --release --example floor -- 127.0.0.1:9443 127.0.0.1:9080 CERT KEY
-
-use std::{path::Path, sync::Arc};
+//!
+//! PROBE_ADDR answers `GET /readyz` in plain HTTP, so that the benchmark can tell when it is up.
 
 use axum::{
     Router,
     body::{Body, Bytes},
     http::{StatusCode, header},
     response::Response,
-    routing::post,
+    routing::{get, post},
 };
+use axum_server::tls_rustls::RustlsConfig;
 use kube::core::{
     DynamicObject,
     admission::{AdmissionRequest, AdmissionResponse, AdmissionReview},
-};
-use stsguard::{
-    server::{Limits, Readiness, Server, shutdown_signal},
-    tls::{self, CertResolver},
 };
 
 async fn allow(body: Bytes) -> Response {
@@ -48,31 +47,19 @@ async fn main() {
         eprintln!("usage: floor ADDR PROBE_ADDR CERT KEY");
         std::process::exit(2);
     };
-    let certified = tls::load_certified_key(Path::new(cert), Path::new(key)).expect("certificate");
-    let config = tls::server_config(Arc::new(CertResolver::new(certified)), None).expect("tls");
-    let limits = Limits::default();
-    let router = Router::new()
+    let addr: std::net::SocketAddr = addr.parse().expect("ADDR");
+    let tls = RustlsConfig::from_pem_file(cert, key)
+        .await
+        .expect("certificate");
+    let app = Router::new()
         .route("/validate", post(allow))
-        .route("/mutate", post(allow))
-        .layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes));
-    let readiness = Readiness::default();
-    let probes = stsguard::server::probe_app(readiness.clone(), Arc::default());
-    let server = Server::with_routers(
-        addr.parse().expect("ADDR"),
-        probe.parse().expect("PROBE_ADDR"),
-        Arc::new(config),
-        router,
-        probes,
-        readiness,
-        limits,
-    )
-    .await
-    .expect("bind");
+        .route("/mutate", post(allow));
+    let probes = Router::new().route("/readyz", get(|| async { "ok\n" }));
+    let probe_listener = tokio::net::TcpListener::bind(probe).await.expect("bind");
+    tokio::spawn(async move { axum::serve(probe_listener, probes).await });
     eprintln!("floor serving on {addr}");
-    server
-        .run(async {
-            shutdown_signal().await;
-        })
+    axum_server::bind_rustls(addr, tls)
+        .serve(app.into_make_service())
         .await
         .expect("serve");
 }

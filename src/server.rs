@@ -18,7 +18,6 @@ use axum::{
     routing::post,
 };
 use futures::FutureExt;
-use tower_http::timeout::TimeoutLayer;
 
 mod body;
 mod listener;
@@ -86,6 +85,7 @@ struct AppState {
     reviewer: Reviewer,
     metrics: Arc<Metrics>,
     max_body_bytes: usize,
+    request_timeout: Duration,
 }
 
 /// What the listeners serve: the reviews, readiness and metrics.
@@ -97,43 +97,43 @@ pub struct Webhook {
 }
 
 /// The webhook routes. Only these paths answer; everything else is 404.
+///
+/// No tower layers: the request timeout and the accounting of 408s and 500s are in [`guarded`],
+/// around the review itself. As layers (tower-http's timeout and a response mapper) they cost a
+/// boxed future and a copy of the URI per review, and applied to paths that need neither.
 pub fn app(reviewer: Reviewer, metrics: Arc<Metrics>, limits: &Limits) -> Router {
     let state = AppState {
         reviewer,
-        metrics: metrics.clone(),
+        metrics,
         max_body_bytes: limits.max_body_bytes,
+        request_timeout: limits.request_timeout,
     };
-    let routes = Router::new()
+    Router::new()
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
         .fallback(not_found)
-        .with_state(state);
-    guarded(routes, metrics, limits)
+        .with_state(state)
 }
 
-/// What every webhook request goes through around its handler: a slow request becomes a 408,
-/// and 408s and 500s (see [`caught`]) are counted here, since the handler's own accounting never
-/// sees them.
-fn guarded(routes: Router, metrics: Arc<Metrics>, limits: &Limits) -> Router {
-    routes
-        .layer(TimeoutLayer::with_status_code(
+/// What every review goes through around its handling: one that takes longer than
+/// `--request-timeout` (reading its body included) becomes a 408, one that panics a 500 (see
+/// [`caught`]); both are counted here, since the review's own accounting never sees them.
+async fn guarded(
+    metrics: &Metrics,
+    endpoint: Endpoint,
+    timeout: Duration,
+    review: impl Future<Output = Response>,
+) -> Response {
+    let (response, status) = match tokio::time::timeout(timeout, caught(review)).await {
+        Ok(Ok(response)) => return response,
+        Ok(Err(response)) => (response, StatusCode::INTERNAL_SERVER_ERROR),
+        Err(_) => (
+            text(StatusCode::REQUEST_TIMEOUT, "request timed out\n"),
             StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
-        ))
-        .layer(axum::middleware::map_response(
-            move |request_path: axum::http::Uri, response: Response| {
-                let metrics = metrics.clone();
-                async move {
-                    let status = response.status();
-                    let unseen = status == StatusCode::REQUEST_TIMEOUT
-                        || status == StatusCode::INTERNAL_SERVER_ERROR;
-                    if unseen && let Some(endpoint) = endpoint_of(request_path.path()) {
-                        metrics.request_rejected(endpoint.as_str(), status.as_u16());
-                    }
-                    response
-                }
-            },
-        ))
+        ),
+    };
+    metrics.request_rejected(endpoint.as_str(), status.as_u16());
+    response
 }
 
 /// Nothing in a review is meant to panic. If something does, the API server still gets an
@@ -143,9 +143,10 @@ fn guarded(routes: Router, metrics: Arc<Metrics>, limits: &Limits) -> Router {
 /// and caches are read-only to it and the metrics are atomics.
 /// (Caught here rather than with tower-http's `CatchPanicLayer`, which measured about 1 µs, 3 %,
 /// more CPU per Service review, most likely for the response body it boxes.)
-async fn caught(review: impl Future<Output = Response>) -> Response {
+/// `Err` holds the 500.
+async fn caught(review: impl Future<Output = Response>) -> Result<Response, Response> {
     match AssertUnwindSafe(review).catch_unwind().await {
-        Ok(response) => response,
+        Ok(response) => Ok(response),
         Err(panic) => {
             let message = panic
                 .downcast_ref::<&str>()
@@ -153,25 +154,29 @@ async fn caught(review: impl Future<Output = Response>) -> Response {
                 .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
                 .unwrap_or("(no message)");
             tracing::error!(panic = message, "review failed: the reviewer panicked");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "review failed\n")
+            Err(text(StatusCode::INTERNAL_SERVER_ERROR, "review failed\n"))
         }
     }
 }
 
-fn endpoint_of(path: &str) -> Option<Endpoint> {
-    match path {
-        "/validate" => Some(Endpoint::Validate),
-        "/mutate" => Some(Endpoint::Mutate),
-        _ => None,
-    }
-}
-
 async fn validate(State(state): State<AppState>, request: Request) -> Response {
-    caught(review(state, Endpoint::Validate, request)).await
+    guarded_review(state, Endpoint::Validate, request).await
 }
 
 async fn mutate(State(state): State<AppState>, request: Request) -> Response {
-    caught(review(state, Endpoint::Mutate, request)).await
+    guarded_review(state, Endpoint::Mutate, request).await
+}
+
+async fn guarded_review(state: AppState, endpoint: Endpoint, request: Request) -> Response {
+    let metrics = state.metrics.clone();
+    let timeout = state.request_timeout;
+    guarded(
+        &metrics,
+        endpoint,
+        timeout,
+        review(state, endpoint, request),
+    )
+    .await
 }
 
 async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Response {
@@ -282,30 +287,23 @@ fn text(status: StatusCode, message: &str) -> Response {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-    use tower::ServiceExt;
 
     async fn buggy() -> Response {
         panic!("a mutator bug")
     }
 
     #[tokio::test]
-    async fn a_panic_while_answering_is_a_counted_500_and_the_router_goes_on() {
-        let metrics = Arc::new(Metrics::new());
-        let routes = Router::new()
-            .route(
-                "/validate",
-                post(|| caught(async { "fine".into_response() })),
-            )
-            .route("/mutate", post(|| caught(buggy())));
-        let app = guarded(routes, metrics.clone(), &Limits::default());
-        let post_to = |path: &str| Request::post(path).body(Body::empty()).unwrap();
+    async fn a_panic_while_answering_is_a_counted_500_and_the_next_review_goes_on() {
+        let metrics = Metrics::new();
+        let timeout = Duration::from_secs(10);
 
-        let response = app.clone().oneshot(post_to("/mutate")).await.unwrap();
+        let response = guarded(&metrics, Endpoint::Mutate, timeout, buggy()).await;
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"review failed\n");
 
-        let response = app.oneshot(post_to("/validate")).await.unwrap();
+        let fine = async { "fine".into_response() };
+        let response = guarded(&metrics, Endpoint::Validate, timeout, fine).await;
         assert_eq!(response.status(), StatusCode::OK);
         let rendered = metrics.render();
         assert!(
@@ -314,5 +312,26 @@ mod tests {
             "{rendered}"
         );
         assert!(!rendered.contains(r#"endpoint="validate",status="500""#));
+    }
+
+    #[tokio::test]
+    async fn a_review_past_the_request_timeout_is_a_counted_408() {
+        let metrics = Metrics::new();
+        let never = std::future::pending::<Response>();
+        let response = guarded(
+            &metrics,
+            Endpoint::Validate,
+            Duration::from_millis(10),
+            never,
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        let rendered = metrics.render();
+        assert!(
+            rendered.contains(
+                r#"stsguard_rejected_requests_total{endpoint="validate",status="408"} 1"#
+            ),
+            "{rendered}"
+        );
     }
 }

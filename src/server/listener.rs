@@ -1,5 +1,5 @@
-//! The listeners: TLS accept loop, one task per connection with its deadlines, and graceful
-//! shutdown.
+//! The listeners: TLS accept loop, one task per connection (HTTP/1.1 or HTTP/2, as ALPN chose)
+//! with its deadlines, and graceful shutdown.
 
 use std::{
     future::Future,
@@ -13,9 +13,10 @@ use std::{
 };
 
 use axum::Router;
+use hyper::server::conn::{http1, http2};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::conn::auto,
+    server::graceful::GracefulConnection,
     service::TowerToHyperService,
 };
 use tokio::{net::TcpListener, sync::watch};
@@ -54,8 +55,7 @@ impl Server {
         Server::with_routers(addr, probe_addr, tls, router, probes, readiness, limits).await
     }
 
-    /// Binds the same listeners for other routes; the benchmarks' floor server uses it to
-    /// measure this TLS and HTTP stack with no review work.
+    /// Binds the same listeners for other routes.
     pub async fn with_routers(
         addr: SocketAddr,
         probe_addr: SocketAddr,
@@ -218,7 +218,7 @@ impl Server {
 /// idle connections, and reconnects when one is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Requests a connection has in flight and when it last had one, for its watchdog.
+/// Requests an HTTP/2 connection has in flight and when it last had one, for its watchdog.
 #[derive(Debug)]
 struct Activity {
     in_flight: AtomicUsize,
@@ -262,51 +262,86 @@ impl Activity {
     }
 }
 
-/// Serves one TLS connection (HTTP/1.1 or HTTP/2) until the client closes it, it idles past its
-/// deadline, or shutdown begins; a graceful close that does not finish in time is cut.
+/// Serves one TLS connection until the client closes it, it idles past its deadline, or
+/// shutdown begins; a graceful close that does not finish in time is cut.
+///
+/// The protocol is the one ALPN chose, so the connection is handed straight to hyper's HTTP/2
+/// or HTTP/1.1 server rather than to one that sniffs the first bytes (and reads every later
+/// byte through a rewind buffer). A TLS client without ALPN speaks HTTP/1.1: HTTP/2 over TLS is
+/// only ever negotiated by ALPN (RFC 9113, section 3.2).
 async fn serve_connection(
     stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     router: Router,
     limits: &Limits,
-    mut closing: watch::Receiver<bool>,
+    closing: watch::Receiver<bool>,
     peer: SocketAddr,
 ) {
-    let activity = Arc::new(Activity {
-        in_flight: AtomicUsize::new(0),
-        last_ended: AtomicU64::new(0),
-        served: AtomicBool::new(false),
-        epoch: Instant::now(),
-    });
+    let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(stream);
     let service = TowerToHyperService::new(router);
-    let counted = {
-        let activity = activity.clone();
-        hyper::service::service_fn(move |request| {
-            let in_flight = activity.begin();
-            let response = hyper::service::Service::call(&service, request);
-            async move {
-                let response = response.await;
-                drop(in_flight);
-                response
-            }
-        })
-    };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection(TokioIo::new(stream), counted);
+    if http2 {
+        // hyper's HTTP/2 server has no timeout for a connection that sends no request (or
+        // trickles one), so the watchdog keeps one from what it sees of the requests.
+        let activity = Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            last_ended: AtomicU64::new(0),
+            served: AtomicBool::new(false),
+            epoch: Instant::now(),
+        });
+        let counted = {
+            let activity = activity.clone();
+            hyper::service::service_fn(move |request| {
+                let in_flight = activity.begin();
+                let response = hyper::service::Service::call(&service, request);
+                async move {
+                    let response = response.await;
+                    drop(in_flight);
+                    response
+                }
+            })
+        };
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.timer(TokioTimer::new());
+        let conn = builder.serve_connection(io, counted);
+        watch_over(conn, Some(&activity), limits, closing, peer).await;
+    } else {
+        // hyper's header read timeout covers what the watchdog would: it runs from the moment
+        // the connection waits for a request's headers, so a connection silent after the
+        // handshake, one trickling its headers and one idle between requests are all closed.
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout);
+        let conn = builder.serve_connection(io, service);
+        watch_over(conn, None, limits, closing, peer).await;
+    }
+}
+
+/// Drives `conn` to its end: closes it gracefully when shutdown begins, when it reaches
+/// `--max-connection-age`, or (with `activity`) when it idles past its deadline, and drops it
+/// when a graceful close does not finish in time.
+async fn watch_over<C>(
+    conn: C,
+    activity: Option<&Activity>,
+    limits: &Limits,
+    mut closing: watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
     let mut conn = std::pin::pin!(conn);
     let mut cut_at: Option<tokio::time::Instant> = None;
     let mut aged_at = (!limits.max_connection_age.is_zero())
         .then(|| tokio::time::Instant::now() + jittered(limits.max_connection_age, peer));
     loop {
         // While a request is in flight there is no deadline; look again a little later.
-        let idle_at = activity
-            .deadline(limits.header_read_timeout)
-            .map(tokio::time::Instant::from_std)
-            .unwrap_or_else(|| tokio::time::Instant::now() + limits.header_read_timeout);
+        let idle_at = activity.map(|activity| {
+            activity
+                .deadline(limits.header_read_timeout)
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + limits.header_read_timeout)
+        });
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -324,9 +359,10 @@ async fn serve_connection(
                 aged_at = None;
                 cut_at = Some(tokio::time::Instant::now() + limits.shutdown_grace);
             }
-            () = tokio::time::sleep_until(idle_at), if cut_at.is_none() => {
+            () = sleep_until_or_forever(idle_at), if cut_at.is_none() => {
                 // Re-check: a request may have started while the timer ran.
-                if activity.deadline(limits.header_read_timeout).is_some_and(|d| d <= Instant::now()) {
+                let idle = activity.and_then(|a| a.deadline(limits.header_read_timeout));
+                if idle.is_some_and(|d| d <= Instant::now()) {
                     tracing::debug!(%peer, "closing an idle connection");
                     conn.as_mut().graceful_shutdown();
                     cut_at = Some(tokio::time::Instant::now() + limits.header_read_timeout);
