@@ -135,9 +135,6 @@ fn rendered_chart_objects_are_valid_kubernetes_objects() {
                 "Secret" => drop(typed::<Secret>(&value, &what)),
                 "ClusterRole" => drop(typed::<ClusterRole>(&value, &what)),
                 "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(&value, &what)),
-                // Leader election's Lease (templates/rbac.yaml).
-                "Role" => drop(typed::<Role>(&value, &what)),
-                "RoleBinding" => drop(typed::<RoleBinding>(&value, &what)),
                 "PodDisruptionBudget" => drop(typed::<PodDisruptionBudget>(&value, &what)),
                 // The in-cluster reports' CRD (templates/reports-crd.yaml).
                 "CustomResourceDefinition" => {

@@ -131,10 +131,7 @@ impl ManifestFacts {
                         object: service.clone(),
                     })
                 }
-                Facts::StatefulSet {
-                    naming,
-                    facts: sts,
-                } => {
+                Facts::StatefulSet { naming, facts: sts } => {
                     facts
                         .statefulsets
                         .entry((ns.clone(), name))
