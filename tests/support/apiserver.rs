@@ -10,7 +10,6 @@
 
 use std::{
     collections::BTreeMap,
-    convert::Infallible,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
@@ -18,7 +17,7 @@ use std::{
 
 use axum::{
     Router,
-    body::{Body, Bytes},
+    body::Bytes,
     extract::{Request, State},
     http::StatusCode,
     response::{IntoResponse, Response},
@@ -37,142 +36,21 @@ use tokio::{
 
 #[path = "apiserver/ownership.rs"]
 mod ownership;
+#[path = "apiserver/reads.rs"]
+mod reads;
 #[path = "apiserver/reports.rs"]
 mod reports;
+#[path = "apiserver/resources.rs"]
+mod resources;
 #[path = "apiserver/writes.rs"]
 mod writes;
+
+pub use resources::Kind;
+use resources::route;
 
 use ownership::Owners;
 #[allow(unused_imports)]
 pub use reports::ReportWrite;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Kind {
-    Service,
-    StatefulSet,
-    Secret,
-    ConfigMap,
-    Lease,
-    ValidatingWebhookConfiguration,
-    MutatingWebhookConfiguration,
-    PolicyReport,
-    ClusterPolicyReport,
-    /// `openreports.io/v1alpha1` Report.
-    OpenReport,
-    /// The owner of the webhook configurations stsguard registers.
-    ClusterRole,
-    /// `discovery.k8s.io/v1`: whether the webhook's Service has a ready endpoint.
-    EndpointSlice,
-}
-
-impl Kind {
-    const ALL: [Kind; 12] = [
-        Kind::Service,
-        Kind::StatefulSet,
-        Kind::Secret,
-        Kind::ConfigMap,
-        Kind::Lease,
-        Kind::ValidatingWebhookConfiguration,
-        Kind::MutatingWebhookConfiguration,
-        Kind::PolicyReport,
-        Kind::ClusterPolicyReport,
-        Kind::OpenReport,
-        Kind::ClusterRole,
-        Kind::EndpointSlice,
-    ];
-
-    fn api_version(self) -> &'static str {
-        match self {
-            Kind::Service | Kind::Secret | Kind::ConfigMap => "v1",
-            Kind::StatefulSet => "apps/v1",
-            Kind::Lease => "coordination.k8s.io/v1",
-            Kind::ValidatingWebhookConfiguration | Kind::MutatingWebhookConfiguration => {
-                "admissionregistration.k8s.io/v1"
-            }
-            Kind::PolicyReport | Kind::ClusterPolicyReport => "wgpolicyk8s.io/v1alpha2",
-            Kind::OpenReport => "openreports.io/v1alpha1",
-            Kind::ClusterRole => "rbac.authorization.k8s.io/v1",
-            Kind::EndpointSlice => "discovery.k8s.io/v1",
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Kind::OpenReport => "Report",
-            other => other.kind_name(),
-        }
-    }
-
-    fn kind_name(self) -> &'static str {
-        match self {
-            Kind::Service => "Service",
-            Kind::StatefulSet => "StatefulSet",
-            Kind::Secret => "Secret",
-            Kind::ConfigMap => "ConfigMap",
-            Kind::Lease => "Lease",
-            Kind::ValidatingWebhookConfiguration => "ValidatingWebhookConfiguration",
-            Kind::MutatingWebhookConfiguration => "MutatingWebhookConfiguration",
-            Kind::PolicyReport => "PolicyReport",
-            Kind::ClusterPolicyReport => "ClusterPolicyReport",
-            Kind::OpenReport => "Report",
-            Kind::ClusterRole => "ClusterRole",
-            Kind::EndpointSlice => "EndpointSlice",
-        }
-    }
-
-    fn plural(self) -> &'static str {
-        match self {
-            Kind::Service => "services",
-            Kind::StatefulSet => "statefulsets",
-            Kind::Secret => "secrets",
-            Kind::ConfigMap => "configmaps",
-            Kind::Lease => "leases",
-            Kind::ValidatingWebhookConfiguration => "validatingwebhookconfigurations",
-            Kind::MutatingWebhookConfiguration => "mutatingwebhookconfigurations",
-            Kind::PolicyReport => "policyreports",
-            Kind::ClusterPolicyReport => "clusterpolicyreports",
-            Kind::OpenReport => "reports",
-            Kind::ClusterRole => "clusterroles",
-            Kind::EndpointSlice => "endpointslices",
-        }
-    }
-
-    fn namespaced(self) -> bool {
-        !matches!(
-            self,
-            Kind::ValidatingWebhookConfiguration
-                | Kind::MutatingWebhookConfiguration
-                | Kind::ClusterPolicyReport
-                | Kind::ClusterRole
-        )
-    }
-
-    /// Custom resources: the API server has no strategic merge patch for them.
-    fn custom(self) -> bool {
-        matches!(
-            self,
-            Kind::PolicyReport | Kind::ClusterPolicyReport | Kind::OpenReport
-        )
-    }
-
-    /// The resource as the API server names it in messages (`leases.coordination.k8s.io`).
-    fn resource(self) -> String {
-        match self.api_version().split_once('/') {
-            Some((group, _)) => format!("{}.{group}", self.plural()),
-            None => self.plural().to_owned(),
-        }
-    }
-
-    fn of(value: &Value) -> Kind {
-        let (api_version, kind) = (value["apiVersion"].as_str(), value["kind"].as_str());
-        Kind::ALL
-            .into_iter()
-            .find(|k| Some(k.api_version()) == api_version && Some(k.name()) == kind)
-            .unwrap_or_else(|| {
-                panic!("the fake API server does not serve {api_version:?} {kind:?}")
-            })
-    }
-}
 
 struct WatchStream {
     kind: Kind,
@@ -474,44 +352,6 @@ fn broadcast(inner: &mut Inner, rv: u64, kind: Kind, namespace: &str, event: Val
     });
 }
 
-/// The resource path: kind, namespace and name, from `/api/v1/...` or `/apis/GROUP/VERSION/...`.
-/// Cluster-scoped objects have the namespace `Some("")`.
-fn route(path: &str) -> Option<(Kind, Option<String>, Option<String>)> {
-    let (group_version, rest) = match path.strip_prefix("/api/v1/") {
-        Some(rest) => ("v1".to_owned(), rest),
-        None => {
-            let mut parts = path.strip_prefix("/apis/")?.splitn(3, '/');
-            let (group, version, rest) = (parts.next()?, parts.next()?, parts.next()?);
-            (format!("{group}/{version}"), rest)
-        }
-    };
-    let parts: Vec<&str> = rest.split('/').collect();
-    let kind_of = |plural: &str| {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.api_version() == group_version && k.plural() == plural)
-    };
-    match parts.as_slice() {
-        [plural] => {
-            let kind = kind_of(plural)?;
-            Some((kind, (!kind.namespaced()).then(String::new), None))
-        }
-        [plural, name] => {
-            let kind = kind_of(plural).filter(|k| !k.namespaced())?;
-            Some((kind, Some(String::new()), Some((*name).to_owned())))
-        }
-        ["namespaces", ns, plural] => {
-            let kind = kind_of(plural).filter(|k| k.namespaced())?;
-            Some((kind, Some((*ns).to_owned()), None))
-        }
-        ["namespaces", ns, plural, name] => {
-            let kind = kind_of(plural).filter(|k| k.namespaced())?;
-            Some((kind, Some((*ns).to_owned()), Some((*name).to_owned())))
-        }
-        _ => None,
-    }
-}
-
 fn query(request: &Request, key: &str) -> Option<String> {
     request.uri().query()?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
@@ -544,17 +384,6 @@ fn percent_decoded(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The field selectors the real API server supports for these kinds: only the generic
-/// metadata fields (StatefulSets have no field selector on spec.serviceName, Services none on
-/// their spec). Anything else is a 400, as there.
-fn unsupported_field(selector: &str) -> Option<String> {
-    selector
-        .split(',')
-        .filter(|term| !term.is_empty())
-        .map(|term| term.split(['=', '!']).next().unwrap_or_default().to_owned())
-        .find(|field| !matches!(field.as_str(), "metadata.name" | "metadata.namespace"))
-}
-
 fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
            "message": message, "reason": reason, "code": code})
@@ -578,85 +407,7 @@ async fn handle(State(server): State<FakeApiServer>, request: Request) -> Respon
     if request.method() != axum::http::Method::GET {
         return writes::write(&server, request, kind, namespace, name).await;
     }
-    if let Some(name) = name {
-        let inner = server.inner.lock().unwrap();
-        let key = (kind, namespace.clone().unwrap_or_default(), name.clone());
-        return match inner.objects.get(&key) {
-            Some(object) => reply(StatusCode::OK, object),
-            None => reply(
-                StatusCode::NOT_FOUND,
-                &status(
-                    404,
-                    "NotFound",
-                    &format!("{} {name:?} not found", kind.resource()),
-                ),
-            ),
-        };
-    }
-    if query(&request, "watch").as_deref() == Some("true")
-        || query(&request, "watch").as_deref() == Some("1")
-    {
-        let from: u64 = query(&request, "resourceVersion")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let bookmarks = query(&request, "allowWatchBookmarks").as_deref() == Some("true");
-        return watch_stream(&server, kind, namespace, from, bookmarks);
-    }
-
-    if let Some(field) = query(&request, "fieldSelector").and_then(|s| unsupported_field(&s)) {
-        return reply(
-            StatusCode::BAD_REQUEST,
-            &status(
-                400,
-                "BadRequest",
-                &format!("field label not supported: {field}"),
-            ),
-        );
-    }
-    let mut open = server.lists_open.subscribe();
-    let _ = open.wait_for(|open| *open).await;
-    let inner = server.inner.lock().unwrap();
-    // Pages as the real API server does: `limit` objects, then a `continue` token (here the
-    // name of the next object, after its namespace) that the client sends back. Each page starts
-    // where the last one ended, so a list of many pages costs what one list of everything does.
-    let limit: usize = query(&request, "limit")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(usize::MAX);
-    let start = query(&request, "continue")
-        .and_then(|token| {
-            let (ns, name) = token.split_once('/')?;
-            Some((kind, ns.to_owned(), name.to_owned()))
-        })
-        .unwrap_or((kind, String::new(), String::new()));
-    let mut matching = inner
-        .objects
-        .range(start..)
-        .take_while(|((k, _, _), _)| *k == kind)
-        .filter(|((_, ns, _), _)| namespace.as_ref().is_none_or(|n| n == ns));
-    // Serialized in place, not cloned first: 100,000 objects are served in seconds.
-    let mut items = String::from("[");
-    let mut next = None;
-    for (count, ((_, ns, name), object)) in matching.by_ref().enumerate() {
-        if count == limit {
-            next = Some(format!("{ns}/{name}"));
-            break;
-        }
-        if count > 0 {
-            items.push(',');
-        }
-        items.push_str(&object.to_string());
-    }
-    items.push(']');
-    let mut metadata = json!({"resourceVersion": inner.revision.to_string()});
-    if let Some(next) = next {
-        metadata["continue"] = json!(next);
-    }
-    let body = format!(
-        r#"{{"apiVersion":"{}","kind":"{}List","metadata":{metadata},"items":{items}}}"#,
-        kind.api_version(),
-        kind.name(),
-    );
-    (StatusCode::OK, [("content-type", "application/json")], body).into_response()
+    reads::read(&server, request, kind, namespace, name).await
 }
 
 fn reply(code: StatusCode, body: &Value) -> Response {
@@ -666,47 +417,6 @@ fn reply(code: StatusCode, body: &Value) -> Response {
         body.to_string(),
     )
         .into_response()
-}
-
-fn watch_stream(
-    server: &FakeApiServer,
-    kind: Kind,
-    namespace: Option<String>,
-    from: u64,
-    bookmarks: bool,
-) -> Response {
-    let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-    let mut inner = server.inner.lock().unwrap();
-    if from < inner.compacted {
-        let gone = json!({"type": "ERROR", "object": status(410, "Expired",
-            &format!("too old resource version: {from} ({})", inner.compacted))});
-        let _ = tx.send(Bytes::from(format!("{gone}\n")));
-        drop(tx);
-    } else {
-        for (rv, k, ns, event) in &inner.history {
-            if *rv > from && *k == kind && namespace.as_ref().is_none_or(|n| n == ns) {
-                let _ = tx.send(Bytes::from(format!("{event}\n")));
-            }
-        }
-        if bookmarks {
-            let bookmark = json!({"type": "BOOKMARK", "object": {
-                "apiVersion": kind.api_version(), "kind": kind.name(),
-                "metadata": {"resourceVersion": inner.revision.to_string()}}});
-            let _ = tx.send(Bytes::from(format!("{bookmark}\n")));
-        }
-        inner.watches.push(WatchStream {
-            kind,
-            namespace,
-            tx,
-        });
-    }
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|line| (Ok::<_, Infallible>(line), rx))
-    });
-    Response::builder()
-        .header("content-type", "application/json")
-        .body(Body::from_stream(stream))
-        .unwrap()
 }
 
 /// Polls `check` every 50 ms until it holds or `limit` passes.
