@@ -166,6 +166,20 @@ pub struct InputOptions {
 }
 
 /// The error for input with nothing in it.
+/// The async runtime a command runs on: several threads for `serve`, one for the short-lived
+/// commands that only talk to the API server.
+pub(crate) fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, String> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
 pub(crate) fn nothing_in(files: &[std::path::PathBuf]) -> String {
     let names: Vec<String> = files
         .iter()

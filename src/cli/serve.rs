@@ -253,13 +253,10 @@ fn cert_files(args: &ServeArgs) -> Result<(PathBuf, PathBuf), StartError> {
 
 /// `stsguard serve`: exit code 0 after a clean shutdown, 1 when it cannot start.
 pub(super) fn run(args: ServeArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(true) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("stsguard: cannot start the async runtime: {e}");
+            eprintln!("stsguard: {e}");
             return ExitCode::FAILURE;
         }
     };

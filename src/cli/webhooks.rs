@@ -48,13 +48,10 @@ pub struct RemoveArgs {
 
 pub(super) fn run(args: &WebhooksArgs) -> ExitCode {
     let WebhooksCommand::Remove(args) = &args.command;
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(false) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("stsguard: cannot start the async runtime: {e}");
+            eprintln!("stsguard: {e}");
             return ExitCode::FAILURE;
         }
     };

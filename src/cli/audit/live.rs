@@ -17,10 +17,7 @@ use crate::{
 
 /// Lists both kinds from the cluster (one namespace, or all).
 pub(super) fn load(kubeconfig: Option<&Path>, namespace: Option<&str>) -> Result<Loaded, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let runtime = crate::cli::runtime(false)?;
     runtime.block_on(async {
         let config = match cluster::config(kubeconfig)
             .await
