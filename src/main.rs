@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use stsguard::{cli, telemetry};
 
+/// A review is a few hundred small allocations (the parsed objects, the answer, the log line),
+/// and an audit parses every document into them: glibc's allocator took about a sixth of the
+/// webhook's CPU under load (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     // The webhook logs every review; the one-shot commands speak through their output and exit

@@ -255,14 +255,19 @@ fn respond(endpoint: Endpoint, answer: Answer, started: Instant) -> Response {
         }
     };
     let s = &answer.summary;
-    // In the review's span, which carries uid, kind, namespace, name, operation and verdict.
-    let _span = answer.span.enter();
+    // Not in the review's span: the line carries all of the review's fields itself.
     tracing::info!(
+        uid = s.uid.as_str(),
+        kind = s.kind.as_str(),
+        namespace = s.namespace.as_str(),
+        object = s.name.as_str(),
+        operation = s.operation,
+        verdict = s.decision.as_str(),
         endpoint = endpoint.as_str(),
         sub_resource = s.sub_resource.as_deref().unwrap_or(""),
         dry_run = s.dry_run,
-        rules = %s.rules.join(","),
-        skipped_rules = %s.skipped.join(","),
+        rules = s.rules.join(",").as_str(),
+        skipped_rules = s.skipped.join(",").as_str(),
         latency_us = started.elapsed().as_micros() as u64,
         "review"
     );

@@ -1,13 +1,16 @@
 //! Logging set-up: text or JSON lines on stderr, filtered by `RUST_LOG` (default `info`).
 //!
-//! Lines are formatted where they are logged and written to stderr by a background thread,
-//! which writes all lines waiting at once: one write per burst instead of one per review under
-//! load. The caller keeps the returned guard; dropping it writes out what is left.
+//! Lines are formatted where they are logged and gathered in memory; a background thread writes
+//! them to stderr in batches (`batch`). The caller keeps the returned guard; dropping it writes
+//! out what is left.
 
-use std::io::{BufWriter, IsTerminal};
+mod batch;
+
+pub use batch::Guard;
+
+use std::io::{IsTerminal, Stderr};
 
 use clap::ValueEnum;
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -19,18 +22,10 @@ pub enum LogFormat {
 
 /// Installs the global subscriber, with `RUST_LOG` or else `default` as the filter. Safe to call
 /// once; later calls are ignored.
-#[must_use = "lines still queued are lost when the guard is not kept until exit"]
-pub fn init(format: LogFormat, default: &str) -> WorkerGuard {
+pub fn init(format: LogFormat, default: &str) -> Guard<Stderr> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // Not lossy: when the queue is full, logging waits for the writer rather than dropping
-    // lines (the review log is the audit trail).
-    // The queue's slots are allocated up front: the default 128,000 cost 4 MB of idle memory,
-    // while a few thousand are bursts enough for a writer that drains them in one write.
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(4096)
-        .thread_name("stsguard-log")
-        .finish(BufWriter::new(std::io::stderr()));
+    // Not lossy: the review log is the audit trail.
+    let (writer, guard) = batch::batched(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

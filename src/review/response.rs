@@ -22,8 +22,6 @@ use crate::{
 pub struct Answer {
     pub response: AdmissionResponse,
     pub summary: Summary,
-    /// The review's span, for the log line written when the answer goes out.
-    pub span: tracing::Span,
 }
 
 impl Answer {
@@ -86,7 +84,13 @@ pub(super) fn allowed(uid: &str) -> AdmissionResponse {
 
 /// A review whose object cannot be read as the kind it claims: denied with status 400.
 pub(super) fn invalid(response: &mut AdmissionResponse, summary: &mut Summary, message: String) {
-    tracing::warn!(error = %message, "invalid review");
+    tracing::warn!(
+        kind = summary.kind.as_str(),
+        namespace = summary.namespace.as_str(),
+        object = summary.name.as_str(),
+        error = %message,
+        "invalid review"
+    );
     response.allowed = false;
     response.result = Status::failure(&message, "BadRequest").with_code(400);
     summary.decision = Decision::Invalid;
