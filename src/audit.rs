@@ -295,6 +295,19 @@ spec: {clusterIP: None, selector: {app: web}}
     }
 
     #[test]
+    fn a_file_mode_written_in_octal_reads_as_kubectl_reads_it() {
+        let with_mode = STS.replace(
+            "          volumeMounts: [{name: data, mountPath: /data}]\n",
+            "          volumeMounts: [{name: data, mountPath: /data}, {name: conf, mountPath: /c}]\n      \
+             volumes: [{name: conf, configMap: {name: web, defaultMode: 0644}}]\n",
+        );
+        assert!(with_mode.contains("defaultMode: 0644"));
+        let report = run(&format!("{with_mode}---\n{HEADLESS}"), &Policy::builtin());
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(report.results.len(), 2);
+    }
+
+    #[test]
     fn a_missing_or_cluster_ip_service_is_reported() {
         let alone = run(STS, &Policy::builtin());
         assert_eq!(

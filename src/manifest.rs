@@ -273,6 +273,13 @@ pub fn pieces_read<'a, T: Send>(
     pieces
 }
 
+/// Scalars as the API server's own YAML reader (sigs.k8s.io/yaml, YAML 1.1 scalars) reads them:
+/// `defaultMode: 0644` is the octal 420, as kubectl sends it. By YAML 1.2 rules it would be the
+/// decimal 644 (read as a float, which no integer field takes).
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! { legacy_octal_numbers: true }
+}
+
 fn yaml_pieces<'a, T: Send>(
     file: &str,
     text: &'a str,
@@ -286,7 +293,8 @@ fn yaml_pieces<'a, T: Send>(
     let chunks = split_documents(text);
     let parsed = crate::parallel::map(&chunks, |chunk| {
         let first = first_content_line(chunk.text)?;
-        let parsed = match serde_saphyr::from_str::<Value>(chunk.text) {
+        let parsed = match serde_saphyr::from_str_with_options::<Value>(chunk.text, yaml_options())
+        {
             Ok(Value::Null) => Ok(None),
             Ok(value) => Ok(Some(read(
                 &source(chunk.line + first + 1),
@@ -389,6 +397,16 @@ mod tests {
         let mut loaded = Loaded::default();
         parse_into(&mut loaded, "x.yaml", text, false);
         loaded
+    }
+
+    #[test]
+    fn leading_zero_numbers_are_octal_as_kubectl_reads_them() {
+        let loaded = parse("kind: A\nmode: 0644\nother: 0755\nplain: 644\nzero: 0\n");
+        let value = &loaded.documents[0].value;
+        assert_eq!(value["mode"], 420);
+        assert_eq!(value["other"], 493);
+        assert_eq!(value["plain"], 644);
+        assert_eq!(value["zero"], 0);
     }
 
     #[test]
