@@ -10,6 +10,7 @@ use std::{
 
 use serde_json::Value;
 
+mod fast_yaml;
 mod locate;
 mod render;
 mod walk;
@@ -293,8 +294,11 @@ fn yaml_pieces<'a, T: Send>(
     let chunks = split_documents(text);
     let parsed = crate::parallel::map(&chunks, |chunk| {
         let first = first_content_line(chunk.text)?;
-        let parsed = match serde_saphyr::from_str_with_options::<Value>(chunk.text, yaml_options())
-        {
+        // Most documents take the fast path; the rest, and every error, are serde-saphyr's.
+        let parsed = match fast_yaml::parse(chunk.text).map_or_else(
+            || serde_saphyr::from_str_with_options::<Value>(chunk.text, yaml_options()),
+            Ok,
+        ) {
             Ok(Value::Null) => Ok(None),
             Ok(value) => Ok(Some(read(
                 &source(chunk.line + first + 1),
