@@ -9,7 +9,10 @@ with kube's `AdmissionReview<DynamicObject>`), generates a certificate, and for 
   - time from process start to /readyz answering 200, and resident memory when idle;
   - maximum throughput with oha (HTTP/1.1: 16 connections; HTTP/2: 4 connections x 8 streams)
     for captured reviews from tests/fixtures/admission, and the server's CPU time per review;
-  - latency at a fixed rate (--rate reviews/s, oha -q, corrected for coordinated omission);
+  - latency at a fixed rate (--rate reviews/s, oha -q, measured from when each request is sent),
+    with, beside it, the stalls of the machine itself during that run (a thread that sleeps
+    0.5 ms at a time and records how late it wakes: a stall there is the machine's, not either
+    server's) and stsguard's own time per review from its log line (`latency_us`);
   - peak resident memory after all of it.
 Rounds alternate between the servers and the median is shown. Prints Markdown tables for
 BENCHMARKS.md, with stsguard's throughput and CPU per review as ratios of the floor's (targets:
@@ -28,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -66,7 +70,7 @@ def memory_kib(pid: int) -> tuple[int, int]:
 
 class Server:
     def __init__(self, name: str, argv: list[str], port: int, probe: int, log: Path):
-        self.name, self.port, self.probe = name, port, probe
+        self.name, self.port, self.probe, self.log_path = name, port, probe, log
         self.log = open(log, "w")
         start = time.monotonic()
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.log)
@@ -94,14 +98,55 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class StallProbe:
+    """Sleeps 0.5 ms at a time on a thread of its own and keeps every wake-up more than 2 ms late:
+    time in which this machine ran nothing of ours, whichever process was waiting."""
+
+    def __init__(self) -> None:
+        self.stalls: list[float] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        last = time.perf_counter()
+        while not self.done.is_set():
+            time.sleep(0.0005)
+            now = time.perf_counter()
+            if now - last > 0.002:
+                self.stalls.append(now - last)
+            last = now
+
+    def __enter__(self) -> "StallProbe":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def own_latencies(log: Path, offset: int) -> list[int]:
+    """stsguard's own time per review (`latency_us`) from the review lines logged after `offset`."""
+    time.sleep(0.2)  # the log is written in batches every 20 ms
+    with open(log, "rb") as f:
+        f.seek(offset)
+        lines = [json.loads(line) for line in f.read().splitlines() if line.startswith(b"{")]
+    return sorted(line["latency_us"] for line in lines if line.get("message") == "review")
+
+
 def oha(server: "Server", ca: Path, path: str, body: Path, protocol: list[str], extra: list[str]) -> dict:
     port = server.port
+    offset = server.log_path.stat().st_size
     before = cpu_seconds(server.process.pid)
     argv = ["oha", "--no-tui", "--output-format", "json", "--cacert", str(ca), "-m", "POST",
             "-H", "content-type: application/json", "-D", str(body), *protocol, *extra,
             f"https://localhost:{port}{path}?timeout=5s"]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    with StallProbe() as probe:
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     result = json.loads(out)
+    result["stalls"] = probe.stalls
+    if server.name == "stsguard":
+        result["ownLatencyUs"] = own_latencies(server.log_path, offset)
     codes = result.get("statusCodeDistribution", {})
     if set(codes) != {"200"} or result["summary"]["successRate"] < 1.0:
         sys.exit(f"non-200 answers or errors: {codes} {result.get('errorDistribution')}")
@@ -113,6 +158,10 @@ def oha(server: "Server", ca: Path, path: str, body: Path, protocol: list[str], 
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f}"
+
+
+def percentile(ordered: list[int], q: float) -> int:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def main() -> None:
@@ -187,15 +236,21 @@ def main() -> None:
                   f"{fc:.0f} | {sc:.0f} | {sc / fc:.2f} | "
                   f"{ms(p['p50'])} | {ms(p['p99'])} | {ms(p['p99.9'])} |")
 
-    print(f"\nLatency at a fixed {args.rate} reviews/s (HTTP/1.1, 16 connections; ms):\n")
-    print("| review | server | achieved rps | p50 | p99 | p99.9 |")
-    print("|---|---|---|---|---|---|")
+    print(f"\nLatency at a fixed {args.rate} reviews/s (HTTP/1.1, 16 connections; ms), the machine's "
+          "own stalls during the same run, and stsguard's own time per review (its log):\n")
+    print("| review | server | achieved rps | p50 | p99 | p99.9 | machine stalls > 2 ms (longest) "
+          "| own p50 / p99 |")
+    print("|---|---|---|---|---|---|---|---|")
     for case, _, _ in CASES:
         for name in ["floor", "stsguard"]:
             r = results[name]["runs"][(case, "HTTP/1.1", "rate")]
             p = r["latencyPercentiles"]
+            stalls = r["stalls"]
+            longest = f"{max(stalls) * 1000:.1f}" if stalls else "–"
+            own = r.get("ownLatencyUs")
+            own = f"{percentile(own, 0.5) / 1000:.2f} / {percentile(own, 0.99) / 1000:.2f}" if own else "–"
             print(f"| {case} | {name} | {r['summary']['requestsPerSec']:,.0f} | {ms(p['p50'])} | "
-                  f"{ms(p['p99'])} | {ms(p['p99.9'])} |")
+                  f"{ms(p['p99'])} | {ms(p['p99.9'])} | {len(stalls)} ({longest}) | {own} |")
     shutil.rmtree(work, ignore_errors=True)
 
 

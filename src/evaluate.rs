@@ -86,6 +86,10 @@ pub struct Verdict {
     pub notes: Vec<String>,
     /// Enabled rules that were skipped because no cluster facts were available.
     pub skipped: Vec<&'static str>,
+    /// Rules that panicked, with what they said: a bug, for the caller to log where it knows
+    /// which object (the webhook with the review's uid). The violation or note above says it
+    /// to the user.
+    pub failed: Vec<(&'static str, String)>,
 }
 
 impl Verdict {
@@ -212,7 +216,6 @@ fn run_rules(
                 }
             }
             Err(panic) => {
-                tracing::error!(rule = rule.id, panic, "rule failed");
                 let message = format!("rule failed internally ({panic}); please report this");
                 match policy.failure_action {
                     FailureAction::Deny => {
@@ -222,6 +225,7 @@ fn run_rules(
                         verdict.notes.push(format!("{}: {message}", rule.id));
                     }
                 }
+                verdict.failed.push((rule.id, panic));
             }
         }
     }
@@ -420,10 +424,14 @@ mod tests {
         let deny = evaluate_rules(&PANICKING, &input, &NoLookup, &Policy::builtin(), today());
         assert!(!deny.allowed());
         assert!(deny.violations[0].finding.message.contains("boom"));
+        assert_eq!(deny.failed.len(), 1);
+        assert_eq!(deny.failed[0].0, "sts-panics");
+        assert!(deny.failed[0].1.contains("boom"), "{:?}", deny.failed);
 
         let allow = Policy::from_yaml("failureAction: allow", "t").unwrap();
         let verdict = evaluate_rules(&PANICKING, &input, &NoLookup, &allow, today());
         assert!(verdict.allowed());
         assert!(verdict.notes[0].contains("sts-panics") && verdict.notes[0].contains("boom"));
+        assert_eq!(verdict.failed.len(), 1);
     }
 }

@@ -85,6 +85,18 @@ impl Need<'_> {
 pub struct Confirmed {
     pub service: Option<(Key, Fact<Arc<ServiceFacts>>)>,
     pub naming: Option<(Key, Fact<Vec<Arc<StatefulSetFacts>>>)>,
+    /// A live read that failed, so that the cache's answer stands: for the caller to log with
+    /// what it knows of the review.
+    pub failed: Option<Unconfirmed>,
+}
+
+/// A live read that failed: of which `kind` (`services`, `statefulsets`), for which object, why.
+#[derive(Clone, Debug)]
+pub struct Unconfirmed {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub why: String,
 }
 
 /// A lookup with live confirmations laid over it.
@@ -253,7 +265,7 @@ mod tests {
             base: &facts,
             confirmed: Confirmed {
                 service: Some((("a".into(), "web".into()), Fact::Found(svc.clone()))),
-                naming: None,
+                ..Confirmed::default()
             },
         };
         assert_eq!(overlay.service("a", "web"), Fact::Found(svc));

@@ -69,7 +69,8 @@ pub fn from_json<K: ReadLean>(json: &str) -> serde_json::Result<K> {
     serde_json::from_str::<Lean<K>>(json).map(|lean| lean.0)
 }
 
-struct Lean<K>(K);
+/// `K` read without `managedFields`, as a member of a larger document.
+pub struct Lean<K>(pub K);
 
 impl<'de, K: ReadLean> Deserialize<'de> for Lean<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -4,12 +4,11 @@
 //!
 //! Reading the body is `wire`, shaping the answer is `response`; this file only orchestrates.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, future::Future, sync::Arc};
 
 use jiff::civil::Date;
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
 use kube::core::admission::{AdmissionResponse, Operation as WireOperation};
-use tracing::Instrument;
 
 use crate::{
     admit::Chain,
@@ -102,7 +101,6 @@ pub struct Parsed {
     summary: Summary,
     response: AdmissionResponse,
     request: Typed,
-    span: tracing::Span,
 }
 
 enum Typed {
@@ -243,12 +241,9 @@ impl Reviewer {
             head.name.clone()
         };
         let namespace = head.namespace.clone().unwrap_or_default();
-        // Everything logged while the review is answered (an invalid object, a failed live
-        // lookup) carries its uid, under `span` in JSON, which ties it to the review's own line.
-        // The review line is written outside the span with all its fields: a span's fields are
-        // kept as formatted JSON and read back for every line logged in it, which for the
-        // review line alone cost about a fifth of the webhook's CPU under load (BENCHMARKS.md).
-        let span = tracing::info_span!("review", uid = uid.as_str());
+        // No span per review: creating one cost about 4 % of the webhook's CPU under load
+        // (BENCHMARKS.md). The few lines logged while a review is answered (an invalid object, a
+        // rule that failed, a failed live lookup) carry its uid themselves.
         let mut parsed = Parsed {
             summary: Summary {
                 uid: uid.clone(),
@@ -265,23 +260,25 @@ impl Reviewer {
             },
             response: response::allowed(&uid),
             request: Typed::Done,
-            span,
         };
-        let _entered = parsed.span.clone().entered();
         if head.sub_resource.is_some() || operation == WireOperation::Connect {
             return Ok(parsed);
         }
-        let target = match (gvk.group.as_str(), gvk.kind.as_str()) {
-            ("apps", "StatefulSet") => Target::StatefulSet,
-            ("", "Service") => Target::Service,
-            (group, kind) => {
+        let target = match Target::of(&gvk.group, &gvk.kind) {
+            Some(target) => target,
+            None => {
+                let (group, kind) = (gvk.group.as_str(), gvk.kind.as_str());
                 if operation != WireOperation::Delete {
                     let gk = if group.is_empty() {
                         kind.to_owned()
                     } else {
                         format!("{group}/{kind}")
                     };
-                    tracing::warn!(kind = %gk, "review of a kind stsguard does not check");
+                    tracing::warn!(
+                        uid = parsed.summary.uid.as_str(),
+                        kind = %gk,
+                        "review of a kind stsguard does not check"
+                    );
                     parsed.response.warnings = Some(vec![format!(
                         "stsguard reviews apps/StatefulSet and Service, not {gk}; allowed \
                          unchecked (check the webhook configuration's rules)"
@@ -320,8 +317,29 @@ impl Reviewer {
 
     /// Gathers the cluster facts a parsed review depends on (confirming with the API server
     /// what the cache says is absent), then decides.
-    pub async fn answer(&self, endpoint: Endpoint, parsed: Parsed, today: Date) -> Answer {
-        let span = parsed.span.clone();
+    // Not an `async fn`: one keeps its arguments twice in its state (rust-lang/rust#62958), and
+    // `Parsed` is most of the review's future, which is copied whenever it moves.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn stores its arguments twice"
+    )]
+    pub fn answer(
+        &self,
+        endpoint: Endpoint,
+        parsed: Parsed,
+        today: Date,
+    ) -> impl Future<Output = Answer> + Send + '_ {
+        async move {
+            let confirmed = self.confirm(endpoint, &parsed).await;
+            let facts = WithConfirmed {
+                base: self.lookup.as_ref(),
+                confirmed,
+            };
+            self.decide(endpoint, parsed, &facts, today)
+        }
+    }
+
+    async fn confirm(&self, endpoint: Endpoint, parsed: &Parsed) -> Confirmed {
         // Mutation needs facts only for Service mutators; StatefulSet mutators need none.
         let needs_facts = match (&parsed.request, endpoint) {
             (_, Endpoint::Validate) => true,
@@ -329,19 +347,20 @@ impl Reviewer {
             _ => false,
         };
         let confirmed = match parsed.need() {
-            Some((namespace, need)) if needs_facts => {
-                self.lookup
-                    .confirm(&namespace, need)
-                    .instrument(span.clone())
-                    .await
-            }
+            Some((namespace, need)) if needs_facts => self.lookup.confirm(&namespace, need).await,
             _ => Confirmed::default(),
         };
-        let facts = WithConfirmed {
-            base: self.lookup.as_ref(),
-            confirmed,
-        };
-        span.in_scope(|| self.decide(endpoint, parsed, &facts, today))
+        if let Some(failed) = &confirmed.failed {
+            tracing::warn!(
+                uid = parsed.summary.uid.as_str(),
+                namespace = failed.namespace,
+                name = failed.name,
+                kind = failed.kind,
+                why = failed.why,
+                "could not confirm a cached fact with the API server; using the cache"
+            );
+        }
+        confirmed
     }
 
     /// The decision, from the parsed review and the facts; no I/O.
@@ -356,7 +375,6 @@ impl Reviewer {
             mut summary,
             mut response,
             request,
-            span,
         } = parsed;
         let policy = self.policy.get();
         let chain = Chain {
@@ -389,7 +407,6 @@ impl Reviewer {
                 }
             }
         }
-        drop(span);
         Answer { response, summary }
     }
 }

@@ -17,6 +17,15 @@ pub enum Target {
 }
 
 impl Target {
+    /// The target an API group and kind name, if stsguard judges that kind.
+    pub fn of(group: &str, kind: &str) -> Option<Target> {
+        match (group, kind) {
+            ("apps", "StatefulSet") => Some(Target::StatefulSet),
+            ("", "Service") => Some(Target::Service),
+            _ => None,
+        }
+    }
+
     pub fn kind(self) -> &'static str {
         match self {
             Target::StatefulSet => "StatefulSet",

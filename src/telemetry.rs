@@ -5,13 +5,14 @@
 //! out what is left.
 
 mod batch;
+mod json;
 
 pub use batch::Guard;
 
 use std::io::{IsTerminal, Stderr};
 
 use clap::ValueEnum;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, fmt::format::JsonFields};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -34,13 +35,10 @@ pub fn init(format: LogFormat, default: &str) -> Guard<Stderr> {
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
             .try_init(),
-        // A review's uid, kind, namespace, name, operation and verdict are its span's fields:
-        // under `span` in JSON, in the `review{…}` prefix in text.
+        // The lines of tracing-subscriber's `.json().flatten_event(true)`, written for less.
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .fmt_fields(JsonFields::new())
+            .event_format(json::JsonLines)
             .try_init(),
     };
     // Already installed (only `main` installs it, once): keep the first.

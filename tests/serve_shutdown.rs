@@ -72,11 +72,11 @@ async fn every_review_is_logged_through_shutdown() {
     let mut expected: Vec<String> = (0..REVIEWS).map(|i| format!("burst-{i}")).collect();
     expected.sort_unstable();
     assert_eq!(uids, expected);
-    // The warning carries the review's uid from its span, and names the object itself.
+    // The warning carries the review's uid and names the object itself.
     assert!(
         lines.iter().any(|l| l["message"] == "invalid review"
             && l["level"] == "WARN"
-            && l["span"]["uid"] == "broken"
+            && l["uid"] == "broken"
             && l["object"] == "web"),
         "{log}"
     );

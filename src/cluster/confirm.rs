@@ -7,7 +7,7 @@ use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
 use kube::{Api, Client};
 
 use crate::{
-    lookup::{Confirmed, Fact, ServiceFacts, StatefulSetFacts},
+    lookup::{Confirmed, Fact, ServiceFacts, StatefulSetFacts, Unconfirmed},
     metrics::LiveRead,
 };
 
@@ -35,7 +35,7 @@ impl Cluster {
                 let fact = found.map_or(Fact::Absent, |svc| Fact::Found(Arc::new(svc)));
                 Confirmed {
                     service: Some((key, fact)),
-                    naming: None,
+                    ..Confirmed::default()
                 }
             }
             Ok(Err(e)) => self.unconfirmed(SERVICES, namespace, name, &e.to_string()),
@@ -72,11 +72,11 @@ impl Cluster {
                     tracing::debug!(%namespace, %service, "the cache lagged behind the StatefulSets naming this Service");
                 }
                 Confirmed {
-                    service: None,
                     naming: Some((
                         (namespace.to_owned(), service.to_owned()),
                         Fact::Found(naming),
                     )),
+                    ..Confirmed::default()
                 }
             }
             Ok(Err(e)) => self.unconfirmed(STATEFULSETS, namespace, service, &e),
@@ -95,8 +95,15 @@ impl Cluster {
 
     fn unconfirmed(&self, kind: &'static str, namespace: &str, name: &str, why: &str) -> Confirmed {
         self.live_reads.record(kind, LiveRead::Failed);
-        tracing::warn!(%namespace, %name, kind, why, "could not confirm a cached fact with the API server; using the cache");
-        Confirmed::default()
+        Confirmed {
+            failed: Some(Unconfirmed {
+                kind,
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                why: why.to_owned(),
+            }),
+            ..Confirmed::default()
+        }
     }
 }
 

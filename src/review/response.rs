@@ -85,6 +85,7 @@ pub(super) fn allowed(uid: &str) -> AdmissionResponse {
 /// A review whose object cannot be read as the kind it claims: denied with status 400.
 pub(super) fn invalid(response: &mut AdmissionResponse, summary: &mut Summary, message: String) {
     tracing::warn!(
+        uid = summary.uid.as_str(),
         kind = summary.kind.as_str(),
         namespace = summary.namespace.as_str(),
         object = summary.name.as_str(),
@@ -111,7 +112,11 @@ pub(super) fn patch(response: &mut AdmissionResponse, summary: &mut Summary, mut
         }
         Err(e) => {
             *response = allowed(&summary.uid);
-            tracing::error!(error = %e, "cannot serialize patch; object left unchanged");
+            tracing::error!(
+                uid = summary.uid.as_str(),
+                error = %e,
+                "cannot serialize patch; object left unchanged"
+            );
             summary.decision = Decision::Allowed;
         }
     }
@@ -131,6 +136,9 @@ pub(super) fn judge(
         .map(|v| (v.rule.id, v.action))
         .collect();
     summary.skipped = verdict.skipped.clone();
+    for (rule, panic) in &verdict.failed {
+        tracing::error!(uid = summary.uid.as_str(), rule, panic, "rule failed");
+    }
 
     let mut annotations: HashMap<String, String> = HashMap::new();
     for v in verdict
@@ -405,6 +413,7 @@ mod tests {
             violations,
             notes: vec!["stsguard.io/exempt: \"x\" is not a rule".into()],
             skipped: vec!["sts-governing-service-exists"],
+            ..Verdict::default()
         };
         let warnings = warnings(&verdict);
         assert!(warnings[0].starts_with("[audit] would deny: sts-service-name"));

@@ -1,15 +1,25 @@
 //! Reading the wire format: an `admission.k8s.io/v1` AdmissionReview body, read in one pass
-//! for routing with its objects kept as raw JSON, then the objects read as the type the route
-//! says, without `metadata.managedFields` (see `object_read`).
+//! for routing. The objects are read in that pass as the kind the review names when it comes
+//! first (as the API server writes it), else kept as raw JSON and read once the route says as
+//! what; either way without `metadata.managedFields` (see `object_read`).
 
+use std::{fmt, marker::PhantomData};
+
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
 use kube::core::{
     GroupVersionKind, Resource,
     admission::{AdmissionRequest, AdmissionReview, Operation},
 };
-use serde::Deserialize;
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, IgnoredAny, MapAccess, Visitor},
+};
 use serde_json::value::RawValue;
 
-use crate::object_read::{self, ReadLean};
+use crate::{
+    object_read::{self, Lean, ReadLean},
+    subject::Target,
+};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -30,9 +40,8 @@ pub enum ReviewError {
     MissingField(&'static str),
 }
 
-/// The review as read in one pass: what routing needs, typed, and (in [`Head`]) the objects
-/// left as raw JSON until the route says which type to read them as, or that they need not be
-/// read at all.
+/// The review as read in one pass: what routing needs, typed, and (in [`Head`]) the objects,
+/// read already or left as raw JSON (see [`Object`]).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Envelope<H> {
@@ -60,65 +69,152 @@ pub(super) struct Route {
     pub(super) dry_run: bool,
 }
 
-/// [`Route`] and the objects as raw JSON. Read member by member rather than with
-/// `#[serde(flatten)]`, which would buffer the whole request.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// [`Route`] and the objects. Read member by member rather than with `#[serde(flatten)]`, which
+/// would buffer the whole request.
 struct Head<'a> {
-    uid: Option<String>,
-    kind: Option<GroupVersionKind>,
-    #[serde(default)]
-    sub_resource: Option<String>,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    namespace: Option<String>,
-    operation: Option<Operation>,
-    #[serde(default)]
-    dry_run: bool,
-    #[serde(borrow)]
-    object: Option<&'a RawValue>,
-    #[serde(borrow)]
-    old_object: Option<&'a RawValue>,
+    route: Route,
+    object: Option<Object<'a>>,
+    old_object: Option<Object<'a>>,
 }
 
-impl<'a> Head<'a> {
-    fn split(self) -> (Route, Objects<'a>) {
-        let Head {
-            uid,
-            kind,
-            sub_resource,
-            name,
-            namespace,
-            operation,
-            dry_run,
-            object,
-            old_object,
-        } = self;
-        let route = Route {
-            uid,
-            kind,
-            sub_resource,
-            name,
-            namespace,
-            operation,
-            dry_run,
-        };
-        (route, Objects::Raw { object, old_object })
+/// `request.object` or `request.oldObject` as the routing pass left it.
+pub(super) enum Object<'a> {
+    /// As raw JSON, to be read once the route says as what, or not at all.
+    Raw(&'a RawValue),
+    /// Read already: the API server sends `kind`, `subResource` and `operation` before the
+    /// objects, so for a CREATE or UPDATE of a kind stsguard judges, the routing pass reads them
+    /// as that kind straight away instead of passing over them once to capture them and again
+    /// to read them.
+    StatefulSet(Box<StatefulSet>),
+    Service(Box<Service>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Head<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(HeadVisitor(PhantomData))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum Field {
+    Uid,
+    Kind,
+    SubResource,
+    Name,
+    Namespace,
+    Operation,
+    DryRun,
+    Object,
+    OldObject,
+    #[serde(other)]
+    Other,
+}
+
+struct HeadVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for HeadVisitor<'a> {
+    type Value = Head<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an AdmissionRequest")
+    }
+
+    // A member given twice is an error, as with `#[derive(Deserialize)]`; the caller then reads
+    // the body again without the objects.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head<'a>, A::Error> {
+        fn once<T, E: de::Error>(
+            slot: &mut Option<T>,
+            name: &'static str,
+            value: T,
+        ) -> Result<(), E> {
+            match slot.replace(value) {
+                Some(_) => Err(E::duplicate_field(name)),
+                None => Ok(()),
+            }
+        }
+        let (mut uid, mut kind, mut sub_resource, mut name, mut namespace) =
+            (None, None, None, None, None);
+        let (mut operation, mut dry_run, mut object, mut old_object) = (None, None, None, None);
+        while let Some(field) = map.next_key()? {
+            match field {
+                Field::Uid => once(&mut uid, "uid", map.next_value::<Option<String>>()?)?,
+                Field::Kind => once(
+                    &mut kind,
+                    "kind",
+                    map.next_value::<Option<GroupVersionKind>>()?,
+                )?,
+                Field::SubResource => once(
+                    &mut sub_resource,
+                    "subResource",
+                    map.next_value::<Option<String>>()?,
+                )?,
+                Field::Name => once(&mut name, "name", map.next_value::<String>()?)?,
+                Field::Namespace => once(
+                    &mut namespace,
+                    "namespace",
+                    map.next_value::<Option<String>>()?,
+                )?,
+                Field::Operation => once(
+                    &mut operation,
+                    "operation",
+                    map.next_value::<Option<Operation>>()?,
+                )?,
+                Field::DryRun => once(&mut dry_run, "dryRun", map.next_value::<bool>()?)?,
+                Field::Object | Field::OldObject => {
+                    let eager = match (&kind, &sub_resource, &operation) {
+                        (
+                            Some(Some(gvk)),
+                            None,
+                            Some(Some(Operation::Create | Operation::Update)),
+                        ) => Target::of(&gvk.group, &gvk.kind),
+                        _ => None,
+                    };
+                    let value = match eager {
+                        Some(Target::StatefulSet) => map
+                            .next_value::<Option<Lean<StatefulSet>>>()?
+                            .map(|lean| Object::StatefulSet(Box::new(lean.0))),
+                        Some(Target::Service) => map
+                            .next_value::<Option<Lean<Service>>>()?
+                            .map(|lean| Object::Service(Box::new(lean.0))),
+                        None => map.next_value::<Option<&RawValue>>()?.map(Object::Raw),
+                    };
+                    match field {
+                        Field::Object => once(&mut object, "object", value)?,
+                        _ => once(&mut old_object, "oldObject", value)?,
+                    }
+                }
+                Field::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Head {
+            route: Route {
+                uid: uid.flatten(),
+                kind: kind.flatten(),
+                sub_resource: sub_resource.flatten(),
+                name: name.unwrap_or_default(),
+                namespace: namespace.flatten(),
+                operation: operation.flatten(),
+                dry_run: dry_run.unwrap_or_default(),
+            },
+            object: object.flatten(),
+            old_object: old_object.flatten(),
+        })
     }
 }
 
 /// Where the reviewed objects are read from.
-#[derive(Clone, Copy)]
 pub(super) enum Objects<'a> {
-    /// Captured as raw JSON in the routing pass.
-    Raw {
-        object: Option<&'a RawValue>,
-        old_object: Option<&'a RawValue>,
+    /// Captured in the routing pass.
+    Routed {
+        object: Option<Object<'a>>,
+        old_object: Option<Object<'a>>,
     },
     /// The routing pass could not capture them (a duplicated `object`, invalid UTF-8 inside
-    /// one): the whole body is read again with the objects' own types, whose error says what is
-    /// wrong and where.
+    /// one, an object that is not the kind it claims): the whole body is read again with the
+    /// objects' own types, whose error says what is wrong and where.
     Body(&'a [u8]),
 }
 
@@ -130,21 +226,32 @@ pub(super) struct Request<K> {
     pub(super) old_object: Option<K>,
 }
 
-/// Reads what routing needs, capturing the objects as raw JSON in the same pass. A body that
-/// pass refuses is read again without them: a whole-review problem is named as before, and
-/// one inside the objects is left for [`read`] to name against the objects' own types.
+/// Reads what routing needs, with the objects in the same pass. A body that pass refuses (an
+/// object among them) is read again without them: a whole-review problem is named as before,
+/// and one inside the objects is left for [`read`] to name against the objects' own types.
 pub(super) fn read_envelope(body: &[u8]) -> Result<(Envelope<Route>, Objects<'_>), ReviewError> {
+    // One UTF-8 check of the whole body rather than one of every string read from it, as
+    // serde_json's byte reader makes; a body that is not UTF-8 throughout is read as bytes, as
+    // before, and its error says where.
+    let head = match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str::<Envelope<Head>>(text),
+        Err(_) => serde_json::from_slice::<Envelope<Head>>(body),
+    };
     let Ok(Envelope {
         api_version,
         kind,
         request,
-    }) = serde_json::from_slice::<Envelope<Head>>(body)
+    }) = head
     else {
         let envelope = serde_json::from_slice(body).map_err(ReviewError::Malformed)?;
         return Ok((envelope, Objects::Body(body)));
     };
-    let (request, objects) = match request.map(Head::split) {
-        Some((route, objects)) => (Some(route), objects),
+    let (request, objects) = match request {
+        Some(Head {
+            route,
+            object,
+            old_object,
+        }) => (Some(route), Objects::Routed { object, old_object }),
         None => (None, Objects::Body(body)),
     };
     let envelope = Envelope {
@@ -165,14 +272,11 @@ pub(super) fn read<K>(
     operation: &Operation,
 ) -> Result<Request<K>, String>
 where
-    K: ReadLean + Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+    K: Routed + Resource<DynamicType = ()> + serde::de::DeserializeOwned,
 {
     let (object, old_object) = match objects {
-        Objects::Raw { object, old_object } => {
-            let read = |raw: Option<&RawValue>| {
-                raw.map(|raw| object_read::from_json::<K>(raw.get()))
-                    .transpose()
-            };
+        Objects::Routed { object, old_object } => {
+            let read = |object: Option<Object>| object.map(K::from_routed).transpose();
             match read(object).and_then(|object| Ok((object, read(old_object)?))) {
                 Ok(objects) => objects,
                 Err(lean) => return Err(read_error::<K>(body, lean)),
@@ -189,6 +293,34 @@ where
         object,
         old_object,
     })
+}
+
+/// A kind the routing pass may have read already.
+pub(super) trait Routed: ReadLean {
+    /// The object as `Self`: read from its raw JSON, or taken as the routing pass read it.
+    fn from_routed(object: Object) -> serde_json::Result<Self>;
+}
+
+impl Routed for StatefulSet {
+    fn from_routed(object: Object) -> serde_json::Result<Self> {
+        match object {
+            Object::StatefulSet(sts) => Ok(*sts),
+            Object::Raw(raw) => object_read::from_json(raw.get()),
+            Object::Service(_) => Err(de::Error::custom("expected a StatefulSet, read a Service")),
+        }
+    }
+}
+
+impl Routed for Service {
+    fn from_routed(object: Object) -> serde_json::Result<Self> {
+        match object {
+            Object::Service(svc) => Ok(*svc),
+            Object::Raw(raw) => object_read::from_json(raw.get()),
+            Object::StatefulSet(_) => {
+                Err(de::Error::custom("expected a Service, read a StatefulSet"))
+            }
+        }
+    }
 }
 
 /// The whole review read with `K`'s own types.
@@ -221,4 +353,131 @@ fn describe<K: Resource<DynamicType = ()>>(error: &serde_json::Error) -> String 
         K::api_version(&()),
         K::kind(&())
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::path::Path;
+
+    fn fixtures() -> Vec<(String, Value)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
+        let mut out: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .map(|p| {
+                let value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                (p.file_name().unwrap().to_string_lossy().into_owned(), value)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The review with `object` and `oldObject` moved ahead of every other member of the
+    /// request, so that the routing pass meets them before it knows the kind.
+    fn objects_first(review: &Value) -> Value {
+        let mut review = review.clone();
+        let request = review["request"].as_object_mut().unwrap();
+        let mut reordered = serde_json::Map::new();
+        for key in ["object", "oldObject"] {
+            if let Some(value) = request.shift_remove(key) {
+                reordered.insert(key.to_owned(), value);
+            }
+        }
+        reordered.append(request);
+        review["request"] = Value::Object(reordered);
+        review
+    }
+
+    enum Read {
+        StatefulSet(Box<Request<StatefulSet>>),
+        Service(Box<Request<Service>>),
+        Unread,
+    }
+
+    /// What the review path reads from a body, and whether its object was read in the routing
+    /// pass.
+    fn read_body(body: &[u8]) -> (Result<Read, String>, bool) {
+        let (envelope, objects) = read_envelope(body).unwrap();
+        let route = envelope.request.unwrap();
+        let eager = matches!(
+            &objects,
+            Objects::Routed {
+                object: Some(Object::StatefulSet(_) | Object::Service(_)),
+                ..
+            }
+        );
+        let gvk = route.kind.unwrap();
+        let operation = route.operation.unwrap();
+        let read = match Target::of(&gvk.group, &gvk.kind) {
+            _ if route.sub_resource.is_some() => Ok(Read::Unread),
+            Some(Target::StatefulSet) => read(body, objects, &route.namespace, &operation)
+                .map(|r| Read::StatefulSet(Box::new(r))),
+            Some(Target::Service) => read(body, objects, &route.namespace, &operation)
+                .map(|r| Read::Service(Box::new(r))),
+            None => Ok(Read::Unread),
+        };
+        (read, eager)
+    }
+
+    fn same(a: &Read, b: &Read) -> bool {
+        fn eq<K: PartialEq>(a: &Request<K>, b: &Request<K>) -> bool {
+            a.object == b.object && a.old_object == b.old_object && a.namespace == b.namespace
+        }
+        match (a, b) {
+            (Read::StatefulSet(a), Read::StatefulSet(b)) => eq(a, b),
+            (Read::Service(a), Read::Service(b)) => eq(a, b),
+            (Read::Unread, Read::Unread) => true,
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn objects_read_in_the_routing_pass_are_the_objects_read_afterwards() {
+        let mut eager = 0;
+        for (name, review) in fixtures() {
+            let (captured, read_early) = read_body(&serde_json::to_vec(&review).unwrap());
+            let (late, read_late) =
+                read_body(&serde_json::to_vec(&objects_first(&review)).unwrap());
+            assert!(!read_late, "{name}: the object came before the kind");
+            let (captured, late) = (captured.unwrap(), late.unwrap());
+            assert!(same(&captured, &late), "{name}: read differently");
+            let request = &review["request"];
+            let judged = request.get("subResource").is_none()
+                && matches!(request["operation"].as_str(), Some("CREATE" | "UPDATE"))
+                && matches!(
+                    request["kind"]["kind"].as_str(),
+                    Some("StatefulSet" | "Service")
+                );
+            assert_eq!(read_early, judged, "{name}: read in the routing pass");
+            eager += usize::from(read_early);
+        }
+        assert!(
+            eager >= 10,
+            "only {eager} captured reviews were read in one pass"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_object_is_named_the_same_whichever_member_comes_first() {
+        let (_, mut review) = fixtures()
+            .into_iter()
+            .find(|(name, _)| name == "validate-StatefulSet-CREATE-cap-web-1.json")
+            .unwrap();
+        review["request"]["object"]["spec"]["replicas"] = "three".into();
+        for body in [review.clone(), objects_first(&review)] {
+            let (read, _) = read_body(&serde_json::to_vec(&body).unwrap());
+            let message = read.err().expect("an error");
+            assert!(
+                message.starts_with(
+                    "cannot read the review as a apps/v1 StatefulSet: invalid type: string \
+                     \"three\", expected i32 at line 1 column"
+                ),
+                "{message}"
+            );
+        }
+    }
 }
