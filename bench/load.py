@@ -9,10 +9,12 @@ with kube's `AdmissionReview<DynamicObject>`), generates a certificate, and for 
   - time from process start to /readyz answering 200, and resident memory when idle;
   - maximum throughput with oha (HTTP/1.1: 16 connections; HTTP/2: 4 connections x 8 streams)
     for captured reviews from tests/fixtures/admission, and the server's CPU time per review;
-  - latency at a fixed rate (--rate reviews/s, oha -q, measured from when each request is sent),
-    with, beside it, the stalls of the machine itself during that run (a thread that sleeps
-    0.5 ms at a time and records how late it wakes: a stall there is the machine's, not either
-    server's) and stsguard's own time per review from its log line (`latency_us`);
+  - latency at a fixed rate (--rate reviews/s over 16 connections, measured from when each
+    request is sent) with examples/latency.rs, a one-thread client that costs far less CPU than
+    oha (which spent about three times the server's CPU per request on the same two cores, and
+    whose own delays were most of the tail it measured); beside it, the stalls of the machine
+    during that run (a thread that sleeps 0.5 ms at a time and records how late it wakes) and
+    stsguard's own time per review from its log line (`latency_us`);
   - peak resident memory after all of it.
 Rounds alternate between the servers and the median is shown. Prints Markdown tables for
 BENCHMARKS.md, with stsguard's throughput and CPU per review as ratios of the floor's (targets:
@@ -37,6 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "admission"
+LATENCY = ROOT / "target" / "release" / "examples" / "latency"
 CASES = [
     ("StatefulSet CREATE, validate", "/validate", "validate-StatefulSet-CREATE-cap-web-1.json"),
     ("StatefulSet CREATE, mutate (patch)", "/mutate", "mutate-StatefulSet-CREATE-cap-db-1.json"),
@@ -136,23 +139,31 @@ def own_latencies(log: Path, offset: int) -> list[int]:
 
 def oha(server: "Server", ca: Path, path: str, body: Path, protocol: list[str], extra: list[str]) -> dict:
     port = server.port
-    offset = server.log_path.stat().st_size
     before = cpu_seconds(server.process.pid)
     argv = ["oha", "--no-tui", "--output-format", "json", "--cacert", str(ca), "-m", "POST",
             "-H", "content-type: application/json", "-D", str(body), *protocol, *extra,
             f"https://localhost:{port}{path}?timeout=5s"]
-    with StallProbe() as probe:
-        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     result = json.loads(out)
-    result["stalls"] = probe.stalls
-    if server.name == "stsguard":
-        result["ownLatencyUs"] = own_latencies(server.log_path, offset)
     codes = result.get("statusCodeDistribution", {})
     if set(codes) != {"200"} or result["summary"]["successRate"] < 1.0:
         sys.exit(f"non-200 answers or errors: {codes} {result.get('errorDistribution')}")
     # The server's own CPU per answered review: unlike throughput, it does not depend on how
     # much of the two cores the load generator takes.
     result["cpuMicrosPerReview"] = (cpu_seconds(server.process.pid) - before) * 1e6 / sum(codes.values())
+    return result
+
+
+def fixed_rate(server: "Server", ca: Path, path: str, body: Path, rate: int, seconds: int) -> dict:
+    offset = server.log_path.stat().st_size
+    argv = [str(LATENCY), f"https://localhost:{server.port}{path}?timeout=5s", str(body), str(ca),
+            str(rate), str(seconds), "16"]
+    with StallProbe() as probe:
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    result = json.loads(out)
+    result["stalls"] = probe.stalls
+    if server.name == "stsguard":
+        result["ownLatencyUs"] = own_latencies(server.log_path, offset)
     return result
 
 
@@ -171,12 +182,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs per server and case")
     parser.add_argument("--no-build", action="store_true",
                         help="use target/release as it is (built with: cargo build --release "
-                             "--bin stsguard --example floor)")
+                             "--bin stsguard --example floor --example latency)")
     args = parser.parse_args()
     if not shutil.which("oha"):
         sys.exit("oha not found: cargo install oha")
     if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "stsguard", "--example", "floor"],
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "stsguard", "--example", "floor",
+                        "--example", "latency"],
                        cwd=ROOT, check=True)
     binary = ROOT / "target" / "release" / "stsguard"
     floor = ROOT / "target" / "release" / "examples" / "floor"
@@ -203,16 +215,21 @@ def main() -> None:
     # (this is a shared 2-core VM) falls on both alike.
     results: dict[str, dict] = {name: {"runs": {}} for name in servers}
     for case, path, fixture in CASES:
-        plans = [(protocol, flags, ["-z", f"{args.duration}s"], "max") for protocol, flags in PROTOCOLS]
-        plans.append(("HTTP/1.1", ["-c", "16"], ["-z", f"{args.duration}s", "-q", str(args.rate)], "rate"))
-        for protocol, flags, extra, kind in plans:
+        for protocol, flags in PROTOCOLS:
             samples: dict[str, list[dict]] = {name: [] for name in servers}
             for _ in range(args.repeat):
                 for name, server in servers.items():
-                    samples[name].append(oha(server, certs / "ca.crt", path, FIXTURES / fixture, flags, extra))
+                    samples[name].append(oha(server, certs / "ca.crt", path, FIXTURES / fixture, flags,
+                                             ["-z", f"{args.duration}s"]))
             for name, runs in samples.items():
                 runs.sort(key=lambda r: r["summary"]["requestsPerSec"])
-                results[name]["runs"][(case, protocol, kind)] = runs[len(runs) // 2]
+                results[name]["runs"][(case, protocol, "max")] = runs[len(runs) // 2]
+        # Each fixed-rate run is shown, not a median: the tail is what differs between them.
+        for _ in range(args.repeat):
+            for name, server in servers.items():
+                results[name]["runs"].setdefault((case, "rate"), []).append(
+                    fixed_rate(server, certs / "ca.crt", path, FIXTURES / fixture, args.rate,
+                               args.duration))
     for name, server in servers.items():
         results[name].update(ready_ms=server.ready_ms, idle_rss=server.idle_rss, peak=server.stop())
 
@@ -236,21 +253,22 @@ def main() -> None:
                   f"{fc:.0f} | {sc:.0f} | {sc / fc:.2f} | "
                   f"{ms(p['p50'])} | {ms(p['p99'])} | {ms(p['p99.9'])} |")
 
-    print(f"\nLatency at a fixed {args.rate} reviews/s (HTTP/1.1, 16 connections; ms), the machine's "
-          "own stalls during the same run, and stsguard's own time per review (its log):\n")
-    print("| review | server | achieved rps | p50 | p99 | p99.9 | machine stalls > 2 ms (longest) "
-          "| own p50 / p99 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\nLatency at a fixed {args.rate} reviews/s (HTTP/1.1, 16 connections, examples/latency.rs; "
+          "ms), every run in the order run, the machine's own stalls during each, and stsguard's own "
+          "time per review (its log):\n")
+    print("| review | server | run | achieved rps | p50 | p99 | p99.9 | max | machine stalls > 2 ms "
+          "(longest) | own p50 / p99 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for case, _, _ in CASES:
         for name in ["floor", "stsguard"]:
-            r = results[name]["runs"][(case, "HTTP/1.1", "rate")]
-            p = r["latencyPercentiles"]
-            stalls = r["stalls"]
-            longest = f"{max(stalls) * 1000:.1f}" if stalls else "–"
-            own = r.get("ownLatencyUs")
-            own = f"{percentile(own, 0.5) / 1000:.2f} / {percentile(own, 0.99) / 1000:.2f}" if own else "–"
-            print(f"| {case} | {name} | {r['summary']['requestsPerSec']:,.0f} | {ms(p['p50'])} | "
-                  f"{ms(p['p99'])} | {ms(p['p99.9'])} | {len(stalls)} ({longest}) | {own} |")
+            for i, r in enumerate(results[name]["runs"][(case, "rate")], 1):
+                stalls = r["stalls"]
+                longest = f"{max(stalls) * 1000:.1f}" if stalls else "–"
+                own = r.get("ownLatencyUs")
+                own = (f"{percentile(own, 0.5) / 1000:.2f} / {percentile(own, 0.99) / 1000:.2f}"
+                       if own else "–")
+                print(f"| {case} | {name} | {i} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+                      f"{r['p99.9']:.2f} | {r['max']:.2f} | {len(stalls)} ({longest}) | {own} |")
     shutil.rmtree(work, ignore_errors=True)
 
 
