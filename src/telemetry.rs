@@ -5,6 +5,8 @@
 //! out what is left.
 
 mod batch;
+#[cfg(test)]
+pub(crate) mod capture;
 mod json;
 
 pub use batch::Guard;

@@ -177,31 +177,9 @@ impl fmt::Write for Escaped<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::{
-        io,
-        sync::{Arc, Mutex},
-    };
-    use tracing_subscriber::fmt::{MakeWriter, format::JsonFields};
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl MakeWriter<'_> for Capture {
-        type Writer = Capture;
-        fn make_writer(&self) -> Capture {
-            self.clone()
-        }
-    }
+    use crate::telemetry::capture::Capture;
+    use std::io;
+    use tracing_subscriber::fmt::format::JsonFields;
 
     fn events() {
         let error = io::Error::other("disk \"full\"\n");
@@ -236,7 +214,7 @@ mod tests {
     /// The lines a subscriber writes for [`events`], each timestamp replaced by `T`.
     fn lines(subscriber: impl Subscriber + Send + Sync, out: &Capture) -> Vec<String> {
         tracing::subscriber::with_default(subscriber, events);
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let text = out.text();
         text.lines()
             .map(|line| {
                 let value: serde_json::Value =
