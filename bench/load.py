@@ -19,6 +19,8 @@ with kube's `AdmissionReview<DynamicObject>`), generates a certificate, and for 
 Rounds alternate between the servers and the median is shown. Prints Markdown tables for
 BENCHMARKS.md, with stsguard's throughput and CPU per review as ratios of the floor's (targets:
 throughput at least 1.1x, CPU at most 0.9x; p99 under 2 ms at 2,000 reviews/s). Needs oha (cargo install oha) on PATH.
+--pin runs the fixed-rate client on one core and the server on the other; --rate-only skips the
+throughput runs.
 stsguard runs as in production: no cluster, default policy, one info log line per review (to a
 file, as a container runtime would collect it).
 """
@@ -154,12 +156,33 @@ def oha(server: "Server", ca: Path, path: str, body: Path, protocol: list[str], 
     return result
 
 
-def fixed_rate(server: "Server", ca: Path, path: str, body: Path, rate: int, seconds: int) -> dict:
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of the process onto `cpus` (threads it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except ProcessLookupError:
+            pass
+
+
+def fixed_rate(server: "Server", ca: Path, path: str, body: Path, rate: int, seconds: int,
+               pinned: bool) -> dict:
     offset = server.log_path.stat().st_size
     argv = [str(LATENCY), f"https://localhost:{server.port}{path}?timeout=5s", str(body), str(ca),
             str(rate), str(seconds), "16"]
-    with StallProbe() as probe:
-        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    cpus = os.sched_getaffinity(0)
+    # Pinned: the server on the first core, the client on the other, as an API server calling a
+    # webhook runs on other CPUs than the webhook's; the probe stays free.
+    if pinned:
+        pin(server.process.pid, {min(cpus)})
+    try:
+        with StallProbe() as probe:
+            out = subprocess.run(argv, capture_output=True, text=True, check=True,
+                                 preexec_fn=(lambda: os.sched_setaffinity(0, {max(cpus)}))
+                                 if pinned else None).stdout
+    finally:
+        if pinned:
+            pin(server.process.pid, cpus)
     result = json.loads(out)
     result["stalls"] = probe.stalls
     if server.name == "stsguard":
@@ -180,6 +203,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
     parser.add_argument("--rate", type=int, default=2000, help="reviews/s for the latency run")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs per server and case")
+    parser.add_argument("--rate-only", action="store_true", help="only the fixed-rate runs")
+    parser.add_argument("--pin", action="store_true",
+                        help="fixed-rate runs with the server on one core and the client on another")
     parser.add_argument("--no-build", action="store_true",
                         help="use target/release as it is (built with: cargo build --release "
                              "--bin stsguard --example floor --example latency)")
@@ -215,7 +241,7 @@ def main() -> None:
     # (this is a shared 2-core VM) falls on both alike.
     results: dict[str, dict] = {name: {"runs": {}} for name in servers}
     for case, path, fixture in CASES:
-        for protocol, flags in PROTOCOLS:
+        for protocol, flags in [] if args.rate_only else PROTOCOLS:
             samples: dict[str, list[dict]] = {name: [] for name in servers}
             for _ in range(args.repeat):
                 for name, server in servers.items():
@@ -229,7 +255,7 @@ def main() -> None:
             for name, server in servers.items():
                 results[name]["runs"].setdefault((case, "rate"), []).append(
                     fixed_rate(server, certs / "ca.crt", path, FIXTURES / fixture, args.rate,
-                               args.duration))
+                               args.duration, args.pin))
     for name, server in servers.items():
         results[name].update(ready_ms=server.ready_ms, idle_rss=server.idle_rss, peak=server.stop())
 
@@ -238,22 +264,23 @@ def main() -> None:
     for name, r in results.items():
         print(f"| {name} | {r['ready_ms']:.0f} ms | {r['idle_rss'] / 1024:.1f} MB | {r['peak'] / 1024:.1f} MB |")
 
-    print("\nMaximum throughput (reviews/s) and latency under that load (ms):\n")
-    print("| review | protocol | floor rps | stsguard rps | ratio (≥ 1.1) | CPU µs/review floor "
-          "| stsguard | ratio (≤ 0.9) | stsguard p50 | p99 | p99.9 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for case, _, _ in CASES:
-        for protocol, _ in PROTOCOLS:
-            f = results["floor"]["runs"][(case, protocol, "max")]
-            s = results["stsguard"]["runs"][(case, protocol, "max")]
-            fr, sr = f["summary"]["requestsPerSec"], s["summary"]["requestsPerSec"]
-            p = s["latencyPercentiles"]
-            fc, sc = f["cpuMicrosPerReview"], s["cpuMicrosPerReview"]
-            print(f"| {case} | {protocol} | {fr:,.0f} | {sr:,.0f} | {sr / fr:.2f} | "
-                  f"{fc:.0f} | {sc:.0f} | {sc / fc:.2f} | "
-                  f"{ms(p['p50'])} | {ms(p['p99'])} | {ms(p['p99.9'])} |")
-
-    print(f"\nLatency at a fixed {args.rate} reviews/s (HTTP/1.1, 16 connections, examples/latency.rs; "
+    if not args.rate_only:
+        print("\nMaximum throughput (reviews/s) and latency under that load (ms):\n")
+        print("| review | protocol | floor rps | stsguard rps | ratio (≥ 1.1) | CPU µs/review floor "
+              "| stsguard | ratio (≤ 0.9) | stsguard p50 | p99 | p99.9 |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for case, _, _ in CASES:
+            for protocol, _ in PROTOCOLS:
+                f = results["floor"]["runs"][(case, protocol, "max")]
+                s = results["stsguard"]["runs"][(case, protocol, "max")]
+                fr, sr = f["summary"]["requestsPerSec"], s["summary"]["requestsPerSec"]
+                p = s["latencyPercentiles"]
+                fc, sc = f["cpuMicrosPerReview"], s["cpuMicrosPerReview"]
+                print(f"| {case} | {protocol} | {fr:,.0f} | {sr:,.0f} | {sr / fr:.2f} | "
+                      f"{fc:.0f} | {sc:.0f} | {sc / fc:.2f} | "
+                      f"{ms(p['p50'])} | {ms(p['p99'])} | {ms(p['p99.9'])} |")
+    where = ", the server pinned to one core and the client to the other" if args.pin else ""
+    print(f"\nLatency at a fixed {args.rate} reviews/s (HTTP/1.1, 16 connections, examples/latency.rs{where}; "
           "ms), every run in the order run, the machine's own stalls during each, and stsguard's own "
           "time per review (its log):\n")
     print("| review | server | run | achieved rps | p50 | p99 | p99.9 | max | machine stalls > 2 ms "
