@@ -225,7 +225,7 @@ def main() -> None:
     tls = [str(certs / "tls.crt"), str(certs / "tls.key")]
 
     print(f"# {os.cpu_count()} cores, {args.duration} s per run, {args.repeat} interleaved runs per "
-          f"server and case (median shown); oha on the same machine\n")
+          f"server and case (throughput: the median run); the clients on the same machine\n")
     servers: dict[str, Server] = {}
     for name in ["floor", "stsguard"]:
         port, probe = free_port(), free_port()
