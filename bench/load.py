@@ -12,9 +12,12 @@ with kube's `AdmissionReview<DynamicObject>`), generates a certificate, and for 
   - latency at a fixed rate (--rate reviews/s over 16 connections, measured from when each
     request is sent) with examples/latency.rs, a one-thread client that costs far less CPU than
     oha (which spent about three times the server's CPU per request on the same two cores, and
-    whose own delays were most of the tail it measured); beside it, the stalls of the machine
-    during that run (a thread that sleeps 0.5 ms at a time and records how late it wakes) and
-    stsguard's own time per review from its log line (`latency_us`);
+    whose own delays were most of the tail it measured); beside it, how fast the machine itself
+    ran (the client's probe threads, one per CPU at real-time priority, time a fixed 25 us of
+    work every 1 ms; a VM's CPUs can run several times slower for tens of ms at a time, and
+    every request in such a window is late whatever the server does), the latency of the
+    requests no slow window touched, and stsguard's own time per review from its log line
+    (`latency_us`);
   - peak resident memory after all of it.
 Rounds alternate between the servers and the median is shown. Prints Markdown tables for
 BENCHMARKS.md, with stsguard's throughput and CPU per review as ratios of the floor's (targets:
@@ -35,7 +38,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -103,33 +105,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class StallProbe:
-    """Sleeps 0.5 ms at a time on a thread of its own and keeps every wake-up more than 2 ms late:
-    time in which this machine ran nothing of ours, whichever process was waiting."""
-
-    def __init__(self) -> None:
-        self.stalls: list[float] = []
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self) -> None:
-        last = time.perf_counter()
-        while not self.done.is_set():
-            time.sleep(0.0005)
-            now = time.perf_counter()
-            if now - last > 0.002:
-                self.stalls.append(now - last)
-            last = now
-
-    def __enter__(self) -> "StallProbe":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.done.set()
-        self.thread.join()
-
-
 def own_latencies(log: Path, offset: int) -> list[int]:
     """stsguard's own time per review (`latency_us`) from the review lines logged after `offset`."""
     time.sleep(0.2)  # the log is written in batches every 20 ms
@@ -172,19 +147,18 @@ def fixed_rate(server: "Server", ca: Path, path: str, body: Path, rate: int, sec
             str(rate), str(seconds), "16"]
     cpus = os.sched_getaffinity(0)
     # Pinned: the server on the first core, the client on the other, as an API server calling a
-    # webhook runs on other CPUs than the webhook's; the probe stays free.
+    # webhook runs on other CPUs than the webhook's (the client's probe threads pin themselves
+    # to every CPU).
     if pinned:
         pin(server.process.pid, {min(cpus)})
     try:
-        with StallProbe() as probe:
-            out = subprocess.run(argv, capture_output=True, text=True, check=True,
-                                 preexec_fn=(lambda: os.sched_setaffinity(0, {max(cpus)}))
-                                 if pinned else None).stdout
+        out = subprocess.run(argv, capture_output=True, text=True, check=True,
+                             preexec_fn=(lambda: os.sched_setaffinity(0, {max(cpus)}))
+                             if pinned else None).stdout
     finally:
         if pinned:
             pin(server.process.pid, cpus)
     result = json.loads(out)
-    result["stalls"] = probe.stalls
     if server.name == "stsguard":
         result["ownLatencyUs"] = own_latencies(server.log_path, offset)
     return result
@@ -192,6 +166,10 @@ def fixed_rate(server: "Server", ca: Path, path: str, body: Path, rate: int, sec
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f}"
+
+
+def optional_ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def percentile(ordered: list[int], q: float) -> int:
@@ -237,6 +215,16 @@ def main() -> None:
                     "--log-format", "json"]
         servers[name] = Server(name, argv, port, probe, work / f"{name}.log")
 
+    # How the machine runs with nothing of ours under load: the baseline for the slow windows the
+    # fixed-rate runs report.
+    alone = json.loads(subprocess.run([str(LATENCY), "--machine", str(args.duration)], check=True,
+                                      capture_output=True, text=True).stdout)["machine"]
+    print(f"The machine alone, both servers idle, {args.duration} s: its CPUs ran the probe's work more than "
+          f"3x slower {alone['slowCpuPercent']:.1f} % of the time; counting the probe's late wake-ups as "
+          f"well (mostly an idle CPU's), slow {alone['slowPercent']:.1f} % of the time in "
+          f"{alone['slowWindows']} windows (probe: {alone['workUs']:.0f} us of work, {alone['probe']} "
+          f"priority)\n")
+
     # Runs alternate between the two servers, so that drift in what the machine gives us
     # (this is a shared 2-core VM) falls on both alike.
     results: dict[str, dict] = {name: {"runs": {}} for name in servers}
@@ -281,21 +269,29 @@ def main() -> None:
                       f"{ms(p['p50'])} | {ms(p['p99'])} | {ms(p['p99.9'])} |")
     where = ", the server pinned to one core and the client to the other" if args.pin else ""
     print(f"\nLatency at a fixed {args.rate} reviews/s (HTTP/1.1, 16 connections, examples/latency.rs{where}; "
-          "ms), every run in the order run, the machine's own stalls during each, and stsguard's own "
-          "time per review (its log):\n")
-    print("| review | server | run | achieved rps | p50 | p99 | p99.9 | max | machine stalls > 2 ms "
-          "(longest) | own p50 / p99 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "ms), every run in the order run: all requests; the share of the run in which the machine "
+          "ran slow (a probe woken over 0.5 ms late, or its fixed work taking over 3x its median) and "
+          "in how many windows; the requests no slow window touched; stsguard's own time per review "
+          "(its log):\n")
+    print("| review | server | run | achieved rps | p50 | p99 | p99.9 | max | machine slow (windows) "
+          "| untouched requests | untouched p99 | p99.9 | own p50 / p99 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for case, _, _ in CASES:
         for name in ["floor", "stsguard"]:
             for i, r in enumerate(results[name]["runs"][(case, "rate")], 1):
-                stalls = r["stalls"]
-                longest = f"{max(stalls) * 1000:.1f}" if stalls else "–"
+                machine, untouched = r["machine"], r["untouched"]
                 own = r.get("ownLatencyUs")
                 own = (f"{percentile(own, 0.5) / 1000:.2f} / {percentile(own, 0.99) / 1000:.2f}"
                        if own else "–")
                 print(f"| {case} | {name} | {i} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-                      f"{r['p99.9']:.2f} | {r['max']:.2f} | {len(stalls)} ({longest}) | {own} |")
+                      f"{r['p99.9']:.2f} | {r['max']:.2f} | {machine['slowPercent']:.1f} % "
+                      f"({machine['slowWindows']}) | {untouched['requests']:,} | "
+                      f"{optional_ms(untouched['p99'])} | {optional_ms(untouched['p99.9'])} | {own} |")
+    probes = {r["machine"]["probe"] for result in results.values()
+              for key, runs in result["runs"].items() if key[1] == "rate" for r in runs}
+    if probes != {"fifo"}:
+        print("\n(The probe could not run at real-time priority: run as root or with CAP_SYS_NICE; its "
+              "slow windows then include its own waits.)")
     shutil.rmtree(work, ignore_errors=True)
 
 

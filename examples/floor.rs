@@ -15,7 +15,10 @@ use axum::{
     response::Response,
     routing::{get, post},
 };
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::{
+    accept::NoDelayAcceptor,
+    tls_rustls::{RustlsAcceptor, RustlsConfig},
+};
 use kube::core::{
     DynamicObject,
     admission::{AdmissionRequest, AdmissionResponse, AdmissionReview},
@@ -58,7 +61,12 @@ async fn main() {
     let probe_listener = tokio::net::TcpListener::bind(probe).await.expect("bind");
     tokio::spawn(async move { axum::serve(probe_listener, probes).await });
     eprintln!("floor serving on {addr}");
-    axum_server::bind_rustls(addr, tls)
+    // TCP_NODELAY, as stsguard sets it: without it a response that leaves in more than one
+    // segment waits for the client's delayed ACK, and the floor's tail at a fixed rate was its
+    // own doing rather than the machine's.
+    let acceptor = RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new());
+    axum_server::bind(addr)
+        .acceptor(acceptor)
         .serve(app.into_make_service())
         .await
         .expect("serve");
