@@ -19,7 +19,10 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use support::{Http, apiserver::FakeApiServer};
+use support::{
+    Http,
+    apiserver::{FakeApiServer, Kind},
+};
 
 fn managed_fields(kind: &str) -> Value {
     json!([{"manager": "kubectl-client-side-apply", "operation": "Update", "apiVersion": kind,
@@ -78,10 +81,27 @@ fn statefulset(i: usize, namespaces: usize) -> Value {
                    "currentRevision": format!("{name}-5d8c7b9f4"), "updateRevision": format!("{name}-5d8c7b9f4"),
                    "observedGeneration": 3, "collisionCount": 0}
     });
+    if i % 7 == 6 {
+        // Something for the in-cluster reports to say, in every namespace with StatefulSets.
+        sts["spec"]["template"]["spec"]["containers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("readinessProbe");
+    }
     let applied = sts.to_string();
     sts["metadata"]["annotations"] =
         json!({"kubectl.kubernetes.io/last-applied-configuration": applied});
     sts
+}
+
+/// The namespaces whose report says something: those of the StatefulSets without a readiness
+/// probe.
+fn reported_namespaces(size: &Size) -> usize {
+    (0..size.statefulsets)
+        .filter(|i| i % 7 == 6)
+        .map(|i| (i * 5) % size.namespaces)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
 }
 
 /// VmRSS and VmHWM (peak) of a process, in KiB.
@@ -225,7 +245,12 @@ async fn latency(client: &support::TestClient, url: &str, body: &[u8]) -> (f64, 
 /// Starts `binary` against `kubeconfig`; returns it, its webhook address, the time until both
 /// caches said they synced, and the channel its log lines keep arriving on (drained, so that
 /// the pipe never blocks it).
-fn start(binary: &Path, kubeconfig: &Path, dir: &Path) -> (Child, String, Duration) {
+fn start(
+    binary: &Path,
+    kubeconfig: &Path,
+    dir: &Path,
+    extra: &[&str],
+) -> (Child, Serving, Duration) {
     let started = Instant::now();
     let mut child = Command::new(binary)
         .args([
@@ -239,7 +264,9 @@ fn start(binary: &Path, kubeconfig: &Path, dir: &Path) -> (Child, String, Durati
         .arg(dir.join("certs"))
         .arg("--kubeconfig")
         .arg(kubeconfig)
+        .args(extra)
         .env("RUST_LOG", "info")
+        .env("POD_NAME", "stsguard-bench")
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -251,9 +278,9 @@ fn start(binary: &Path, kubeconfig: &Path, dir: &Path) -> (Child, String, Durati
             let _ = tx.send(line);
         }
     });
-    let mut addr = None;
+    let mut serving = None;
     let mut synced = 0;
-    while synced < 2 || addr.is_none() {
+    while synced < 2 || serving.is_none() {
         let line = rx
             .recv_timeout(Duration::from_secs(120))
             .expect("stsguard syncs its caches");
@@ -262,18 +289,28 @@ fn start(binary: &Path, kubeconfig: &Path, dir: &Path) -> (Child, String, Durati
         }
         if line.contains("stsguard is serving") {
             let line: Value = serde_json::from_str(&line).unwrap();
-            addr = line["addr"].as_str().map(str::to_owned);
+            let field = |key: &str| line[key].as_str().unwrap().to_owned();
+            serving = Some(Serving {
+                addr: field("addr"),
+                probe: field("probe_addr"),
+            });
         }
     }
     let sync = started.elapsed();
     // Keep draining the log.
     std::thread::spawn(move || while rx.recv().is_ok() {});
-    (child, addr.unwrap(), sync)
+    (child, serving.unwrap(), sync)
+}
+
+/// Where a started binary listens: its webhook and its probes (health, metrics).
+struct Serving {
+    addr: String,
+    probe: String,
 }
 
 fn measure(runtime: &tokio::runtime::Runtime, binary: &Path, kubeconfig: &Path) -> Measured {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr, sync) = start(binary, kubeconfig, dir.path());
+    let (mut child, Serving { addr, .. }, sync) = start(binary, kubeconfig, dir.path(), &[]);
     // Let the allocator and the watches settle, then sample.
     std::thread::sleep(Duration::from_secs(2));
     let (rss_kib, peak_kib) = memory(child.id());
@@ -291,6 +328,76 @@ fn measure(runtime: &tokio::runtime::Runtime, binary: &Path, kubeconfig: &Path) 
         rss_kib,
         peak_kib,
         latency,
+    }
+}
+
+/// What one binary measured at one size with the in-cluster reports on.
+struct Reported {
+    /// From start to the end of the first full pass, and to the last report's write.
+    pass: Duration,
+    written: Duration,
+    rss_kib: u64,
+    peak_kib: u64,
+}
+
+/// The value of the first sample of `metric` (its name and labels, as exposed) in `text`.
+fn metric(text: &str, metric: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(metric)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `binary` with `--reports`: how long until its first full pass over every object ends and
+/// until every namespace's report is written, and its memory then.
+fn measure_reports(
+    runtime: &tokio::runtime::Runtime,
+    binary: &Path,
+    kubeconfig: &Path,
+    reports: usize,
+) -> Reported {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    // Writes paced at 1,000/s, so that the write budget does not hide what a pass costs; the
+    // production default is 5/s.
+    let args = [
+        "--reports",
+        "--reports-write-rate",
+        "1000",
+        "--reports-debounce",
+        "100ms",
+    ];
+    let (mut child, Serving { probe, .. }, _) = start(binary, kubeconfig, dir.path(), &args);
+    let mut pass = None;
+    let written = loop {
+        let text = runtime.block_on(support::process::probe_metrics(&probe));
+        if pass.is_none()
+            && metric(&text, "stsguard_report_last_full_pass_timestamp_seconds")
+                .is_some_and(|t| t > 0.0)
+        {
+            pass = Some(started.elapsed());
+        }
+        let applied = metric(
+            &text,
+            r#"stsguard_report_writes_total{operation="apply",result="success"}"#,
+        )
+        .unwrap_or(0.0);
+        if pass.is_some() && applied >= reports as f64 {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no full pass and {reports} reports within 10 minutes: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let (rss_kib, peak_kib) = memory(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    Reported {
+        pass: pass.unwrap(),
+        written,
+        rss_kib,
+        peak_kib,
     }
 }
 
@@ -318,9 +425,15 @@ fn main() {
         },
     ];
     let mut rows = Vec::new();
+    let mut reported = Vec::new();
     for size in &sizes {
         let fake = runtime.block_on(FakeApiServer::start());
         fill(&fake, size);
+        fake.install_crd(
+            Kind::PolicyReport,
+            "wgpolicyk8s.io_policyreports.yaml",
+            "v1alpha2",
+        );
         let serving = runtime.block_on(serve_time(&fake));
         println!(
             "the fake API server serves every page of both lists in {:.2} s",
@@ -339,7 +452,28 @@ fn main() {
                 mb(m.peak_kib),
                 m.latency
             );
+            let r = measure_reports(&runtime, binary, &kubeconfig, reported_namespaces(size));
+            println!(
+                "{label}, {objects} objects, --reports: full pass ended {:.2} s after start, \
+                 all reports written {:.2} s, resident {} MB (peak {} MB)",
+                r.pass.as_secs_f64(),
+                r.written.as_secs_f64(),
+                mb(r.rss_kib),
+                mb(r.peak_kib),
+            );
+            reported.push((size, *label, r, m.rss_kib));
             rows.push((size, *label, m, serving));
+            // The next binary writes its own reports, not learns these.
+            let written = fake.objects(Kind::PolicyReport);
+            assert_eq!(
+                written.len(),
+                reported_namespaces(size),
+                "one report per namespace"
+            );
+            for report in written {
+                let at = |key: &str| report["metadata"][key].as_str().unwrap().to_owned();
+                fake.delete(Kind::PolicyReport, &at("namespace"), &at("name"));
+            }
         }
         drop(fake);
     }
@@ -363,6 +497,24 @@ fn main() {
             m.latency[0].1,
             m.latency[1].0,
             m.latency[1].1,
+        );
+    }
+    println!(
+        "\n| objects | binary | reports | first full pass ended | all reports written | VmRSS MB | VmHWM MB | VmRSS without --reports |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (size, label, r, plain_kib) in &reported {
+        println!(
+            "| {} Services + {} StatefulSets, {} namespaces | {label} | {} | {:.2} s | {:.2} s | {} | {} | {} |",
+            size.services,
+            size.statefulsets,
+            size.namespaces,
+            reported_namespaces(size),
+            r.pass.as_secs_f64(),
+            r.written.as_secs_f64(),
+            mb(r.rss_kib),
+            mb(r.peak_kib),
+            mb(*plain_kib),
         );
     }
     // Memory per object: the growth from the small size to the large, per object added.
