@@ -24,6 +24,7 @@ mod watch;
 
 pub use changes::{Change, ChangeHook};
 pub use health::{Health, WatchState, client};
+pub(crate) use watch::PAGE;
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("cannot read kubeconfig {path}: {message}")]
@@ -91,8 +92,8 @@ impl Cluster {
         })
     }
 
-    /// Sends every change the watches see to `hook`, after the caches have it (one hook per
-    /// cluster; a second is refused).
+    /// Sends the watches' changes to `hook` ([`Change`]: a list's end, not its objects one by
+    /// one), after the caches have them (one hook per cluster; a second is refused).
     pub fn on_change(&self, hook: ChangeHook) -> Result<(), ChangeHook> {
         self.changes.set(hook)
     }

@@ -201,12 +201,13 @@ struct Reporting {
     changes: Hooks,
 }
 
-/// Objects a page of a (re-)list. A page is held whole (its JSON, then its objects) while its
-/// objects go into the index, and the allocator keeps what the largest pages took: at 500 (the
-/// client-go default), two pages of objects as API servers return them (managedFields, the
-/// last-applied annotation) kept more resident than 10,000 Services' facts. A hundred costs
-/// one request per 100 objects, which the API server answers from its watch cache.
-const PAGE: u32 = 100;
+/// Objects a page of a (re-)list, and of the in-cluster reports' full pass. A page is held whole
+/// (its JSON, then its objects) while its objects are reduced, and the allocator keeps what the
+/// largest pages took: at 500 (the client-go default), two pages of objects as API servers
+/// return them (managedFields, the last-applied annotation) kept more resident than 10,000
+/// Services' facts. A hundred costs one request per 100 objects, which the API server answers
+/// from its watch cache.
+pub(crate) const PAGE: u32 = 100;
 
 /// Spawns the watch of `api` filling `index`, reporting to `health` at `slot`. The first list
 /// is paged ([`PAGE`]), so at most a page of whole objects is held at a time.

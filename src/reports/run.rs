@@ -29,7 +29,7 @@ use super::{
     writer::Writer,
 };
 use crate::{
-    cluster::Change,
+    cluster::{self, Change},
     lookup::{Fact, Lookup},
     policy::Policy,
     subject::{self, Object},
@@ -321,7 +321,7 @@ impl State {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         };
-        let mut params = ListParams::default().limit(500);
+        let mut params = ListParams::default().limit(cluster::PAGE);
         let mut count = 0;
         loop {
             if !*leading.borrow() {
