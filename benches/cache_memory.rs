@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use support::{
     Http,
     apiserver::{FakeApiServer, Kind},
+    process::metric,
 };
 
 fn managed_fields(kind: &str) -> Value {
@@ -340,12 +341,6 @@ struct Reported {
     peak_kib: u64,
 }
 
-/// The value of the first sample of `metric` (its name and labels, as exposed) in `text`.
-fn metric(text: &str, metric: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(metric)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// `binary` with `--reports`: how long until its first full pass over every object ends and
 /// until every namespace's report is written, and its memory then.
 fn measure_reports(
@@ -370,14 +365,14 @@ fn measure_reports(
     let written = loop {
         let text = runtime.block_on(support::process::probe_metrics(&probe));
         if pass.is_none()
-            && metric(&text, "stsguard_report_last_full_pass_timestamp_seconds")
+            && metric(&text, "stsguard_report_last_full_pass_timestamp_seconds ")
                 .is_some_and(|t| t > 0.0)
         {
             pass = Some(started.elapsed());
         }
         let applied = metric(
             &text,
-            r#"stsguard_report_writes_total{operation="apply",result="success"}"#,
+            r#"stsguard_report_writes_total{operation="apply",result="success"} "#,
         )
         .unwrap_or(0.0);
         if pass.is_some() && applied >= reports as f64 {

@@ -14,7 +14,7 @@ use std::{collections::BTreeMap, time::Duration};
 use serde_json::{Value, json};
 use support::{
     apiserver::{FakeApiServer, Kind, eventually},
-    process::{Running, probe_metrics, start_with_env},
+    process::{Running, metric, probe_metrics, start_with_env},
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -94,12 +94,6 @@ fn entries(report: &Value) -> BTreeMap<(String, String), String> {
 
 fn entry(kind_name: &str, rule: &str, result: &str) -> ((String, String), String) {
     ((kind_name.to_owned(), rule.to_owned()), result.to_owned())
-}
-
-fn metric(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[tokio::test]

@@ -254,6 +254,10 @@ fn watch<K, F>(
             on_event(&index, &event);
             let objects = index.read().len();
             let done = matches!(event, watcher::Event::InitDone);
+            // Before the health says synced: what waits for the sync (the reports' first full
+            // pass, which drops the changes queued until then) has the list's end behind it,
+            // instead of getting it a moment later as a reason for a second full pass.
+            changes::tell(&changes, event);
             health.update(slot, |w| {
                 if done {
                     if !w.synced || w.error.is_some() {
@@ -268,7 +272,6 @@ fn watch<K, F>(
                 }
                 w.objects = objects;
             });
-            changes::tell(&changes, event);
         }
     });
 }

@@ -157,6 +157,15 @@ pub async fn probe_metrics(addr: &str) -> String {
     probe_get(addr, "/metrics").await
 }
 
+/// The value of the first line of `metrics` that starts with `prefix` (a metric's name and
+/// labels, and the space after them).
+pub fn metric(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// A GET on the plain probe listener, as raw HTTP/1.1.
 pub async fn probe_get(addr: &str, path: &str) -> String {
     let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
