@@ -42,11 +42,11 @@ COPY --from=builder /build/target/release/stsguard /stsguard
 FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
 # VERSION is Cargo.toml's version (tests/chart/test_release.py checks that they agree; the
 # release workflow passes the tag's). KUBERNETES_API is the k8s-openapi feature the binary is
-# built against (Cargo.toml: v1_33).
+# built against (Cargo.toml: v1_36).
 ARG VERSION=0.1.0
 ARG GIT_COMMIT=unknown
 ARG SOURCE=https://github.com/stsguard/stsguard
-ARG KUBERNETES_API=1.33
+ARG KUBERNETES_API=1.36
 LABEL org.opencontainers.image.title="stsguard" \
       org.opencontainers.image.description="Kubernetes admission webhook that enforces StatefulSet best practices" \
       org.opencontainers.image.version="${VERSION}" \

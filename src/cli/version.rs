@@ -3,9 +3,9 @@
 
 use std::{process::ExitCode, sync::LazyLock};
 
-/// The Kubernetes API version of the k8s-openapi feature in Cargo.toml (`v1_33`); a test keeps
+/// The Kubernetes API version of the k8s-openapi feature in Cargo.toml (`v1_36`); a test keeps
 /// the two together.
-pub const KUBERNETES_API: &str = "1.33";
+pub const KUBERNETES_API: &str = "1.36";
 
 /// The commit, from `STSGUARD_GIT_COMMIT` at build time (the Dockerfile and the release workflow
 /// set it); `unknown` for a plain `cargo build`.
@@ -21,7 +21,7 @@ static LONG: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// `0.1.0 (commit 1a2b3c4, Kubernetes API 1.33)`, for `--version` and `stsguard version`.
+/// `0.1.0 (commit 1a2b3c4, Kubernetes API 1.36)`, for `--version` and `stsguard version`.
 pub fn long() -> &'static str {
     LONG.as_str()
 }
