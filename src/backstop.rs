@@ -1,75 +1,126 @@
-//! The backstop: the in-object rules as ValidatingAdmissionPolicies, which the API server
-//! enforces itself (Kubernetes 1.30+), so that the in-object rules hold while the webhook is
-//! down and the webhook can fail open.
+//! The backstop: the in-object rules as ValidatingAdmissionPolicies and the injection mutators
+//! as a MutatingAdmissionPolicy, which the API server enforces itself, so that they hold while
+//! the webhook is down and the webhook can fail open.
 //!
-//! One policy and binding per action level: `<name>-deny` holds the deny-level rule cases
-//! (`validationActions: [Deny]`, or `[Audit, Warn]` in audit mode) and `<name>-warn` the
-//! warn-level ones (`[Warn]`); a binding carries one set of actions for all of its policy's
-//! validations. Exemption annotations, namespace exemptions and UPDATE grandfathering are
-//! written into each validation. The backstop is never stricter than the webhook: where CEL
-//! cannot say exactly what the webhook decides (an `exempt-until` date needs a clock, VAP CEL
-//! has none), it admits.
+//! One voice per violation: the API server runs admission policies before webhooks and stops at
+//! the first denial, so every policy steps aside while the webhook's Service has a ready
+//! endpoint (`step_aside`), and the user reads the webhook alone. Exemption annotations,
+//! namespace exemptions and UPDATE grandfathering are written into the expressions. The
+//! backstop is never stricter than the webhook: where CEL cannot say exactly what the webhook
+//! decides (an `exempt-until` date needs a clock, admission CEL has none), it admits.
+//!
+//! The leader applies it from the policy in force (`registration::backstop`); `stsguard policy
+//! export` prints it for those who keep it in git.
 
 use k8s_openapi::{
     api::admissionregistration::v1::{
-        MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy,
-        ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBindingSpec,
-        ValidatingAdmissionPolicySpec, Validation, Variable,
+        MatchResources, MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding,
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     },
-    apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta},
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement},
 };
+use serde::{Deserialize, Serialize};
 
 use crate::{
-    exemption::EXEMPT,
-    mutate::MUTATORS,
-    policy::{Mode, Policy},
+    policy::Policy,
     rules::{Action, RULES, Rule},
 };
 
 mod cel;
+mod mutating;
+mod step_aside;
+mod validating;
 
-use cel::{CelForm, FORMS, exempt_covers_pattern, exempt_valid_pattern, lit};
+use cel::{CelForm, FORMS};
+pub use mutating::MUTATORS_LEFT_OUT;
+pub use validating::case_of_variable;
 
 /// Rules that judge a StatefulSet by itself but have no CEL form, with the reason. Empty today:
 /// every such rule has one.
 pub static LEFT_OUT: &[(&str, &str)] = &[];
 
-/// The default name of the generated objects (`<name>-deny`, `<name>-warn`).
+/// The default name of the generated objects (`<name>-deny`, `<name>-warn`, `<name>-mutate`).
 pub const DEFAULT_NAME: &str = "stsguard-backstop";
 
-/// The label that says which level a generated policy or binding enforces (`deny`, `warn`).
+/// The label that says which level a generated policy or binding enforces (`deny`, `warn`,
+/// `mutate`).
 pub const LEVEL_LABEL: &str = "stsguard.io/backstop-level";
+
+/// The levels, each the suffix of one policy's and one binding's name.
+pub const LEVELS: [&str; 3] = ["deny", "warn", "mutate"];
+
+/// A Service, by namespace and name.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::str::FromStr for ServiceRef {
+    type Err = String;
+
+    /// `NAMESPACE/NAME`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.split_once('/') {
+            Some((namespace, name))
+                if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+            {
+                Ok(ServiceRef {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                })
+            }
+            _ => Err(format!("{text:?} is not NAMESPACE/NAME")),
+        }
+    }
+}
+
+/// What the generated objects are called, whom they step aside for and which requests they see.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Target {
+    /// The objects are `<name>-deny`, `<name>-warn` and `<name>-mutate`.
+    pub name: String,
+    /// The webhook's Service: while one of its endpoints is ready, the backstop is silent.
+    pub webhook_service: ServiceRef,
+    /// The requests the bindings pass to the policies: the webhooks' namespace and object
+    /// selectors, so the backstop judges where the webhook would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_resources: Option<MatchResources>,
+}
+
+impl Target {
+    /// A target whose bindings leave these namespaces alone (the webhooks' own exclusions: their
+    /// release namespace, kube-system), as the chart's namespace selector does.
+    pub fn excluding(name: &str, webhook_service: ServiceRef, namespaces: &[String]) -> Target {
+        let match_resources = (!namespaces.is_empty()).then(|| MatchResources {
+            namespace_selector: Some(LabelSelector {
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "kubernetes.io/metadata.name".to_owned(),
+                    operator: "NotIn".to_owned(),
+                    values: Some(namespaces.to_vec()),
+                }]),
+                ..LabelSelector::default()
+            }),
+            ..MatchResources::default()
+        });
+        Target {
+            name: name.to_owned(),
+            webhook_service,
+            match_resources,
+        }
+    }
+}
 
 /// The generated policies and bindings, and what they leave to the webhook.
 #[derive(Debug)]
 pub struct Backstop {
-    pub objects: Vec<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding)>,
+    pub validating: Vec<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding)>,
+    /// `None` when no enabled mutator has a CEL form.
+    pub mutating: Option<(MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding)>,
     /// Enabled rules that need other objects, which only the webhook enforces.
     pub left_to_webhook: Vec<&'static str>,
-}
-
-impl Backstop {
-    /// Binds the policies to every namespace but these (the webhooks' own exclusions: their
-    /// release namespace, kube-system), as the chart does with its namespace selector.
-    pub fn exclude_namespaces(&mut self, namespaces: &[String]) {
-        if namespaces.is_empty() {
-            return;
-        }
-        let selector = LabelSelector {
-            match_expressions: Some(vec![LabelSelectorRequirement {
-                key: "kubernetes.io/metadata.name".to_owned(),
-                operator: "NotIn".to_owned(),
-                values: Some(namespaces.to_vec()),
-            }]),
-            ..LabelSelector::default()
-        };
-        for (_, binding) in &mut self.objects {
-            binding.spec.match_resources = Some(MatchResources {
-                namespace_selector: Some(selector.clone()),
-                ..MatchResources::default()
-            });
-        }
-    }
 }
 
 /// How the backstop treats a rule case.
@@ -94,168 +145,22 @@ pub fn coverage(rule: &Rule) -> Coverage {
     }
 }
 
-/// The backstop for `policy`, its objects named `<name>-deny` and `<name>-warn`.
-pub fn generate(policy: &Policy, name: &str) -> Backstop {
-    let mut objects = Vec::new();
-    for action in [Action::Deny, Action::Warn] {
-        let validations: Vec<Validation> = FORMS
-            .iter()
-            .filter(|form| rule_of(form).is_some_and(|r| policy.action(r, form.case) == action))
-            .map(|form| validation(form, policy, action))
-            .collect();
-        if validations.is_empty() {
-            continue;
-        }
-        let level = action.as_str();
-        let object_name = format!("{name}-{level}");
-        let actions: &[&str] = match (action, policy.mode) {
-            (Action::Deny, Mode::Enforce) => &["Deny"],
-            (Action::Deny, Mode::Audit) => &["Audit", "Warn"],
-            _ => &["Warn"],
-        };
-        let meta = ObjectMeta {
-            name: Some(object_name.clone()),
-            labels: Some([(LEVEL_LABEL.to_owned(), level.to_owned())].into()),
-            ..ObjectMeta::default()
-        };
-        let vap = ValidatingAdmissionPolicy {
-            metadata: meta.clone(),
-            spec: Some(ValidatingAdmissionPolicySpec {
-                // An expression that fails to evaluate admits: the backstop must never be
-                // stricter than the webhook.
-                failure_policy: Some("Ignore".to_owned()),
-                match_constraints: Some(MatchResources {
-                    match_policy: Some("Equivalent".to_owned()),
-                    resource_rules: Some(vec![NamedRuleWithOperations {
-                        api_groups: Some(vec!["apps".to_owned()]),
-                        api_versions: Some(vec!["v1".to_owned()]),
-                        operations: Some(vec!["CREATE".to_owned(), "UPDATE".to_owned()]),
-                        resources: Some(vec!["statefulsets".to_owned()]),
-                        scope: Some("Namespaced".to_owned()),
-                        ..NamedRuleWithOperations::default()
-                    }]),
-                    ..MatchResources::default()
-                }),
-                variables: Some(variables()),
-                validations: Some(validations),
-                ..ValidatingAdmissionPolicySpec::default()
-            }),
-            ..ValidatingAdmissionPolicy::default()
-        };
-        let binding = ValidatingAdmissionPolicyBinding {
-            metadata: meta,
-            spec: ValidatingAdmissionPolicyBindingSpec {
-                policy_name: object_name,
-                validation_actions: actions.iter().map(|a| (*a).to_owned()).collect(),
-                ..ValidatingAdmissionPolicyBindingSpec::default()
-            },
-        };
-        objects.push((vap, binding));
-    }
+/// The backstop for `policy`, named and bound as `target` says.
+pub fn generate(policy: &Policy, target: &Target) -> Backstop {
     let left_to_webhook = RULES
         .iter()
         .filter(|r| coverage(r) != Coverage::Cel && policy.strongest_action(r) != Action::Off)
         .map(|r| r.id)
         .collect();
     Backstop {
-        objects,
+        validating: validating::generate(policy, target),
+        mutating: mutating::generate(policy, target),
         left_to_webhook,
     }
 }
 
 fn rule_of(form: &CelForm) -> Option<&'static Rule> {
     crate::rules::find(form.rule)
-}
-
-/// The variables every validation reads: the exemption annotation and whether it applies.
-fn variables() -> Vec<Variable> {
-    let known = RULES
-        .iter()
-        .map(|r| r.id)
-        .chain(MUTATORS.iter().map(|m| m.id));
-    vec![
-        Variable {
-            name: "exempt".to_owned(),
-            expression: format!(
-                "has(object.metadata.annotations) && {key} in object.metadata.annotations ? \
-                 object.metadata.annotations[{key}] : ''",
-                key = lit(EXEMPT)
-            ),
-        },
-        Variable {
-            name: "exemptApplies".to_owned(),
-            expression: format!(
-                "variables.exempt.matches('{}')",
-                exempt_valid_pattern(known)
-            ),
-        },
-    ]
-}
-
-/// The validation of one rule case at one action: it passes when the object is exempt (by
-/// annotation or namespace), when no part is violated, or, at deny level on UPDATE, when each
-/// violated part was already violated in the old object.
-fn validation(form: &CelForm, policy: &Policy, action: Action) -> Validation {
-    let rule = rule_of(form).unwrap_or_else(|| unreachable!("FORMS names known rules (tested)"));
-    let mut pass = vec![format!(
-        "variables.exemptApplies && variables.exempt.matches('{}')",
-        exempt_covers_pattern(form.rule)
-    )];
-    let namespaces: Vec<String> = policy
-        .exemptions
-        .iter()
-        .filter(|e| e.rules.iter().any(|r| r == "*" || r == form.rule))
-        .flat_map(|e| e.namespaces.iter().cloned())
-        .collect();
-    if !namespaces.is_empty() {
-        pass.push(format!("request.namespace in {}", cel::list(&namespaces)));
-    }
-    let parts: Vec<String> = (form.parts)("object", &policy.settings)
-        .into_iter()
-        .zip((form.parts)("oldObject", &policy.settings))
-        .map(|(new, old)| match action {
-            Action::Deny => format!("(!({new}) || request.operation == 'UPDATE' && ({old}))"),
-            _ => format!("!({new})"),
-        })
-        .collect();
-    pass.push(parts.join(" && "));
-    let case = if rule.cases.len() > 1 {
-        format!(" ({})", form.case)
-    } else {
-        String::new()
-    };
-    Validation {
-        expression: pass
-            .iter()
-            .map(|p| format!("({p})"))
-            .collect::<Vec<_>>()
-            .join(" || "),
-        message: Some(format!(
-            "{}{case} at {}: {}. Fix: {}",
-            rule.id,
-            form.path,
-            form.what,
-            flat(rule.fix)
-        )),
-        reason: Some("Invalid".to_owned()),
-        ..Validation::default()
-    }
-}
-
-/// The rule case a generated validation enforces, read back from its message.
-pub fn check_of(validation: &Validation) -> Option<(&'static str, &'static str)> {
-    let message = validation.message.as_deref()?;
-    FORMS.iter().find_map(|form| {
-        let rule = rule_of(form)?;
-        let prefix = if rule.cases.len() > 1 {
-            format!("{} ({}) at {}: ", rule.id, form.case, form.path)
-        } else {
-            format!("{} at {}: ", rule.id, form.path)
-        };
-        message
-            .starts_with(&prefix)
-            .then_some((form.rule, form.case))
-    })
 }
 
 /// Whether the backstop grandfathers this rule case on UPDATE by case rather than by field path
@@ -266,31 +171,65 @@ pub fn grandfathered_by_case(rule: &str, case: &str) -> bool {
         .any(|f| f.rule == rule && f.case == case && f.per_element)
 }
 
+/// Which objects `yaml` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kinds {
+    /// The ValidatingAdmissionPolicies and their bindings (Kubernetes 1.30+).
+    Validating,
+    /// The MutatingAdmissionPolicy and its binding (Kubernetes 1.36+).
+    Mutating,
+}
+
 /// The backstop as YAML documents, with a header saying what it leaves to the webhook.
 pub fn yaml(
     backstop: &Backstop,
+    kinds: Kinds,
     policy_origin: &str,
 ) -> Result<String, serde_saphyr::SerializeError> {
+    let (what, format) = match kinds {
+        Kinds::Validating => (
+            "the in-object rules as ValidatingAdmissionPolicies (Kubernetes 1.30+)",
+            "vap",
+        ),
+        Kinds::Mutating => (
+            "the injection mutators as a MutatingAdmissionPolicy (Kubernetes 1.36+)",
+            "map",
+        ),
+    };
     let mut out = format!(
-        "# stsguard backstop: the in-object rules as ValidatingAdmissionPolicies (Kubernetes 1.30+).\n\
-         # Generated by `stsguard policy export --format vap` from {policy_origin}; do not edit.\n"
+        "# stsguard backstop: {what}.\n\
+         # Generated by `stsguard policy export --format {format}` from {policy_origin}; do not edit.\n\
+         # Silent while an endpoint of the webhook's Service is ready: the webhook speaks then.\n"
     );
-    if backstop.left_to_webhook.is_empty() {
-        out.push_str("# Every enabled rule is in it.\n");
-    } else {
-        out.push_str("# Left to the webhook (they need other objects):\n");
-        for id in &backstop.left_to_webhook {
-            out.push_str(&format!("#   {id}\n"));
+    let mut documents: Vec<String> = Vec::new();
+    match kinds {
+        Kinds::Validating => {
+            if backstop.left_to_webhook.is_empty() {
+                out.push_str("# Every enabled rule is in it.\n");
+            } else {
+                out.push_str("# Left to the webhook (they need other objects):\n");
+                for id in &backstop.left_to_webhook {
+                    out.push_str(&format!("#   {id}\n"));
+                }
+            }
+            for (vap, binding) in &backstop.validating {
+                documents.push(serde_saphyr::to_string(vap)?);
+                documents.push(serde_saphyr::to_string(binding)?);
+            }
+        }
+        Kinds::Mutating => {
+            for (id, why) in MUTATORS_LEFT_OUT {
+                out.push_str(&format!("# Left to the webhook: {id} ({why}).\n"));
+            }
+            if let Some((map, binding)) = &backstop.mutating {
+                documents.push(serde_saphyr::to_string(map)?);
+                documents.push(serde_saphyr::to_string(binding)?);
+            } else {
+                out.push_str("# No enabled mutator has a CEL form: nothing to apply.\n");
+            }
         }
     }
-    for (i, (vap, binding)) in backstop.objects.iter().enumerate() {
-        if i > 0 {
-            out.push_str("---\n");
-        }
-        out.push_str(&serde_saphyr::to_string(vap)?);
-        out.push_str("---\n");
-        out.push_str(&serde_saphyr::to_string(binding)?);
-    }
+    out.push_str(&documents.join("---\n"));
     Ok(out)
 }
 

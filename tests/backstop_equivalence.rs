@@ -11,28 +11,31 @@
 //!
 //! The objects are what the API server would hold: typed (k8s-openapi), defaulted by
 //! `admit::default`, and serialized back, so absent and null read the same on both sides.
+//!
+//! The params are an EndpointSlice of the webhook's Service with no ready endpoint: the webhook
+//! is gone and the backstop speaks. With a ready one, every validation passes whatever the
+//! object (`the_backstop_is_silent_while_the_webhook_is_ready`).
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::BTreeSet,
     path::{Path, PathBuf},
-    sync::Arc,
 };
 
-use cel::{Context, Program, Value as Cel};
+use cel::{Env, Program, Value as Cel};
+use cel_env::{Request, slice};
 use generated::{pick, statefulset};
 use jiff::civil::Date;
-use k8s_openapi::api::{
-    admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
-    apps::v1::StatefulSet,
-};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use proptest::{prelude::*, test_runner::Config};
 use serde_json::{Value, json};
+#[path = "backstop_equivalence/cel_env.rs"]
+mod cel_env;
 #[path = "backstop_equivalence/generated.rs"]
 mod generated;
 
 use stsguard::{
     admit::{self, Classified},
-    backstop::{self, Coverage},
+    backstop::{self, Coverage, Kinds},
     evaluate::{Input, Outcome, evaluate},
     lookup::NoLookup,
     manifest,
@@ -78,15 +81,19 @@ fn policies() -> Vec<(String, Policy)> {
 }
 
 /// A compiled backstop: each policy's variables and validations, with the rule case each
-/// validation enforces and whether its binding denies.
+/// variable stands for and how its binding acts.
 struct Compiled {
+    env: std::sync::Arc<Env>,
     policies: Vec<CompiledPolicy>,
 }
 
 struct CompiledPolicy {
     level: Level,
     variables: Vec<(String, Program)>,
-    validations: Vec<((&'static str, &'static str), Program)>,
+    /// The variables that stand for rule cases, each read by a program.
+    cases: Vec<(Program, (&'static str, &'static str))>,
+    /// Each validation, with its message expression if it has one.
+    validations: Vec<(Program, Option<Program>)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -97,84 +104,76 @@ enum Level {
 }
 
 fn compile(policy: &Policy) -> Compiled {
-    let generated = backstop::generate(policy, backstop::DEFAULT_NAME);
-    // Through YAML and back, so what is compared is what is printed.
-    let text = backstop::yaml(&generated, "test").unwrap();
-    let mut vaps: Vec<ValidatingAdmissionPolicy> = Vec::new();
-    let mut bindings: Vec<ValidatingAdmissionPolicyBinding> = Vec::new();
-    for doc in text.split("\n---\n") {
-        let value: Value = serde_saphyr::from_str(doc).unwrap();
-        match value["kind"].as_str() {
-            Some("ValidatingAdmissionPolicy") => vaps.push(serde_json::from_value(value).unwrap()),
-            Some("ValidatingAdmissionPolicyBinding") => {
-                bindings.push(serde_json::from_value(value).unwrap())
-            }
-            other => panic!("unexpected document {other:?}"),
-        }
-    }
-    assert_eq!(vaps.len(), generated.objects.len());
-    let compile = |expr: &str| {
-        Program::compile(expr).unwrap_or_else(|e| panic!("cel cannot parse {expr}: {e:?}"))
-    };
+    let env = cel_env::env();
+    let documents = cel_env::documents(policy, Kinds::Validating);
+    let generated = backstop::generate(policy, &cel_env::target());
+    let vaps: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["kind"] == "ValidatingAdmissionPolicy")
+        .collect();
+    assert_eq!(vaps.len(), generated.validating.len());
     let policies = vaps
         .iter()
         .map(|vap| {
-            let name = vap.metadata.name.as_deref().unwrap();
-            let binding = bindings
+            let name = vap["metadata"]["name"].as_str().unwrap();
+            let binding = documents
                 .iter()
-                .find(|b| b.spec.policy_name == name)
+                .find(|d| {
+                    d["kind"] == "ValidatingAdmissionPolicyBinding"
+                        && d["spec"]["policyName"] == name
+                })
                 .unwrap();
-            let actions = binding.spec.validation_actions.clone();
-            let level = match actions.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            let actions: Vec<&str> = binding["spec"]["validationActions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            let level = match actions[..] {
                 ["Deny"] => Level::Deny,
                 ["Audit", "Warn"] => Level::Audit,
                 ["Warn"] => Level::Warn,
                 ref other => panic!("unexpected actions {other:?}"),
             };
-            let spec = vap.spec.as_ref().unwrap();
-            assert_eq!(spec.failure_policy.as_deref(), Some("Ignore"));
+            let spec = &vap["spec"];
+            assert_eq!(spec["failurePolicy"], "Ignore");
+            let variables = cel_env::variables(&env, spec);
+            let cases = variables
+                .iter()
+                .filter_map(|(name, _)| {
+                    let case = backstop::case_of_variable(name)?;
+                    Some((cel_env::compile(&env, &format!("variables.{name}")), case))
+                })
+                .collect();
+            let validations = spec["validations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| {
+                    (
+                        cel_env::compile(&env, v["expression"].as_str().unwrap()),
+                        v["messageExpression"]
+                            .as_str()
+                            .map(|m| cel_env::compile(&env, m)),
+                    )
+                })
+                .collect();
             CompiledPolicy {
                 level,
-                variables: spec
-                    .variables
-                    .iter()
-                    .flatten()
-                    .map(|v| (v.name.clone(), compile(&v.expression)))
-                    .collect(),
-                validations: spec
-                    .validations
-                    .iter()
-                    .flatten()
-                    .map(|v| (backstop::check_of(v).unwrap(), compile(&v.expression)))
-                    .collect(),
+                variables,
+                cases,
+                validations,
             }
         })
         .collect();
-    Compiled { policies }
-}
-
-/// JSON as the API server hands it to CEL: integers as int, no nulls.
-fn cel_value(value: &Value) -> Cel {
-    match value {
-        Value::Null => Cel::Null,
-        Value::Bool(b) => Cel::Bool(*b),
-        Value::Number(n) => n
-            .as_i64()
-            .map_or_else(|| Cel::Float(n.as_f64().unwrap()), Cel::Int),
-        Value::String(s) => Cel::String(Arc::new(s.clone())),
-        Value::Array(items) => Cel::List(Arc::new(items.iter().map(cel_value).collect())),
-        Value::Object(map) => Cel::from(
-            map.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), cel_value(v)))
-                .collect::<HashMap<String, Cel>>(),
-        ),
-    }
+    Compiled { env, policies }
 }
 
 type Answer = BTreeSet<(Level, &'static str, &'static str)>;
 
-/// The failing validations of the backstop for one request.
+/// The rule cases the backstop finds violated for one request while the webhook is gone, and
+/// what the user reads of them: the validations fail exactly when a case is violated, and each
+/// violated case is named once in their messages.
 fn backstop_answer(
     compiled: &Compiled,
     operation: Operation,
@@ -182,31 +181,54 @@ fn backstop_answer(
     new: &Value,
     old: Option<&Value>,
 ) -> Answer {
+    let gone = slice(Some(false));
+    let request = Request {
+        operation: operation.as_str(),
+        namespace,
+        object: new,
+        old,
+        params: &gone,
+    };
     let mut answer = Answer::new();
     for policy in &compiled.policies {
-        let mut ctx = Context::default();
-        ctx.add_variable_from_value("object", cel_value(new));
-        ctx.add_variable_from_value("oldObject", old.map_or(Cel::Null, cel_value));
-        ctx.add_variable_from_value(
-            "request",
-            cel_value(&json!({"operation": operation.as_str(), "namespace": namespace})),
-        );
-        let mut variables: HashMap<String, Cel> = HashMap::new();
-        for (name, program) in &policy.variables {
-            ctx.add_variable_from_value("variables", Cel::from(variables.clone()));
-            let value = program
-                .execute(&ctx)
-                .unwrap_or_else(|e| panic!("variable {name} fails: {e:?}"));
-            variables.insert(name.clone(), value);
+        let ctx = cel_env::context(&compiled.env, &policy.variables, &request);
+        let mut violated = Vec::new();
+        for (name, (rule, case)) in &policy.cases {
+            // `name` reads the case's variable.
+            if name.execute(&ctx).unwrap() == Cel::Bool(true) {
+                answer.insert((policy.level, *rule, *case));
+                violated.push((*rule, *case));
+            }
         }
-        ctx.add_variable_from_value("variables", Cel::from(variables));
-        for ((rule, case), program) in &policy.validations {
-            match program.execute(&ctx) {
+        let mut failed = 0;
+        let mut messages = String::new();
+        for (validation, message) in &policy.validations {
+            match validation.execute(&ctx) {
                 Ok(Cel::Bool(true)) => {}
                 Ok(Cel::Bool(false)) => {
-                    answer.insert((policy.level, *rule, *case));
+                    failed += 1;
+                    if let Some(message) = message {
+                        match message.execute(&ctx) {
+                            Ok(Cel::String(text)) => messages.push_str(&text),
+                            other => panic!("message expression: {other:?} for {new}"),
+                        }
+                    }
                 }
-                other => panic!("{rule} {case}: {other:?} for {new}"),
+                other => panic!("{other:?} for {new}"),
+            }
+        }
+        match policy.level {
+            Level::Warn => assert_eq!(failed, violated.len(), "{new}"),
+            _ => assert_eq!(failed, usize::from(!violated.is_empty()), "{new}"),
+        }
+        if policy.level != Level::Warn {
+            for (rule, _) in &violated {
+                assert_eq!(
+                    messages.matches(&format!("{rule} ")).count()
+                        + messages.matches(&format!("{rule}: ")).count(),
+                    violated.iter().filter(|(r, _)| r == rule).count(),
+                    "each violated case is named once: {messages}"
+                );
             }
         }
     }
@@ -567,11 +589,33 @@ fn the_command_prints_the_backstop() {
     };
     let (code, stdout, _) = run(&["--format", "vap"]);
     assert_eq!(code, Some(0));
-    let expected = backstop::generate(&Policy::builtin(), backstop::DEFAULT_NAME);
+    let target = backstop::Target::excluding(
+        backstop::DEFAULT_NAME,
+        "stsguard/stsguard".parse().unwrap(),
+        &[],
+    );
+    let expected = backstop::generate(&Policy::builtin(), &target);
     assert_eq!(
         stdout,
-        backstop::yaml(&expected, "the built-in policy").unwrap()
+        backstop::yaml(&expected, Kinds::Validating, "the built-in policy").unwrap()
     );
+    let (code, stdout, _) = run(&["--format", "map", "--webhook-service", "guard/hook"]);
+    assert_eq!(code, Some(0));
+    let target =
+        backstop::Target::excluding(backstop::DEFAULT_NAME, "guard/hook".parse().unwrap(), &[]);
+    let expected = backstop::generate(&Policy::builtin(), &target);
+    assert_eq!(
+        stdout,
+        backstop::yaml(&expected, Kinds::Mutating, "the built-in policy").unwrap()
+    );
+    assert!(
+        stdout.contains("kind: MutatingAdmissionPolicy\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("namespace: guard\n"), "{stdout}");
+    let (code, _, stderr) = run(&["--webhook-service", "nope"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("NAMESPACE/NAME"), "{stderr}");
 
     let policy = repo("policies/strict.yaml");
     let (code, stdout, _) = run(&[
@@ -642,4 +686,53 @@ fn the_backstop_grandfathers_list_elements_by_case() {
     // On CREATE both deny it.
     let got = backstop_answer(&compiled, Operation::Create, "ns", &new_json, None);
     assert!(got.contains(&(Level::Deny, "sts-readiness-probe", "default")));
+}
+
+/// One voice: while an endpoint of the webhook's Service is ready (or its readiness unknown, as
+/// the EndpointSlice API says to read it), every validation passes, whatever the object, so the
+/// user reads the webhook alone.
+#[test]
+fn the_backstop_is_silent_while_the_webhook_is_ready() {
+    let mut unknown = slice(Some(true));
+    unknown["endpoints"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("conditions");
+    let corpus = corpus();
+    let mut spoke_when_gone = 0;
+    for (_, policy) in policies() {
+        let compiled = compile(&policy);
+        for (_, value) in &corpus {
+            let Some((_, json)) = stored(value) else {
+                continue;
+            };
+            for (params, ready) in [
+                (slice(Some(true)), true),
+                (unknown.clone(), true),
+                (slice(None), false),
+            ] {
+                let request = Request {
+                    operation: "CREATE",
+                    namespace: namespace_of(value),
+                    object: &json,
+                    old: None,
+                    params: &params,
+                };
+                for policy in &compiled.policies {
+                    let ctx = cel_env::context(&compiled.env, &policy.variables, &request);
+                    let failed = policy
+                        .validations
+                        .iter()
+                        .filter(|(v, _)| v.execute(&ctx).unwrap() == Cel::Bool(false))
+                        .count();
+                    if ready {
+                        assert_eq!(failed, 0, "the backstop spoke beside the webhook: {json}");
+                    } else {
+                        spoke_when_gone += failed;
+                    }
+                }
+            }
+        }
+    }
+    assert!(spoke_when_gone > 50, "{spoke_when_gone}");
 }

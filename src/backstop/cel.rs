@@ -337,3 +337,37 @@ pub(crate) fn exempt_valid_pattern<'a>(known: impl IntoIterator<Item = &'a str>)
 pub(crate) fn exempt_covers_pattern(id: &str) -> String {
     format!("(^|,){WS}*(\\\\*|{}){WS}*(,|$)", alternatives([id]))
 }
+
+/// A CEL pattern matching an `stsguard.io/exempt` value that names `id` itself (`*` does not
+/// cover mutators).
+pub(crate) fn exempt_names_pattern(id: &str) -> String {
+    format!("(^|,){WS}*({}){WS}*(,|$)", alternatives([id]))
+}
+
+/// A JSON value as a CEL literal. Map values are wrapped in `dyn()`: the API server's type
+/// checker wants the entries of a literal to be of one type, and `{'a': [..], 'b': {..}}` are
+/// not.
+pub(crate) fn json_literal(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => lit(s),
+        Value::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(json_literal)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Value::Object(map) => format!(
+            "{{{}}}",
+            map.iter()
+                .map(|(k, v)| format!("{}: dyn({})", lit(k), json_literal(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}

@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use super::*;
-use crate::rules::DEFAULT_CASE;
+use crate::{policy::Mode, rules::DEFAULT_CASE};
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
 
 /// A rule that judges a StatefulSet by itself cannot silently miss the backstop: each of its
 /// cases has a CEL form, or the rule is left out with a reason.
@@ -59,11 +60,31 @@ fn every_in_object_rule_has_a_cel_form_or_a_reason() {
     }
 }
 
+fn target(name: &str) -> Target {
+    Target::excluding(
+        name,
+        "stsguard/stsguard".parse().unwrap(),
+        &["stsguard".to_owned()],
+    )
+}
+
+/// The rule cases a generated policy holds, from its variables.
+fn cases(vap: &ValidatingAdmissionPolicy) -> Vec<(&'static str, &'static str)> {
+    vap.spec
+        .as_ref()
+        .unwrap()
+        .variables
+        .iter()
+        .flatten()
+        .filter_map(|v| case_of_variable(&v.name))
+        .collect()
+}
+
 #[test]
 fn the_default_policy_gives_a_deny_and_a_warn_policy() {
-    let backstop = generate(&Policy::builtin(), DEFAULT_NAME);
+    let backstop = generate(&Policy::builtin(), &target(DEFAULT_NAME));
     let names: Vec<_> = backstop
-        .objects
+        .validating
         .iter()
         .map(|(vap, binding)| {
             (
@@ -79,19 +100,8 @@ fn the_default_policy_gives_a_deny_and_a_warn_policy() {
             ("stsguard-backstop-warn".to_owned(), vec!["Warn".to_owned()])
         ]
     );
-    let deny: Vec<_> = backstop.objects[0]
-        .0
-        .spec
-        .as_ref()
-        .unwrap()
-        .validations
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|v| check_of(v).unwrap())
-        .collect();
     assert_eq!(
-        deny,
+        cases(&backstop.validating[0].0),
         [
             ("sts-service-name", "default"),
             ("sts-volume-claim-templates", "incomplete"),
@@ -99,6 +109,20 @@ fn the_default_policy_gives_a_deny_and_a_warn_policy() {
             ("sts-selector-labels", "default")
         ]
     );
+    // One validation lists every denied case; one per warned case.
+    let validations = |i: usize| {
+        backstop.validating[i]
+            .0
+            .spec
+            .as_ref()
+            .unwrap()
+            .validations
+            .as_ref()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(validations(0), 1);
+    assert_eq!(validations(1), cases(&backstop.validating[1].0).len());
     assert!(
         backstop
             .left_to_webhook
@@ -108,13 +132,104 @@ fn the_default_policy_gives_a_deny_and_a_warn_policy() {
 }
 
 #[test]
+fn every_policy_steps_aside_for_the_webhooks_service() {
+    let backstop = generate(&Policy::builtin(), &target("x"));
+    let (map, map_binding) = backstop.mutating.as_ref().unwrap();
+    let mut kinds = vec![map.spec.as_ref().unwrap().param_kind.clone().unwrap()];
+    let mut refs = vec![
+        map_binding
+            .spec
+            .as_ref()
+            .unwrap()
+            .param_ref
+            .clone()
+            .unwrap(),
+    ];
+    for (vap, binding) in &backstop.validating {
+        let spec = vap.spec.as_ref().unwrap();
+        kinds.push(spec.param_kind.clone().unwrap());
+        refs.push(binding.spec.param_ref.clone().unwrap());
+        assert_eq!(
+            spec.variables.as_ref().unwrap()[0].name,
+            step_aside::WEBHOOK_READY
+        );
+        for v in spec.validations.iter().flatten() {
+            assert!(
+                v.expression.starts_with("variables.webhookReady || "),
+                "{}",
+                v.expression
+            );
+        }
+        assert_eq!(
+            binding.spec.match_resources,
+            target("x").match_resources,
+            "bound where the webhooks are"
+        );
+    }
+    for kind in kinds {
+        assert_eq!(kind.kind.as_deref(), Some("EndpointSlice"));
+        assert_eq!(kind.api_version.as_deref(), Some("discovery.k8s.io/v1"));
+    }
+    for r in refs {
+        assert_eq!(r.namespace.as_deref(), Some("stsguard"));
+        assert_eq!(r.parameter_not_found_action.as_deref(), Some("Allow"));
+        assert_eq!(
+            r.selector.unwrap().match_labels.unwrap()["kubernetes.io/service-name"],
+            "stsguard"
+        );
+    }
+    let expression = map.spec.as_ref().unwrap().mutations.as_ref().unwrap()[0]
+        .json_patch
+        .as_ref()
+        .unwrap()
+        .expression
+        .clone()
+        .unwrap();
+    assert!(
+        expression.starts_with("variables.webhookReady ? [] : "),
+        "{expression}"
+    );
+}
+
+#[test]
+fn disabled_mutators_leave_the_mutating_policy_out() {
+    let none = Policy::from_yaml(
+        "mutators: {sts-inject-volume-claim-templates: false, \
+         sts-complete-volume-claim-templates: false}",
+        "t",
+    )
+    .unwrap();
+    assert!(generate(&none, &target("x")).mutating.is_none());
+    let one =
+        Policy::from_yaml("mutators: {sts-inject-volume-claim-templates: false}", "t").unwrap();
+    let (map, _) = generate(&one, &target("x")).mutating.unwrap();
+    let text = serde_json::to_string(&map).unwrap();
+    assert!(!text.contains("ops_sts_inject"), "{text}");
+    assert!(text.contains("ops_sts_complete"), "{text}");
+}
+
+/// Every StatefulSet mutator is in the mutating policy or left out with a reason.
+#[test]
+fn every_mutator_has_a_cel_form_or_a_reason() {
+    for mutator in crate::mutate::MUTATORS {
+        let formed = mutating::MUTATOR_FORMS.iter().any(|f| f.id == mutator.id);
+        let left_out = MUTATORS_LEFT_OUT.iter().any(|(id, _)| *id == mutator.id);
+        assert!(
+            formed != left_out,
+            "{}: formed {formed}, left out {left_out}",
+            mutator.id
+        );
+    }
+}
+
+#[test]
 fn audit_mode_audits_and_warns_what_enforce_denies() {
-    let backstop = generate(&Policy::builtin().with_mode(Mode::Audit), "x");
-    let binding = &backstop.objects[0].1;
+    let backstop = generate(&Policy::builtin().with_mode(Mode::Audit), &target("x"));
+    let binding = &backstop.validating[0].1;
     assert_eq!(binding.metadata.name.as_deref(), Some("x-deny"));
     assert_eq!(
-        Some(binding.spec.validation_actions.as_slice()),
-        Some(&["Audit".to_owned(), "Warn".to_owned()][..])
+        binding.spec.validation_actions,
+        ["Audit".to_owned(), "Warn".to_owned()]
     );
 }
 
@@ -126,23 +241,17 @@ fn rules_turned_off_are_left_out_and_namespace_exemptions_are_written_in() {
         "t",
     )
     .unwrap();
-    let backstop = generate(&policy, DEFAULT_NAME);
-    let validations = backstop.objects[0]
-        .0
+    let backstop = generate(&policy, &target(DEFAULT_NAME));
+    let vap = &backstop.validating[0].0;
+    assert!(!cases(vap).contains(&("sts-service-name", "default")));
+    let selector = vap
         .spec
         .as_ref()
         .unwrap()
-        .validations
-        .as_ref()
-        .unwrap();
-    assert!(
-        validations
-            .iter()
-            .all(|v| check_of(v) != Some(("sts-service-name", "default")))
-    );
-    let selector = validations
+        .variables
         .iter()
-        .find(|v| check_of(v) == Some(("sts-selector-labels", "default")))
+        .flatten()
+        .find(|v| case_of_variable(&v.name) == Some(("sts-selector-labels", "default")))
         .unwrap();
     assert!(
         selector
@@ -154,44 +263,26 @@ fn rules_turned_off_are_left_out_and_namespace_exemptions_are_written_in() {
 
 #[test]
 fn messages_name_the_rule_and_the_fix() {
-    let backstop = generate(
-        &Policy::from_yaml("rules: {sts-pod-anti-affinity: warn}", "t").unwrap(),
-        DEFAULT_NAME,
-    );
-    for (vap, _) in &backstop.objects {
-        for v in vap.spec.as_ref().unwrap().validations.as_ref().unwrap() {
-            let message = v.message.as_deref().unwrap();
-            let (rule, _) = check_of(v).unwrap_or_else(|| panic!("{message}"));
-            let rule = crate::rules::find(rule).unwrap();
-            assert!(message.contains(". Fix: "), "{message}");
-            assert!(message.ends_with(&flat(rule.fix)), "{message}");
-            assert!(!message.contains('\n'));
-        }
+    for form in FORMS {
+        let message = validating::message(form);
+        let rule = crate::rules::find(form.rule).unwrap();
+        assert!(message.starts_with(rule.id), "{message}");
+        assert!(message.contains(". Fix: "), "{message}");
+        assert!(message.ends_with(&flat(rule.fix)), "{message}");
+        assert!(!message.contains('\n'));
     }
 }
 
-/// The chart's backstop is what `stsguard policy export --format vap` prints for the chart's
-/// policy; with `STSGUARD_BLESS=1` this test writes it instead.
 #[test]
-fn the_charts_backstop_is_generated_from_the_charts_policy() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let policy_path = root.join("charts/stsguard/files/default-policy.yaml");
-    let policy = Policy::load(&policy_path).unwrap();
-    let text = yaml(
-        &generate(&policy, DEFAULT_NAME),
-        "files/default-policy.yaml",
-    )
-    .unwrap();
-    let file = root.join("charts/stsguard/files/backstop.yaml");
-    if std::fs::read_to_string(&file).ok().as_deref() != Some(text.as_str()) {
-        if std::env::var_os("STSGUARD_BLESS").is_some() {
-            std::fs::write(&file, &text).unwrap();
-        } else {
-            panic!(
-                "{} is stale; run `STSGUARD_BLESS=1 cargo test --lib backstop` to regenerate",
-                file.display()
-            );
-        }
+fn a_service_is_namespace_slash_name() {
+    let service: ServiceRef = "a/b".parse().unwrap();
+    assert_eq!(
+        (service.namespace.as_str(), service.name.as_str()),
+        ("a", "b")
+    );
+    for bad in ["a", "/b", "a/", "a/b/c"] {
+        let error = bad.parse::<ServiceRef>().unwrap_err();
+        assert!(error.contains("NAMESPACE/NAME"), "{error}");
     }
 }
 

@@ -1,5 +1,6 @@
-//! `stsguard policy export`: the policy as something other than stsguard enforces it; today the
-//! backstop, ValidatingAdmissionPolicies the API server evaluates itself.
+//! `stsguard policy export`: the policy as something other than stsguard enforces it: the
+//! backstop, admission policies the API server evaluates itself. The leader applies the same
+//! objects from the policy in force; this prints them for those who keep them in git.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -16,15 +17,16 @@ pub struct PolicyArgs {
 
 #[derive(Clone, Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Print the policy's in-object rules as ValidatingAdmissionPolicies and bindings (YAML),
-    /// which the API server enforces even while the webhook is down.
+    /// Print the backstop (YAML): the in-object rules as ValidatingAdmissionPolicies, or the
+    /// injection mutators as a MutatingAdmissionPolicy, with their bindings; the API server
+    /// enforces them while the webhook's Service has no ready endpoint.
     Export(ExportArgs),
 }
 
 #[derive(Clone, Debug, Args)]
 pub struct ExportArgs {
-    /// `vap`: admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy + binding, one pair per
-    /// action level (deny, warn).
+    /// `vap`: ValidatingAdmissionPolicy + binding, one pair per action level (deny, warn);
+    /// `map`: MutatingAdmissionPolicy + binding (Kubernetes 1.36+).
     #[arg(long, value_enum, default_value = "vap")]
     pub format: ExportFormat,
     /// Policy file; without it, the built-in policy.
@@ -36,9 +38,17 @@ pub struct ExportArgs {
     /// Overrides the action of every case of a rule, e.g. sts-readiness-probe=deny (repeatable).
     #[arg(long = "rule", value_name = "ID=ACTION")]
     pub rules: Vec<RuleArg>,
-    /// Name of the generated objects: NAME-deny and NAME-warn.
+    /// Name of the generated objects: NAME-deny, NAME-warn, NAME-mutate.
     #[arg(long, default_value = backstop::DEFAULT_NAME)]
     pub name: String,
+    /// The webhook's Service (NAMESPACE/NAME): the policies stay silent while one of its
+    /// endpoints is ready.
+    #[arg(
+        long,
+        value_name = "NAMESPACE/NAME",
+        default_value = "stsguard/stsguard"
+    )]
+    pub webhook_service: backstop::ServiceRef,
     /// Namespaces the bindings leave alone (repeatable), e.g. the webhook's own and kube-system,
     /// which the webhook does not judge either.
     #[arg(long = "exclude-namespace", value_name = "NS")]
@@ -48,6 +58,7 @@ pub struct ExportArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
     Vap,
+    Map,
 }
 
 pub(super) fn run(args: &PolicyArgs) -> ExitCode {
@@ -63,20 +74,23 @@ pub(super) fn run(args: &PolicyArgs) -> ExitCode {
         || "the built-in policy".to_owned(),
         |p| p.display().to_string(),
     );
-    match args.format {
-        ExportFormat::Vap => {
-            let mut generated = backstop::generate(&policy, &args.name);
-            generated.exclude_namespaces(&args.exclude_namespaces);
-            match backstop::yaml(&generated, &origin) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: cannot write the backstop as YAML: {e}");
-                    ExitCode::from(2)
-                }
-            }
+    let target = backstop::Target::excluding(
+        &args.name,
+        args.webhook_service.clone(),
+        &args.exclude_namespaces,
+    );
+    let kinds = match args.format {
+        ExportFormat::Vap => backstop::Kinds::Validating,
+        ExportFormat::Map => backstop::Kinds::Mutating,
+    };
+    match backstop::yaml(&backstop::generate(&policy, &target), kinds, &origin) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write the backstop as YAML: {e}");
+            ExitCode::from(2)
         }
     }
 }

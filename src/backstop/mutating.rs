@@ -1,0 +1,314 @@
+//! The injection mutators as a MutatingAdmissionPolicy (`<name>-mutate`, Kubernetes 1.36+):
+//! while the webhook is down the API server itself still completes and injects
+//! volumeClaimTemplates, so charts that rely on the injection keep working.
+//!
+//! One mutation of type JSONPatch whose expression gives the operations the mutators' Rust code
+//! gives, in the same order, and the `stsguard.io/mutated` record. It uses only what the
+//! Kubernetes CEL environment offers for 1.36 (the lists and strings extensions among it); map
+//! literals wrap their values in `dyn()`, as the API server's type checker wants literals of one
+//! element type.
+
+use k8s_openapi::{
+    api::admissionregistration::v1::{
+        JSONPatch, MatchResources, MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding,
+        MutatingAdmissionPolicyBindingSpec, MutatingAdmissionPolicySpec, Mutation,
+        NamedRuleWithOperations, Variable,
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use serde_json::{Value, json};
+
+use super::{
+    LEVEL_LABEL, Target,
+    cel::{exempt_names_pattern, json_literal, list, lit},
+    step_aside,
+};
+use crate::{
+    mutate::{Defaults, MUTATED, MUTATORS, Mutator},
+    policy::Policy,
+};
+
+/// One mutator's CEL form: a list of JSONPatch operations over `object`.
+pub(crate) struct MutatorForm {
+    pub id: &'static str,
+    pub ops: fn(&Defaults) -> String,
+}
+
+/// Every mutator the MutatingAdmissionPolicy carries, in the order the webhook runs them.
+pub(crate) static MUTATOR_FORMS: &[MutatorForm] = &[
+    MutatorForm {
+        id: "sts-inject-volume-claim-templates",
+        ops: inject,
+    },
+    MutatorForm {
+        id: "sts-complete-volume-claim-templates",
+        ops: complete,
+    },
+];
+
+/// Mutators the policy leaves to the webhook, with the reason.
+pub static MUTATORS_LEFT_OUT: &[(&str, &str)] = &[(
+    "svc-make-headless",
+    "it asks the cluster which StatefulSets name the Service, which CEL cannot",
+)];
+
+/// The policy and its binding, or `None` when no enabled mutator has a CEL form.
+pub(crate) fn generate(
+    policy: &Policy,
+    target: &Target,
+) -> Option<(MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding)> {
+    let forms: Vec<(&MutatorForm, &Mutator)> = MUTATOR_FORMS
+        .iter()
+        .filter_map(|f| Some((f, MUTATORS.iter().find(|m| m.id == f.id)?)))
+        .filter(|(f, _)| policy.mutator_enabled(f.id))
+        .collect();
+    if forms.is_empty() {
+        return None;
+    }
+    let mut variables = step_aside::variables();
+    variables.extend(mount_variables());
+    for (form, mutator) in &forms {
+        variables.push(Variable {
+            name: ops_variable(form.id),
+            expression: gated(form, mutator, policy),
+        });
+    }
+    let applied: Vec<String> = forms
+        .iter()
+        .map(|(f, _)| {
+            format!(
+                "(size(variables.{}) > 0 ? [{}] : [])",
+                ops_variable(f.id),
+                lit(f.id)
+            )
+        })
+        .collect();
+    variables.push(Variable {
+        name: "applied".to_owned(),
+        expression: applied.join(" + "),
+    });
+    variables.extend(record_variables());
+    let ops: Vec<String> = forms
+        .iter()
+        .map(|(f, _)| format!("variables.{}", ops_variable(f.id)))
+        .chain(["variables.record".to_owned()])
+        .collect();
+    let name = format!("{}-mutate", target.name);
+    let meta = ObjectMeta {
+        name: Some(name.clone()),
+        labels: Some([(LEVEL_LABEL.to_owned(), "mutate".to_owned())].into()),
+        ..ObjectMeta::default()
+    };
+    let mut operations = vec!["CREATE".to_owned()];
+    if forms.iter().any(|(_, m)| m.mutable_fields_only) {
+        operations.push("UPDATE".to_owned());
+    }
+    let map = MutatingAdmissionPolicy {
+        metadata: meta.clone(),
+        spec: Some(MutatingAdmissionPolicySpec {
+            // A failed expression leaves the object as it is: the webhook, once back, or the
+            // validating backstop, says what is missing.
+            failure_policy: Some("Ignore".to_owned()),
+            param_kind: Some(step_aside::param_kind()),
+            match_constraints: Some(MatchResources {
+                match_policy: Some("Equivalent".to_owned()),
+                resource_rules: Some(vec![NamedRuleWithOperations {
+                    api_groups: Some(vec!["apps".to_owned()]),
+                    api_versions: Some(vec!["v1".to_owned()]),
+                    operations: Some(operations),
+                    resources: Some(vec!["statefulsets".to_owned()]),
+                    scope: Some("Namespaced".to_owned()),
+                    ..NamedRuleWithOperations::default()
+                }]),
+                ..MatchResources::default()
+            }),
+            // As the mutating webhook: run again if a later plugin changed the object.
+            reinvocation_policy: Some("IfNeeded".to_owned()),
+            variables: Some(variables),
+            mutations: Some(vec![Mutation {
+                patch_type: "JSONPatch".to_owned(),
+                json_patch: Some(JSONPatch {
+                    expression: Some(format!(
+                        "variables.{} ? [] : {}",
+                        step_aside::WEBHOOK_READY,
+                        ops.join(" + ")
+                    )),
+                }),
+                ..Mutation::default()
+            }]),
+            ..MutatingAdmissionPolicySpec::default()
+        }),
+    };
+    let binding = MutatingAdmissionPolicyBinding {
+        metadata: meta,
+        spec: Some(MutatingAdmissionPolicyBindingSpec {
+            policy_name: Some(name),
+            param_ref: Some(step_aside::param_ref(&target.webhook_service)),
+            match_resources: target.match_resources.clone(),
+        }),
+    };
+    Some((map, binding))
+}
+
+fn ops_variable(id: &str) -> String {
+    format!("ops_{}", id.replace('-', "_"))
+}
+
+/// The mutator's operations, or none where the webhook would not run it: on an UPDATE when it
+/// touches immutable fields, in a namespace the policy exempts it in, or on an object whose
+/// exemption annotation names it (whatever its `exempt-until`: CEL has no clock).
+fn gated(form: &MutatorForm, mutator: &Mutator, policy: &Policy) -> String {
+    let mut skip = vec![format!(
+        "variables.exemptApplies && variables.exempt.matches('{}')",
+        exempt_names_pattern(form.id)
+    )];
+    if !mutator.mutable_fields_only {
+        skip.push("request.operation != 'CREATE'".to_owned());
+    }
+    let namespaces: Vec<String> = policy
+        .exemptions
+        .iter()
+        .filter(|e| e.rules.iter().any(|r| r == form.id))
+        .flat_map(|e| e.namespaces.iter().cloned())
+        .collect();
+    if !namespaces.is_empty() {
+        skip.push(format!("request.namespace in {}", list(&namespaces)));
+    }
+    format!(
+        "{} ? [] : {}",
+        skip.iter()
+            .map(|s| format!("({s})"))
+            .collect::<Vec<_>>()
+            .join(" || "),
+        (form.ops)(&policy.defaults)
+    )
+}
+
+const POD: &str = "object.spec.template.spec";
+const HAS_POD: &str =
+    "has(object.spec) && has(object.spec.template) && has(object.spec.template.spec)";
+const HAS_TEMPLATES: &str = "has(object.spec) && has(object.spec.volumeClaimTemplates)";
+
+/// The names the volumeMounts use (init containers first), the names that resolve them (pod
+/// volumes, named templates), and those that resolve to nothing, each once, in order.
+fn mount_variables() -> Vec<Variable> {
+    let containers = format!(
+        "(has({POD}.initContainers) ? {POD}.initContainers : []) + \
+         (has({POD}.containers) ? {POD}.containers : [])"
+    );
+    vec![
+        Variable {
+            name: "mountNames".to_owned(),
+            expression: format!(
+                "{HAS_POD} ? ({containers}).map(c, has(c.volumeMounts) ? \
+                 c.volumeMounts.map(m, m.name) : []).flatten() : []"
+            ),
+        },
+        Variable {
+            name: "volumeNames".to_owned(),
+            expression: format!(
+                "({HAS_POD} && has({POD}.volumes) ? {POD}.volumes.map(v, v.name) : []) + \
+                 ({HAS_TEMPLATES} ? object.spec.volumeClaimTemplates.filter(t, \
+                 has(t.metadata) && has(t.metadata.name)).map(t, t.metadata.name) : [])"
+            ),
+        },
+        Variable {
+            name: "unresolved".to_owned(),
+            expression: "variables.mountNames.filter(n, !(n in variables.volumeNames)).distinct()"
+                .to_owned(),
+        },
+    ]
+}
+
+/// `sts-inject-volume-claim-templates`: a template from the defaults for each unresolved
+/// mount, appended to the list or as a new list.
+fn inject(defaults: &Defaults) -> String {
+    let d = &defaults.volume_claim_template;
+    let mut spec = json!({
+        "accessModes": d.access_modes,
+        "resources": {"requests": {"storage": d.storage}},
+    });
+    if let Some(class) = &d.storage_class_name {
+        spec["storageClassName"] = json!(class);
+    }
+    if let Some(mode) = &d.volume_mode {
+        spec["volumeMode"] = json!(mode);
+    }
+    let template = format!(
+        "{{'metadata': dyn({{'name': n}}), 'spec': dyn({})}}",
+        json_literal(&spec)
+    );
+    format!(
+        "size(variables.unresolved) == 0 ? [] : {HAS_TEMPLATES} ? \
+         variables.unresolved.map(n, JSONPatch{{op: 'add', path: '/spec/volumeClaimTemplates/-', \
+         value: {template}}}) : [JSONPatch{{op: 'add', path: '/spec/volumeClaimTemplates', value: \
+         variables.unresolved.map(n, {template})}}]"
+    )
+}
+
+/// `sts-complete-volume-claim-templates`: in each template, whatever of accessModes and
+/// resources.requests.storage is missing, from the defaults.
+fn complete(defaults: &Defaults) -> String {
+    let d = &defaults.volume_claim_template;
+    let t = "object.spec.volumeClaimTemplates[i]";
+    let at = |rest: &str| format!("'/spec/volumeClaimTemplates/' + string(i) + '/spec{rest}'");
+    let add = |rest: &str, value: &Value| {
+        format!(
+            "[JSONPatch{{op: 'add', path: {}, value: {}}}]",
+            at(rest),
+            json_literal(value)
+        )
+    };
+    let storage = json!(d.storage);
+    // `requests` maps to Quantities, which the API server's type checker cannot type, so
+    // `resources` is read as dyn.
+    let resources = format!("dyn({t}.spec.resources)");
+    let per_template = format!(
+        "!has({t}.spec) ? {whole} : \
+         (!has({t}.spec.accessModes) || size({t}.spec.accessModes) == 0 ? {modes} : []) + \
+         (!has({t}.spec.resources) ? {res} : !has({resources}.requests) ? {req} : \
+         !('storage' in {resources}.requests) ? {sto} : [])",
+        whole = add(
+            "",
+            &json!({"accessModes": d.access_modes, "resources": {"requests": {"storage": storage}}})
+        ),
+        modes = add("/accessModes", &json!(d.access_modes)),
+        res = add("/resources", &json!({"requests": {"storage": storage}})),
+        req = add("/resources/requests", &json!({"storage": storage})),
+        sto = add("/resources/requests/storage", &storage),
+    );
+    format!(
+        "{HAS_TEMPLATES} ? lists.range(size(object.spec.volumeClaimTemplates))\
+         .map(i, {per_template}).flatten() : []"
+    )
+}
+
+/// The `stsguard.io/mutated` record: the ids already there, trimmed, then each applied id not
+/// among them, comma-separated; added where the object has annotations, or with them.
+fn record_variables() -> Vec<Variable> {
+    let key = lit(MUTATED);
+    let escaped = MUTATED.replace('~', "~0").replace('/', "~1");
+    vec![
+        Variable {
+            name: "recorded".to_owned(),
+            expression: format!(
+                "has(object.metadata) && has(object.metadata.annotations) && {key} in \
+                 object.metadata.annotations ? object.metadata.annotations[{key}].split(',')\
+                 .map(s, s.trim()).filter(s, s != '') : []"
+            ),
+        },
+        Variable {
+            name: "record".to_owned(),
+            expression: format!(
+                "size(variables.applied) == 0 ? [] : !has(object.metadata) ? \
+                 [JSONPatch{{op: 'add', path: '/metadata', value: {{'annotations': {{{key}: \
+                 {value}}}}}}}] : has(object.metadata.annotations) ? [JSONPatch{{op: 'add', \
+                 path: '/metadata/annotations/{escaped}', value: {value}}}] : \
+                 [JSONPatch{{op: 'add', path: '/metadata/annotations', value: {{{key}: \
+                 {value}}}}}]",
+                value = "(variables.recorded + variables.applied.filter(id, \
+                         !(id in variables.recorded))).join(',')"
+            ),
+        },
+    ]
+}
