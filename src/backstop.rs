@@ -76,18 +76,25 @@ impl std::str::FromStr for ServiceRef {
     }
 }
 
-/// What the generated objects are called, whom they step aside for and which requests they see.
+/// Whom the backstop steps aside for and which requests it sees: the document the chart renders
+/// into the ConfigMap the leader applies the backstop from.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Target {
-    /// The objects are `<name>-deny`, `<name>-warn` and `<name>-mutate`.
-    pub name: String,
+pub struct Scope {
     /// The webhook's Service: while one of its endpoints is ready, the backstop is silent.
     pub webhook_service: ServiceRef,
     /// The requests the bindings pass to the policies: the webhooks' namespace and object
     /// selectors, so the backstop judges where the webhook would.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_resources: Option<MatchResources>,
+}
+
+/// What the generated objects are called, and their scope.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    /// The objects are `<name>-deny`, `<name>-warn` and `<name>-mutate`.
+    pub name: String,
+    pub scope: Scope,
 }
 
 impl Target {
@@ -107,10 +114,18 @@ impl Target {
         });
         Target {
             name: name.to_owned(),
-            webhook_service,
-            match_resources,
+            scope: Scope {
+                webhook_service,
+                match_resources,
+            },
         }
     }
+}
+
+/// The names of every object a backstop called `name` may have, policy and binding alike
+/// (`<name>-<level>`), so that what a policy no longer needs can be removed.
+pub fn object_names(name: &str) -> Vec<String> {
+    LEVELS.iter().map(|l| format!("{name}-{l}")).collect()
 }
 
 /// The generated policies and bindings, and what they leave to the webhook.

@@ -17,21 +17,22 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
+mod apply;
+pub mod backstop;
+
+use apply::apply;
+pub(crate) use apply::owner_references;
+
 use k8s_openapi::{
     ByteString,
     api::{
         admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
         core::v1::ConfigMap,
         discovery::v1::EndpointSlice,
-        rbac::v1::ClusterRole,
     },
-    apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
-use kube::{
-    Api, Client, Resource,
-    api::{ListParams, Patch, PatchParams},
-};
-use serde::{Serialize, de::DeserializeOwned};
+use kube::{Api, Client, api::ListParams};
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 /// The field manager of every registration.
@@ -253,25 +254,11 @@ async fn register(
     let owners = match &settings.owner {
         None => None,
         Some(name) => {
-            let roles: Api<ClusterRole> = Api::all(client.clone());
-            let role = roles
-                .get_opt(name)
-                .await
-                .map_err(|source| RegistrationError::Owner {
-                    name: name.clone(),
-                    source,
-                })?;
-            let Some(uid) = role.and_then(|r| r.metadata.uid) else {
+            let Some(owners) = owner_references(client, name).await? else {
                 tracing::info!(owner = %name, "the owning ClusterRole is gone (uninstall): not registering");
                 return Ok(Pass::Done);
             };
-            Some(vec![OwnerReference {
-                api_version: "rbac.authorization.k8s.io/v1".into(),
-                kind: "ClusterRole".into(),
-                name: name.clone(),
-                uid,
-                ..OwnerReference::default()
-            }])
+            Some(owners)
         }
     };
     let data = map.data.unwrap_or_default();
@@ -328,65 +315,4 @@ async fn register(
 /// One webhook configuration from the ConfigMap's YAML, as registration reads it.
 pub fn parse<K: DeserializeOwned>(text: &str) -> Result<K, String> {
     serde_saphyr::from_str(text).map_err(|e| e.to_string())
-}
-
-/// Server-side apply as `stsguard`, unless the live object already has this content: the
-/// annotation `stsguard.io/applied` holds a digest of what was last applied, so an unchanged
-/// object costs a GET and no write.
-async fn apply<K>(
-    client: &Client,
-    kind: &'static str,
-    mut object: K,
-    bundle_of: impl Fn(&K) -> Vec<Option<ByteString>>,
-) -> Result<(), RegistrationError>
-where
-    K: Resource<Scope = kube::core::ClusterResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    let name = object.meta().name.clone().unwrap_or_default();
-    let error = |source| RegistrationError::Apply {
-        kind,
-        name: name.clone(),
-        source,
-    };
-    let digest = digest(&serde_json::to_string(&object).unwrap_or_default());
-    object
-        .meta_mut()
-        .annotations
-        .get_or_insert_default()
-        .insert(APPLIED.to_owned(), digest.clone());
-    let api: Api<K> = Api::all(client.clone());
-    if let Some(live) = api.get_opt(&name).await.map_err(error)? {
-        let same = live
-            .meta()
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(APPLIED))
-            == Some(&digest);
-        if same && bundle_of(&live) == bundle_of(&object) {
-            return Ok(());
-        }
-    }
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&name, &params, &Patch::Apply(&object))
-        .await
-        .map_err(error)?;
-    tracing::info!(kind, name = %name, "webhook configuration registered");
-    Ok(())
-}
-
-const APPLIED: &str = "stsguard.io/applied";
-
-/// FNV-1a, hex: a change detector, not a security measure.
-fn digest(text: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
 }

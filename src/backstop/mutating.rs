@@ -143,8 +143,8 @@ pub(crate) fn generate(
         metadata: meta,
         spec: Some(MutatingAdmissionPolicyBindingSpec {
             policy_name: Some(name),
-            param_ref: Some(step_aside::param_ref(&target.webhook_service)),
-            match_resources: target.match_resources.clone(),
+            param_ref: Some(step_aside::param_ref(&target.scope.webhook_service)),
+            match_resources: target.scope.match_resources.clone(),
         }),
     };
     Some((map, binding))

@@ -162,7 +162,7 @@ fn every_policy_steps_aside_for_the_webhooks_service() {
         }
         assert_eq!(
             binding.spec.match_resources,
-            target("x").match_resources,
+            target("x").scope.match_resources,
             "bound where the webhooks are"
         );
     }

@@ -113,8 +113,8 @@ pub(crate) fn generate(
             spec: ValidatingAdmissionPolicyBindingSpec {
                 policy_name: name,
                 validation_actions: actions.iter().map(|a| (*a).to_owned()).collect(),
-                param_ref: Some(step_aside::param_ref(&target.webhook_service)),
-                match_resources: target.match_resources.clone(),
+                param_ref: Some(step_aside::param_ref(&target.scope.webhook_service)),
+                match_resources: target.scope.match_resources.clone(),
             },
         };
         objects.push((vap, binding));

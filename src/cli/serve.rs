@@ -127,6 +127,8 @@ pub struct Prepared {
     /// registration after ready).
     pub resolver: Arc<CertResolver>,
     pub readiness: Readiness,
+    /// The policy in force (reloaded with --watch-policy).
+    pub policy: Arc<PolicySlot>,
 }
 
 /// Why `stsguard serve` could not start.
@@ -145,8 +147,8 @@ pub enum StartError {
     #[error("--max-body-bytes must be above 0")]
     ZeroBodyLimit,
     #[error(
-        "--cert-secret and --register-webhooks need cluster access (a kubeconfig or in-cluster \
-         configuration, and not --no-cluster or policy lookups: off)"
+        "--cert-secret, --register-webhooks and --backstop need cluster access (a kubeconfig or \
+         in-cluster configuration, and not --no-cluster or policy lookups: off)"
     )]
     NeedsCluster,
 }
@@ -210,7 +212,7 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Prepared, StartError> {
         tokio::spawn(watcher.run(args.policy_reload_interval));
     }
     let reports = reports.map(|r| r.with_policy(slot.clone()));
-    let reviewer = Reviewer::with_slot(slot, lookup);
+    let reviewer = Reviewer::with_slot(slot.clone(), lookup);
     let server = Server::bind(
         args.addr,
         args.probe_addr,
@@ -230,6 +232,7 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Prepared, StartError> {
         reports,
         resolver,
         readiness,
+        policy: slot,
     })
 }
 
@@ -340,6 +343,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         reports,
         resolver,
         readiness,
+        policy,
     } = prepare_serve(&args).await?;
     let (leadership, lifecycle) = match cluster {
         Some((client, lease)) => {
@@ -351,6 +355,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
                 resolver,
                 readiness,
                 metrics: metrics.clone(),
+                policy,
             };
             (
                 leadership,

@@ -1,6 +1,7 @@
 //! `stsguard serve`'s part in the webhook's life beyond answering: self-managed certificates
-//! (`--cert-secret`) and registering its own webhook configurations (`--register-webhooks`),
-//! both done by the leader and followed by every replica.
+//! (`--cert-secret`), registering its own webhook configurations (`--register-webhooks`) and
+//! keeping the backstop applied from the policy in force (`--backstop`), all done by the leader
+//! and followed by every replica.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -10,6 +11,7 @@ use tokio::sync::watch;
 use crate::{
     managed_tls::{self, Timing},
     metrics::Metrics,
+    policy::PolicySlot,
     registration::{self, Bundle, Gate},
     server::Readiness,
     time,
@@ -56,19 +58,23 @@ pub struct LifecycleArgs {
         conflicts_with = "cert_secret"
     )]
     pub ca_bundle_file: Option<PathBuf>,
-    /// The ClusterRole that owns the registered configurations (an ownerReference): when it is
-    /// deleted they are garbage-collected, and while it is missing nothing is registered.
-    #[arg(
-        long,
-        env = "STSGUARD_WEBHOOK_OWNER_CLUSTER_ROLE",
-        requires = "register_webhooks"
-    )]
+    /// The ClusterRole that owns the registered configurations and the backstop (an
+    /// ownerReference): when it is deleted they are garbage-collected, and while it is missing
+    /// nothing is registered or applied.
+    #[arg(long, env = "STSGUARD_WEBHOOK_OWNER_CLUSTER_ROLE")]
     pub webhook_owner_cluster_role: Option<String>,
+    /// Keep the backstop applied from the policy in force: ValidatingAdmissionPolicies
+    /// NAME-deny and NAME-warn and MutatingAdmissionPolicy NAME-mutate (where served), with
+    /// their bindings, scoped by the ConfigMap NAME (key backstop.yaml, in the
+    /// --leader-lease-namespace); without that ConfigMap they are removed.
+    #[arg(long, env = "STSGUARD_BACKSTOP", value_name = "NAME")]
+    pub backstop: Option<String>,
     /// The webhook's Service: registration waits until one of its endpoints is ready (the API
     /// server calls the webhook through it), not only this replica.
     #[arg(long, env = "STSGUARD_WEBHOOK_SERVICE", requires = "register_webhooks")]
     pub webhook_service: Option<String>,
-    /// How often the leader checks the registered configurations against the ConfigMap.
+    /// How often the leader checks the registered configurations and the backstop against
+    /// their ConfigMaps and the policy.
     #[arg(long, env = "STSGUARD_REGISTRATION_RESYNC", default_value = "30s", value_parser = time::parse_duration)]
     pub registration_resync: Duration,
 }
@@ -76,7 +82,7 @@ pub struct LifecycleArgs {
 impl LifecycleArgs {
     /// Whether any of this needs the cluster.
     pub fn needs_cluster(&self) -> bool {
-        self.cert_secret.is_some() || self.register_webhooks.is_some()
+        self.cert_secret.is_some() || self.register_webhooks.is_some() || self.backstop.is_some()
     }
 
     fn timing(&self) -> Result<Timing, String> {
@@ -108,6 +114,8 @@ pub struct Context {
     pub resolver: Arc<CertResolver>,
     pub readiness: Readiness,
     pub metrics: Arc<Metrics>,
+    /// The policy in force, which the backstop follows.
+    pub policy: Arc<PolicySlot>,
 }
 
 /// Running lifecycle work; `stop` ends registration (at SIGTERM: a terminating replica must not
@@ -165,9 +173,18 @@ pub fn start(args: &LifecycleArgs, cx: Context) -> Lifecycle {
         let gate = Gate {
             leading: cx.leading.clone(),
             ready: Arc::new(move || readiness.get()),
-            stopping: stopped,
+            stopping: stopped.clone(),
         };
-        registration::start(cx.client, settings, source, gate);
+        registration::start(cx.client.clone(), settings, source, gate);
+    }
+    if let Some(name) = &args.backstop {
+        let settings = registration::backstop::Settings {
+            name: name.clone(),
+            namespace: cx.namespace.clone(),
+            owner: args.webhook_owner_cluster_role.clone(),
+            resync: args.registration_resync,
+        };
+        registration::backstop::start(cx.client, settings, cx.policy, cx.leading, stopped);
     }
     Lifecycle { stopping }
 }
