@@ -8,18 +8,15 @@
 use std::path::{Path, PathBuf};
 
 use check::{Env, Problem, check};
-use k8s_openapi::api::{
-    core::v1::ObjectReference,
-    discovery::v1::{
-        Endpoint, EndpointConditions, EndpointHints, EndpointPort, EndpointSlice, ForNode, ForZone,
-    },
-};
-use schema::{Document, Type, from_example};
+use policy::{POLICY_KINDS, check_policy, endpoint_slice, expressions, policy_env, statefulset};
+use schema::{Document, Type};
 use serde_json::Value;
 use stsguard::{backstop, policy::Policy};
 
 #[path = "backstop_types/check.rs"]
 mod check;
+#[path = "backstop_types/policy.rs"]
+mod policy;
 #[path = "backstop_types/schema.rs"]
 mod schema;
 
@@ -36,215 +33,6 @@ fn apps_v1() -> Document {
     Document::new(&read_json(
         "tests/fixtures/apiserver/openapi-v3-apps-v1-1.36.2.json",
     ))
-}
-
-fn statefulset(apps: &Document) -> Type {
-    apps.resource("io.k8s.api.apps.v1.StatefulSet")
-        .expect("a StatefulSet has a CEL type")
-}
-
-/// An EndpointSlice (discovery.k8s.io/v1), the type of `params` for a policy whose paramKind
-/// names it. Its OpenAPI document is not among the fixtures, so the type is read from a fully
-/// populated k8s-openapi value (every field present, maps left empty), and its metadata is
-/// the ObjectMeta of the apps/v1 document. Every field it has is one the API server's type has
-/// too (k8s-openapi is generated from the same schema), so nothing it accepts is undefined
-/// there; the leaves are less exact (maps of dyn), which only makes it more lenient.
-fn endpoint_slice(apps: &Document) -> Type {
-    let name = || Some("x".to_owned());
-    let slice = EndpointSlice {
-        address_type: "IPv4".into(),
-        endpoints: Some(vec![Endpoint {
-            addresses: vec!["10.0.0.1".into()],
-            conditions: Some(EndpointConditions {
-                ready: Some(true),
-                serving: Some(true),
-                terminating: Some(true),
-            }),
-            deprecated_topology: Some(Default::default()),
-            hints: Some(EndpointHints {
-                for_nodes: Some(vec![ForNode { name: "n".into() }]),
-                for_zones: Some(vec![ForZone { name: "z".into() }]),
-            }),
-            hostname: name(),
-            node_name: name(),
-            target_ref: Some(ObjectReference {
-                api_version: name(),
-                field_path: name(),
-                kind: name(),
-                name: name(),
-                namespace: name(),
-                resource_version: name(),
-                uid: name(),
-            }),
-            zone: name(),
-        }]),
-        metadata: Default::default(),
-        ports: Some(vec![EndpointPort {
-            app_protocol: name(),
-            name: name(),
-            port: Some(443),
-            protocol: name(),
-        }]),
-    };
-    let Type::Object(fields) = from_example(&serde_json::to_value(&slice).unwrap()) else {
-        unreachable!("an EndpointSlice is an object");
-    };
-    let mut fields = (*fields).clone();
-    let meta = apps
-        .resource("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")
-        .expect("ObjectMeta has a CEL type");
-    fields.insert("metadata".into(), meta);
-    Type::Object(fields.into())
-}
-
-/// `request`: the API server declares it with a hand-written type (BuildRequestType in
-/// k8s.io/apiserver/pkg/admission/plugin/cel/compile.go), field names unescaped.
-fn request() -> Type {
-    let object = |fields: &[(&str, Type)]| {
-        Type::object(fields.iter().map(|(n, t)| ((*n).to_owned(), t.clone())))
-    };
-    let gvk = object(&[
-        ("group", Type::String),
-        ("version", Type::String),
-        ("kind", Type::String),
-    ]);
-    let gvr = object(&[
-        ("group", Type::String),
-        ("version", Type::String),
-        ("resource", Type::String),
-    ]);
-    let strings = Type::List(Box::new(Type::String));
-    let user = object(&[
-        ("username", Type::String),
-        ("uid", Type::String),
-        ("groups", strings.clone()),
-        ("extra", Type::Map(Box::new(strings))),
-    ]);
-    object(&[
-        ("kind", gvk.clone()),
-        ("resource", gvr.clone()),
-        ("subResource", Type::String),
-        ("requestKind", gvk),
-        ("requestResource", gvr),
-        ("requestSubResource", Type::String),
-        ("name", Type::String),
-        ("namespace", Type::String),
-        ("operation", Type::String),
-        ("userInfo", user),
-        ("dryRun", Type::Bool),
-        ("options", Type::Dyn),
-    ])
-}
-
-/// The admission policy kinds and where their CEL sits is read generically (every
-/// `expression`, `messageExpression` and `valueExpression` under `spec`), so a new policy
-/// kind needs only its name here.
-const POLICY_KINDS: &[&str] = &["ValidatingAdmissionPolicy", "MutatingAdmissionPolicy"];
-const EXPRESSION_KEYS: &[&str] = &["expression", "messageExpression", "valueExpression"];
-
-/// Every CEL expression in `value`, with its path in the API server's notation
-/// (`spec.validations[1].expression`).
-fn expressions(value: &Value, path: &str, out: &mut Vec<(String, String)>) {
-    match value {
-        Value::Object(map) => {
-            for (key, item) in map {
-                let here = format!("{path}.{key}");
-                match item {
-                    Value::String(text) if EXPRESSION_KEYS.contains(&key.as_str()) => {
-                        out.push((here, text.clone()))
-                    }
-                    _ => expressions(item, &here, out),
-                }
-            }
-        }
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                expressions(item, &format!("{path}[{i}]"), out);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// The environment the API server's type checker gives a policy's expressions, without
-/// `variables`: `object` and `oldObject` typed from the matched resource, `params` from the
-/// paramKind (declared only with one), `request` as the API server declares it.
-fn policy_env(policy: &Value, apps: &Document) -> Env {
-    let spec = &policy["spec"];
-    let rules = spec["matchConstraints"]["resourceRules"]
-        .as_array()
-        .unwrap();
-    for rule in rules {
-        let wanted = |key: &str, value: &str| rule[key].as_array().unwrap() == &[value];
-        assert!(
-            wanted("apiGroups", "apps")
-                && wanted("apiVersions", "v1")
-                && wanted("resources", "statefulsets"),
-            "no schema here for the resources of {rule}"
-        );
-    }
-    let mut env = Env::default();
-    let object = statefulset(apps);
-    env.variables.insert("object".into(), object.clone());
-    env.variables.insert("oldObject".into(), object);
-    env.variables.insert("request".into(), request());
-    env.variables.insert("namespaceObject".into(), Type::Dyn);
-    let param_kind = &spec["paramKind"];
-    if !param_kind.is_null() {
-        assert_eq!(
-            (&param_kind["apiVersion"], &param_kind["kind"]),
-            (
-                &Value::from("discovery.k8s.io/v1"),
-                &Value::from("EndpointSlice")
-            ),
-            "no schema here for paramKind {param_kind}"
-        );
-        env.variables.insert("params".into(), endpoint_slice(apps));
-    }
-    env
-}
-
-/// The type checker's findings on one policy document, each as `<name> <fieldRef>: <problem>`.
-/// Variables are checked in order, each seeing those before it, as the API server declares
-/// them; the others see all of them.
-fn check_policy(policy: &Value, apps: &Document) -> (usize, Vec<String>) {
-    let name = policy["metadata"]["name"].as_str().unwrap_or("?");
-    let mut env = policy_env(policy, apps);
-    let mut declared: Vec<(String, Type)> = Vec::new();
-    let mut found = Vec::new();
-    let mut checked = 0;
-    let mut run = |field: &str, text: &str, env: &Env, found: &mut Vec<String>| {
-        checked += 1;
-        match check(text, env) {
-            Ok((declared, problems)) => {
-                found.extend(problems.iter().map(|p| format!("{name} {field}: {p}")));
-                declared
-            }
-            Err(e) => panic!("{name} {field} does not parse: {e}\n{text}"),
-        }
-    };
-    let variables = policy["spec"]["variables"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for (i, variable) in variables.iter().enumerate() {
-        env.variables
-            .insert("variables".into(), Type::object(declared.clone()));
-        let text = variable["expression"].as_str().unwrap();
-        let field = format!("spec.variables[{i}].expression");
-        let result = run(&field, text, &env, &mut found);
-        declared.push((variable["name"].as_str().unwrap().to_owned(), result));
-    }
-    env.variables
-        .insert("variables".into(), Type::object(declared));
-    let mut all = Vec::new();
-    expressions(&policy["spec"], "spec", &mut all);
-    for (field, text) in all {
-        if !field.starts_with("spec.variables[") {
-            run(&field, &text, &env, &mut found);
-        }
-    }
-    (checked, found)
 }
 
 /// The documents `backstop::yaml` prints for `policy`, read back as the API server gets them.
@@ -274,8 +62,21 @@ fn every_generated_expression_type_checks() {
     let (mut policies_checked, mut expressions_checked) = (0, 0);
     let all = policies();
     assert!(all.len() >= 4, "{} policies", all.len());
-    for (origin, policy) in all {
-        for doc in printed(&policy) {
+    let mut documents: Vec<(String, Vec<Value>)> = all
+        .iter()
+        .map(|(origin, policy)| (origin.clone(), printed(policy)))
+        .collect();
+    // What the chart installs, as committed.
+    let chart = "charts/stsguard/files/backstop.yaml";
+    let text = std::fs::read_to_string(repo(chart)).unwrap();
+    documents.push((
+        chart.to_owned(),
+        text.split("\n---\n")
+            .map(|doc| serde_saphyr::from_str(doc).unwrap())
+            .collect(),
+    ));
+    for (origin, docs) in documents {
+        for doc in docs {
             let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
             if POLICY_KINDS.contains(&kind.as_str()) {
                 let (checked, problems) = check_policy(&doc, &apps);
@@ -291,11 +92,36 @@ fn every_generated_expression_type_checks() {
         }
     }
     assert!(found.is_empty(), "{}", found.join("\n"));
-    assert!(policies_checked >= 4, "{policies_checked} policies");
+    assert!(policies_checked >= 5, "{policies_checked} policies");
     assert!(
-        expressions_checked >= 4 * 5,
+        expressions_checked >= 5 * 5,
         "{expressions_checked} expressions"
     );
+}
+
+/// The generator's way past the type checker, `dyn(x).field`, means what `x.field` means to
+/// the `cel` crate too (the equivalence test relies on it), `has()` included.
+#[test]
+fn the_cel_crate_evaluates_dyn_as_the_identity() {
+    let map = |key: &str, value: cel::Value| {
+        cel::Value::from(std::collections::HashMap::from([(key.to_owned(), value)]))
+    };
+    let mut ctx = cel::Context::default();
+    ctx.add_variable_from_value("r", map("requests", map("storage", "1Gi".into())));
+    for (expression, expected) in [
+        ("has(dyn(r).requests)", true),
+        ("has(dyn(r).limits)", false),
+        ("'storage' in dyn(r).requests", true),
+        ("string(dyn(r).requests['storage']) == '1Gi'", true),
+        ("dyn(r) == r", true),
+    ] {
+        let program = cel::Program::compile(expression).unwrap();
+        assert_eq!(
+            program.execute(&ctx).unwrap(),
+            cel::Value::Bool(expected),
+            "{expression}"
+        );
+    }
 }
 
 /// The warning a v1.36.2 API server wrote on the deny policy of the built-in policy, as
@@ -399,6 +225,16 @@ fn the_resolver_types_a_statefulset_as_the_api_server_does() {
     };
     assert_eq!(problems(&env, "object.spec.replicas > 1"), none);
     flags("object.spec.nope", ".nope", "undefined field 'nope'");
+    assert_eq!(
+        problems(&env, "object.spec\n  .nope"),
+        ["<input>:2:3: undefined field 'nope'"]
+    );
+    // Columns count characters, as cel-go's do.
+    flags(
+        "'ünïcödé' == object.spec.nope",
+        ".nope",
+        "undefined field 'nope'",
+    );
     // Quantity (oneOf string, number; no type) has no CEL type: maps of it are dropped.
     flags(
         "object.spec.volumeClaimTemplates.exists(t, has(t.spec.resources.requests))",
@@ -509,6 +345,14 @@ fn the_checker_follows_comprehensions_conditionals_and_literals() {
         ".ready",
         "undefined field 'ready'",
     );
+    assert_eq!(
+        problems(
+            &env,
+            "params.kind == 'EndpointSlice' && 'x' in params.metadata.labels"
+        ),
+        none
+    );
+    flags("params.metadata.kind", ".kind", "undefined field 'kind'");
 }
 
 #[test]

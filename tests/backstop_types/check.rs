@@ -76,13 +76,19 @@ struct Walker<'a> {
 
 impl Walker<'_> {
     fn report(&mut self, id: u64, message: String) {
+        // The parser's offsets are in bytes; cel-go's columns in characters.
         let offset = self
             .info
             .offset_for(id)
             .map_or(0, |(start, _)| start as usize);
-        let before: Vec<char> = self.info.source.chars().take(offset).collect();
-        let line = 1 + before.iter().filter(|c| **c == '\n').count();
-        let column = 1 + before.iter().rev().take_while(|c| **c != '\n').count();
+        let before = self.info.source.get(..offset).unwrap_or_default();
+        let line = 1 + before.matches('\n').count();
+        let column = 1 + before
+            .rsplit('\n')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .count();
         self.problems.push(Problem {
             line,
             column,
@@ -151,10 +157,9 @@ impl Walker<'_> {
                 let target = call.target.as_deref().map(|t| self.expr(t));
                 let args: Vec<Type> = call.args.iter().map(|a| self.expr(a)).collect();
                 match (call.func_name.as_str(), target, &args[..]) {
-                    (operators::INDEX, None, [container, _]) => match container {
-                        Type::List(elem) | Type::Map(elem) => (**elem).clone(),
-                        _ => Type::Dyn,
-                    },
+                    (operators::INDEX, None, [Type::List(elem) | Type::Map(elem), _]) => {
+                        (**elem).clone()
+                    }
                     (operators::CONDITIONAL, None, [_, a, b]) => join(a.clone(), b.clone()),
                     (
                         operators::LOGICAL_AND

@@ -83,6 +83,13 @@ impl Document {
         self.decl(self.schema(name), true, &mut visiting)
     }
 
+    /// The declared type of a definition that is not a resource (`ObjectMeta`).
+    pub fn definition(&self, name: &str) -> Option<Type> {
+        let mut visiting = vec![name.to_owned()];
+        let schema = self.schema(name);
+        self.decl(schema, embedded(schema), &mut visiting)
+    }
+
     /// A property, item or additionalProperties schema: its ref inlined first, as PopulateRefs
     /// does, so the extensions read are the referred schema's.
     fn nested(&self, schema: &Value, visiting: &mut Vec<String>) -> Option<Type> {
