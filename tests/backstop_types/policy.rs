@@ -146,6 +146,17 @@ pub fn expressions(value: &Value, path: &str, out: &mut Vec<(String, String)>) {
 /// The environment the API server's type checker gives a policy's expressions, without
 /// `variables`: `object` and `oldObject` typed from the matched resource, `params` from the
 /// paramKind (declared only with one), `request` as the API server declares it.
+/// What every policy on StatefulSets declares; `namespaceObject` is left dyn.
+pub fn statefulset_env(apps: &Document) -> Env {
+    let mut env = Env::default();
+    let object = statefulset(apps);
+    env.variables.insert("object".into(), object.clone());
+    env.variables.insert("oldObject".into(), object);
+    env.variables.insert("request".into(), request());
+    env.variables.insert("namespaceObject".into(), Type::Dyn);
+    env
+}
+
 pub fn policy_env(policy: &Value, apps: &Document) -> Env {
     let spec = &policy["spec"];
     let rules = spec["matchConstraints"]["resourceRules"]
@@ -160,12 +171,7 @@ pub fn policy_env(policy: &Value, apps: &Document) -> Env {
             "no schema here for the resources of {rule}"
         );
     }
-    let mut env = Env::default();
-    let object = statefulset(apps);
-    env.variables.insert("object".into(), object.clone());
-    env.variables.insert("oldObject".into(), object);
-    env.variables.insert("request".into(), request());
-    env.variables.insert("namespaceObject".into(), Type::Dyn);
+    let mut env = statefulset_env(apps);
     let param_kind = &spec["paramKind"];
     if !param_kind.is_null() {
         assert_eq!(
