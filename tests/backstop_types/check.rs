@@ -1,8 +1,9 @@
 //! A CEL type check of field selections, as the API server runs it on admission policies: the
 //! expression parsed by the `cel` crate (macros arrive expanded into comprehensions, `has()`
 //! into a presence test), walked with the declared types of its variables. It reports what
-//! cel-go's checker would for a selection: a field the object type does not have, and
-//! selection on a type that has no fields. Everything it cannot type is dyn, and dyn accepts
+//! cel-go's checker would for a selection: a field the object type does not have, selection on
+//! a type that has no fields, and a reference to an undeclared variable. Function overloads,
+//! result types and cost are not checked. Everything it cannot type is dyn, and dyn accepts
 //! every selection, so it never reports what the API server would not.
 
 use std::collections::HashMap;
