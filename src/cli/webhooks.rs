@@ -1,18 +1,22 @@
-//! `stsguard webhooks remove`: the chart's pre-delete hook. It deletes the ConfigMap the leader
-//! registers from first (so no replica registers the configurations again), then the
-//! configurations themselves, so an uninstall stops the API server calling the webhook before
-//! any pod goes away.
+//! `stsguard webhooks remove`: the chart's pre-delete hook. It deletes the ConfigMaps the leader
+//! registers and applies from first (so no replica puts anything back), then the webhook
+//! configurations and the backstop's policies and bindings, so an uninstall stops the API server
+//! calling the webhook, or enforcing on its behalf, before any pod goes away.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Subcommand};
 use k8s_openapi::api::{
-    admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
+    admissionregistration::v1::{
+        MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding, MutatingWebhookConfiguration,
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        ValidatingWebhookConfiguration,
+    },
     core::v1::ConfigMap,
 };
 use kube::{Api, Client, api::DeleteParams};
 
-use crate::cluster;
+use crate::{backstop, cluster};
 
 #[derive(Clone, Debug, Args)]
 pub struct WebhooksArgs {
@@ -22,8 +26,8 @@ pub struct WebhooksArgs {
 
 #[derive(Clone, Debug, Subcommand)]
 pub enum WebhooksCommand {
-    /// Delete the registration ConfigMap, then the webhook configurations (missing ones are
-    /// fine); exit 0 once none of them exists.
+    /// Delete the registration and backstop ConfigMaps, then the webhook configurations and the
+    /// backstop (missing ones are fine); exit 0 once none of them exists.
     Remove(RemoveArgs),
 }
 
@@ -41,6 +45,10 @@ pub struct RemoveArgs {
     /// MutatingWebhookConfiguration to delete (repeatable).
     #[arg(long)]
     pub mutating: Vec<String>,
+    /// The backstop `serve --backstop NAME` keeps: its ConfigMap NAME, then the admission
+    /// policies and bindings NAME-deny, NAME-warn and NAME-mutate.
+    #[arg(long, value_name = "NAME")]
+    pub backstop: Option<String>,
     /// Kubeconfig; in-cluster configuration when not given.
     #[arg(long, env = "STSGUARD_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
@@ -85,7 +93,7 @@ async fn remove(args: &RemoveArgs) -> Result<(), String> {
         Client::try_from(config).map_err(|e| format!("cannot create the API client: {e}"))?;
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client);
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     for pass in 0..PASSES {
         if pass > 0 {
             tokio::time::sleep(BETWEEN_PASSES).await;
@@ -103,6 +111,32 @@ async fn remove(args: &RemoveArgs) -> Result<(), String> {
         for name in &args.mutating {
             gone(&mutating, name, "MutatingWebhookConfiguration ", pass).await?;
         }
+        if let Some(backstop) = &args.backstop {
+            remove_backstop(&client, &namespace, backstop, pass).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The backstop's ConfigMap, then each binding before its policy.
+async fn remove_backstop(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    pass: usize,
+) -> Result<(), String> {
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    gone(&configmaps, name, &format!("ConfigMap {namespace}/"), pass).await?;
+    let vapb: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
+    let vap: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
+    let mapb: Api<MutatingAdmissionPolicyBinding> = Api::all(client.clone());
+    let map: Api<MutatingAdmissionPolicy> = Api::all(client.clone());
+    for object in backstop::object_names(name) {
+        gone(&vapb, &object, "ValidatingAdmissionPolicyBinding ", pass).await?;
+        gone(&vap, &object, "ValidatingAdmissionPolicy ", pass).await?;
+        // Before 1.36 the API server has no such resource and answers 404: nothing to delete.
+        gone(&mapb, &object, "MutatingAdmissionPolicyBinding ", pass).await?;
+        gone(&map, &object, "MutatingAdmissionPolicy ", pass).await?;
     }
     Ok(())
 }
