@@ -35,7 +35,7 @@ pub enum WebhooksCommand {
 pub struct RemoveArgs {
     /// The ConfigMap `stsguard serve --register-webhooks` registers from.
     #[arg(long)]
-    pub configmap: String,
+    pub configmap: Option<String>,
     /// Its namespace (default: the kubeconfig's or the pod's).
     #[arg(long)]
     pub namespace: Option<String>,
@@ -98,13 +98,15 @@ async fn remove(args: &RemoveArgs) -> Result<(), String> {
         if pass > 0 {
             tokio::time::sleep(BETWEEN_PASSES).await;
         }
-        gone(
-            &configmaps,
-            &args.configmap,
-            &format!("ConfigMap {namespace}/"),
-            pass,
-        )
-        .await?;
+        if let Some(configmap) = &args.configmap {
+            gone(
+                &configmaps,
+                configmap,
+                &format!("ConfigMap {namespace}/"),
+                pass,
+            )
+            .await?;
+        }
         for name in &args.validating {
             gone(&validating, name, "ValidatingWebhookConfiguration ", pass).await?;
         }

@@ -63,7 +63,7 @@ MODES: dict[str, dict[str, Any]] = {
         "replicaCount": 3,
         "clientCA": TEST_CA_PEM,
         "policy": CUSTOM_POLICY,
-        # A custom policy needs its own backstop (backstop.manifest); this mode goes without.
+        # The backstop off (the webhook then fails closed).
         "backstop": {"enabled": False},
         "logFormat": "text",
         "logLevel": "stsguard=debug",

@@ -262,7 +262,8 @@ def test_render_script_writes_every_mode(chart, tmp_path):
         ]
     default = (tmp_path / "default.yaml").read_text()
     policy = next(
-        d for d in yaml.safe_load_all(default) if d and d["kind"] == "ConfigMap"
+        d for d in yaml.safe_load_all(default)
+        if d and d["kind"] == "ConfigMap" and "policy.yaml" in d.get("data", {})
     )["data"]["policy.yaml"]
     assert policy == DEFAULT_POLICY.read_text()
 
@@ -932,7 +933,8 @@ def test_webhook_settings(chart, mode):
     webhook_values = MODES[mode].get("webhook", {})
     policies = webhook_values.get("failurePolicy", {})
     timeout = webhook_values.get("timeoutSeconds", 3)
-    backstop = MODES[mode].get("backstop", {}).get("enabled", True)
+    # The backstop needs the chart's Service: not in url mode.
+    backstop = MODES[mode].get("backstop", {}).get("enabled", True) and not webhook_values.get("url")
     default_validating = "Ignore" if backstop else "Fail"
     assert rendered.validating["failurePolicy"] == policies.get("validating", default_validating)
     assert rendered.mutating["failurePolicy"] == policies.get("mutating", "Ignore")
@@ -978,12 +980,24 @@ def test_cluster_role_is_least_privilege(chart):
         for resource in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")
         for verb in ("get", "create", "patch", "delete")
     } | {("rbac.authorization.k8s.io", "clusterroles", "get", (FULLNAME,))}
-    assert granted == reads | own
+    # The backstop: its admission policies and bindings, by name only.
+    backstop_names = tuple(f"{FULLNAME}-backstop-{level}" for level in ("deny", "warn", "mutate"))
+    backstop = {
+        ("admissionregistration.k8s.io", resource, verb, backstop_names)
+        for resource in (
+            "validatingadmissionpolicies",
+            "validatingadmissionpolicybindings",
+            "mutatingadmissionpolicies",
+            "mutatingadmissionpolicybindings",
+        )
+        for verb in ("get", "create", "patch", "delete")
+    }
+    assert granted == reads | own | backstop
     # The owner of the registered configurations is this very ClusterRole.
     assert arg_value(rendered.args, "--webhook-owner-cluster-role") == role["metadata"]["name"]
     for rule in role["rules"]:
         assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"}  # no URLs
-    # With Helm registering them, reads only.
+    # With Helm registering them, reads and the backstop (kept by the leader in every mode).
     helm = render_mode(chart, "helm-registration").one("ClusterRole")
     assert {
         (group, resource, verb, tuple(rule.get("resourceNames", [])))
@@ -991,7 +1005,7 @@ def test_cluster_role_is_least_privilege(chart):
         for group in rule["apiGroups"]
         for resource in rule["resources"]
         for verb in rule["verbs"]
-    } == reads
+    } == reads | backstop | {("rbac.authorization.k8s.io", "clusterroles", "get", (FULLNAME,))}
 
     binding = rendered.one("ClusterRoleBinding")
     assert binding["roleRef"] == {
@@ -1025,8 +1039,12 @@ def test_namespaced_grants_are_named(chart):
     configmap = arg_value(args, "--register-webhooks")
     assert (secret, configmap) == (f"{FULLNAME}-certs", f"{FULLNAME}-webhooks")
     # Only create is unnamed (RBAC cannot limit create by name); the rest only this Lease, the
-    # self-managed certificates' Secret (no list: no other Secret is readable) and the
-    # registration ConfigMap (deleted by the pre-delete hook).
+    # self-managed certificates' Secret (no list: no other Secret is readable), the
+    # registration and backstop ConfigMaps (deleted by the pre-delete hook), and the
+    # EndpointSlices (registration waits for a ready one; a backstop binding selects them, which
+    # the API server allows only to who may get them).
+    backstop = arg_value(args, "--backstop")
+    assert backstop == f"{FULLNAME}-backstop"
     assert granted == {
         ("coordination.k8s.io", "leases", "create", ()),
         *{("coordination.k8s.io", "leases", verb, (lease,)) for verb in ("get", "update", "patch")},
@@ -1035,14 +1053,17 @@ def test_namespaced_grants_are_named(chart):
         ("", "secrets", "update", (secret,)),
         ("", "configmaps", "get", (configmap,)),
         ("", "configmaps", "delete", (configmap,)),
+        ("", "configmaps", "get", (backstop,)),
+        ("", "configmaps", "delete", (backstop,)),
+        ("discovery.k8s.io", "endpointslices", "get", ()),
         ("discovery.k8s.io", "endpointslices", "list", ()),
     }
     # Registration waits for a ready endpoint of the chart's Service.
     service = rendered.one("Service")["metadata"]["name"]
     assert arg_value(args, "--webhook-service") == service
-    # Helm-generated certificates and Helm registration: the Lease only.
+    # Helm-generated certificates and Helm registration: the Lease and the backstop's needs.
     helm = render_mode(chart, "helm-registration").one("Role")
-    assert {r["resources"][0] for r in helm["rules"]} == {"leases"}
+    assert {r["resources"][0] for r in helm["rules"]} == {"leases", "configmaps", "endpointslices"}
     binding = rendered.one("RoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"][0]["name"] == rendered.one("ServiceAccount")["metadata"]["name"]
@@ -1167,6 +1188,7 @@ def test_default_args(chart):
         "--webhook-owner-cluster-role",
         "--webhook-service",
         "--client-ca",
+        "--backstop",
     }
     for mode in MODES:
         mode_args = render_mode(chart, mode).args
@@ -1387,72 +1409,42 @@ def test_readme_example_configurations_agree_with_the_chart(chart):
 # Backstop: the in-object rules as ValidatingAdmissionPolicies
 
 
-BACKSTOP_FILE = Path(CHART_DIR) / "files" / "backstop.yaml"
+def _backstop_scope(rendered: Rendered) -> dict[str, Any]:
+    configmap = next(c for c in rendered.all("ConfigMap") if c["metadata"]["name"] == f"{FULLNAME}-backstop")
+    return yaml.safe_load(configmap["data"]["backstop.yaml"])
 
 
-def _shipped_backstop() -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(BACKSTOP_FILE.read_text()) if d]
-
-
-def _backstop_pairs(rendered: Rendered) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
-    """level -> (policy, binding)."""
-    policies = {p["metadata"]["labels"]["stsguard.io/backstop-level"]: p
-                for p in rendered.all("ValidatingAdmissionPolicy")}
-    bindings = {b["metadata"]["labels"]["stsguard.io/backstop-level"]: b
-                for b in rendered.all("ValidatingAdmissionPolicyBinding")}
-    assert set(policies) == set(bindings)
-    return {level: (policies[level], bindings[level]) for level in policies}
-
-
-def test_backstop_renders_by_default_and_the_webhook_fails_open(chart):
+def test_the_leader_keeps_the_backstop_and_the_webhook_fails_open(chart):
     rendered = render_mode(chart, "default")
-    pairs = _backstop_pairs(rendered)
-    assert set(pairs) == {"deny", "warn"}
-    shipped = {d["metadata"]["labels"]["stsguard.io/backstop-level"]: d
-               for d in _shipped_backstop() if d["kind"] == "ValidatingAdmissionPolicy"}
-    for level, (policy, binding) in pairs.items():
-        name = f"{FULLNAME}-backstop-{level}"
-        assert policy["metadata"]["name"] == name
-        assert binding["metadata"]["name"] == name
-        assert binding["spec"]["policyName"] == name
-        assert binding["spec"]["validationActions"] == (["Deny"] if level == "deny" else ["Warn"])
-        # The policy is the generated one, byte for byte in its CEL.
-        assert policy["spec"] == shipped[level]["spec"]
-        # It sees what the webhooks see, never more.
-        assert binding["spec"]["matchResources"]["namespaceSelector"] == (
-            rendered.validating["namespaceSelector"])
-        assert policy["spec"]["failurePolicy"] == "Ignore"
-        for validation in policy["spec"]["validations"]:
-            assert re.match(r"^sts-[a-z-]+( \([a-z]+\))? at spec\.[^ ]+: .+\. Fix: .+", validation["message"]), (
-                validation["message"])
-            assert validation["expression"]
-    deny_rules = {v["message"].split(" at ")[0] for v in pairs["deny"][0]["spec"]["validations"]}
-    assert deny_rules == {
-        "sts-service-name",
-        "sts-volume-claim-templates (incomplete)",
-        "sts-volume-mounts",
-        "sts-selector-labels",
-    }
+    # Helm renders no policy: the leader applies them from the policy in force.
+    for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+                 "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"):
+        assert rendered.all(kind) == []
+    assert arg_value(rendered.args, "--backstop") == f"{FULLNAME}-backstop"
+    scope = _backstop_scope(rendered)
+    # It steps aside for the chart's Service, and sees what the webhooks see, never more.
+    assert scope["webhookService"] == {
+        "namespace": NAMESPACE, "name": rendered.one("Service")["metadata"]["name"]}
+    assert scope["matchResources"] == {"namespaceSelector": rendered.validating["namespaceSelector"]}
     assert rendered.validating["failurePolicy"] == "Ignore"
+    # The pre-delete hook removes it with the webhook configurations.
+    hook = next(j for j in rendered.all("Job") if j["metadata"]["name"].endswith("-remove-webhooks"))
+    hook_args = hook["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert arg_value(hook_args, "--backstop") == f"{FULLNAME}-backstop"
 
 
-def test_backstop_off_renders_nothing_and_the_webhook_fails_closed(chart):
+def test_backstop_off_renders_no_scope_and_the_webhook_fails_closed(chart):
     rendered = render(chart, {"backstop": {"enabled": False}})
-    assert rendered.all("ValidatingAdmissionPolicy") == []
-    assert rendered.all("ValidatingAdmissionPolicyBinding") == []
+    assert [c for c in rendered.all("ConfigMap") if c["metadata"]["name"].endswith("-backstop")] == []
     assert rendered.validating["failurePolicy"] == "Fail"
+    # Still passed, so that the leader removes a backstop an earlier release applied.
+    assert arg_value(rendered.args, "--backstop") == f"{FULLNAME}-backstop"
 
 
 def test_fail_stays_one_value_away(chart):
     rendered = render(chart, {"webhook": {"failurePolicy": {"validating": "Fail"}}})
     assert rendered.validating["failurePolicy"] == "Fail"
-    assert len(rendered.all("ValidatingAdmissionPolicy")) == 2
-
-
-def test_audit_mode_backstop_audits_and_warns(chart):
-    pairs = _backstop_pairs(render_mode(chart, "audit"))
-    assert pairs["deny"][1]["spec"]["validationActions"] == ["Audit", "Warn"]
-    assert pairs["warn"][1]["spec"]["validationActions"] == ["Warn"]
+    assert _backstop_scope(rendered)["webhookService"]["namespace"] == NAMESPACE
 
 
 def test_backstop_follows_the_webhook_selectors(chart):
@@ -1460,38 +1452,22 @@ def test_backstop_follows_the_webhook_selectors(chart):
         "namespaceSelector": {"excludeNamespaces": ["legacy-db"]},
         "objectSelector": {"matchLabels": {"stsguard.io/checked": "yes"}},
     }})
-    for _, binding in _backstop_pairs(rendered).values():
-        match = binding["spec"]["matchResources"]
-        assert match["namespaceSelector"] == rendered.validating["namespaceSelector"]
-        assert match["objectSelector"] == {"matchLabels": {"stsguard.io/checked": "yes"}}
+    match = _backstop_scope(rendered)["matchResources"]
+    assert match["namespaceSelector"] == rendered.validating["namespaceSelector"]
+    assert match["objectSelector"] == {"matchLabels": {"stsguard.io/checked": "yes"}}
 
 
-def test_a_custom_policy_needs_its_own_backstop(chart):
-    with pytest.raises(helm_python.HelmRenderError, match="backstop.manifest"):
-        render(chart, {"policy": CUSTOM_POLICY})
-    manifest = BACKSTOP_FILE.read_text()
-    rendered = render(chart, {"policy": CUSTOM_POLICY, "backstop": {"manifest": manifest}})
-    assert set(_backstop_pairs(rendered)) == {"deny", "warn"}
+def test_a_custom_policy_gets_its_backstop_from_the_leader(chart):
+    rendered = render(chart, {"policy": CUSTOM_POLICY})
+    assert _backstop_scope(rendered)["webhookService"]["name"]
+    with pytest.raises(helm_python.HelmRenderError, match="backstop.manifest is no longer used"):
+        render(chart, {"backstop": {"manifest": "kind: ValidatingAdmissionPolicy"}})
 
 
-def test_the_shipped_backstop_is_generated_from_the_shipped_policy():
-    # The Rust test in src/backstop/tests.rs keeps it byte for byte what `stsguard policy export`
-    # prints for files/default-policy.yaml (STSGUARD_BLESS=1 rewrites it); here: it says so, and
-    # every rule case it holds is one the chart's policy turns on at that level.
-    text = BACKSTOP_FILE.read_text()
-    assert "from files/default-policy.yaml" in text
-    policy = yaml.safe_load((Path(CHART_DIR) / "files" / "default-policy.yaml").read_text())
-    levels = {"deny": set(), "warn": set()}
-    for rule, action in policy["rules"].items():
-        for case, act in (action.items() if isinstance(action, dict) else [(None, action)]):
-            if act in levels:
-                levels[act].add(f"{rule} ({case})" if case else rule)
-    for doc in _shipped_backstop():
-        if doc["kind"] != "ValidatingAdmissionPolicy":
-            continue
-        level = doc["metadata"]["labels"]["stsguard.io/backstop-level"]
-        for validation in doc["spec"]["validations"]:
-            assert validation["message"].split(" at ")[0] in levels[level], validation["message"]
+def test_url_mode_has_no_backstop(chart):
+    rendered = render(chart, {"webhook": {"url": "https://dev.example:8443"}, "caBundle": TEST_CA_B64})
+    assert [c for c in rendered.all("ConfigMap") if c["metadata"]["name"].endswith("-backstop")] == []
+    assert rendered.validating["failurePolicy"] == "Fail"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1596,9 +1572,14 @@ def test_stsguard_registers_the_configurations_and_helm_creates_none(chart):
     # The generated mode's caBundle travels inside the ConfigMap; the leader keeps it.
     for hook in render_mode(chart, "generated").webhooks():
         assert load_cert(hook["clientConfig"]["caBundle"])
-    # Helm registration: the objects themselves, managed by Helm, no ConfigMap, no hook.
+    # Helm registration: the objects themselves, managed by Helm, no ConfigMap; the hook removes
+    # only the backstop.
     helm = render_mode(chart, "helm-registration")
-    assert helm.registered == [] and helm.all("Job") == []
+    assert helm.registered == []
+    (job,) = helm.all("Job")
+    helm_hook_args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert arg_value(helm_hook_args, "--configmap") is None
+    assert arg_value(helm_hook_args, "--backstop") == f"{FULLNAME}-backstop"
     assert {o["kind"] for o in helm.objects} >= {
         "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration",
@@ -1626,6 +1607,7 @@ def test_uninstall_removes_the_configurations_first(chart):
     assert arg_value(args, "--configmap") == REGISTRATION_CONFIGMAP
     assert arg_value(args, "--namespace") == NAMESPACE
     assert arg_value(args, "--validating") == arg_value(args, "--mutating") == FULLNAME
+    assert arg_value(args, "--backstop") == f"{FULLNAME}-backstop"
     # Its ServiceAccount may delete exactly those.
     cluster_role = rendered.one("ClusterRole")
     role = rendered.one("Role")
@@ -1640,6 +1622,16 @@ def test_uninstall_removes_the_configurations_first(chart):
         ("validatingwebhookconfigurations", FULLNAME),
         ("mutatingwebhookconfigurations", FULLNAME),
         ("configmaps", REGISTRATION_CONFIGMAP),
+        ("configmaps", f"{FULLNAME}-backstop"),
+    } | {
+        (resource, f"{FULLNAME}-backstop-{level}")
+        for resource in (
+            "validatingadmissionpolicies",
+            "validatingadmissionpolicybindings",
+            "mutatingadmissionpolicies",
+            "mutatingadmissionpolicybindings",
+        )
+        for level in ("deny", "warn", "mutate")
     }
 
 

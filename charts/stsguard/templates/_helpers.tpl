@@ -283,7 +283,7 @@ in-object rules while the webhook is down, Fail otherwise.
 {{- define "stsguard.validatingFailurePolicy" -}}
 {{- if .Values.webhook.failurePolicy.validating }}
 {{- .Values.webhook.failurePolicy.validating }}
-{{- else if .Values.backstop.enabled }}
+{{- else if include "stsguard.backstopOn" . }}
 {{- "Ignore" }}
 {{- else }}
 {{- "Fail" }}
@@ -291,17 +291,16 @@ in-object rules while the webhook is down, Fail otherwise.
 {{- end }}
 
 {{/*
-The backstop's ValidatingAdmissionPolicies and bindings as generated: backstop.manifest, or the
-chart's files/backstop.yaml, which matches only the chart's own policy.
+Whether the backstop is on: backstop.enabled, and a Service whose endpoints tell whether the
+webhook answers (not with webhook.url). The name of its objects and of the ConfigMap the leader
+applies it from.
 */}}
-{{- define "stsguard.backstop" -}}
-{{- if .Values.backstop.manifest }}
-{{- .Values.backstop.manifest }}
-{{- else if .Values.policy }}
-{{- fail "backstop.enabled with a custom policy needs backstop.manifest: the output of `stsguard policy export --format vap --policy <your policy file>` (or set backstop.enabled=false)" }}
-{{- else }}
-{{- .Files.Get "files/backstop.yaml" }}
+{{- define "stsguard.backstopOn" -}}
+{{- if and .Values.backstop.enabled (not .Values.webhook.url) }}true{{ end }}
 {{- end }}
+
+{{- define "stsguard.backstopName" -}}
+{{- printf "%s-backstop" (include "stsguard.fullname" .) }}
 {{- end }}
 
 {{/* The API group and resource of the in-cluster reports (reports.api). */}}
