@@ -77,6 +77,8 @@ struct Inner {
     /// Installed CRD schemas that writes of their kind must pass (`reports`).
     schemas: BTreeMap<Kind, reports::Schema>,
     report_writes: Vec<ReportWrite>,
+    /// Serve as an API server before 1.36: no MutatingAdmissionPolicy v1.
+    before_1_36: bool,
 }
 
 /// The server's state; it outlives restarts of the listener.
@@ -189,6 +191,12 @@ impl FakeApiServer {
     /// Service names as an API server without RelaxedServiceNameValidation takes them:
     /// DNS-1035 labels (a letter first). By default they are DNS-1123 labels (a digit may come
     /// first), as with the gate on.
+    /// From now on, answer as an API server before Kubernetes 1.36: MutatingAdmissionPolicy v1 is
+    /// neither in discovery nor served.
+    pub fn before_1_36(&self) {
+        self.inner.lock().unwrap().before_1_36 = true;
+    }
+
     pub fn strict_service_names(&self) {
         self.inner.lock().unwrap().strict_service_names = true;
     }
@@ -398,7 +406,14 @@ async fn handle(State(server): State<FakeApiServer>, request: Request) -> Respon
         .requests
         .push(format!("{} {}", request.method(), request.uri()));
     reports::note(&server, &request);
-    let Some((kind, namespace, name)) = route(&path) else {
+    let before_1_36 = server.inner.lock().unwrap().before_1_36;
+    if let Some(group_version) = path.strip_prefix("/apis/")
+        && let Some(document) = resources::discovery(group_version, before_1_36)
+    {
+        return reply(StatusCode::OK, &document);
+    }
+    let route = route(&path).filter(|(kind, _, _)| !(before_1_36 && kind.since_1_36()));
+    let Some((kind, namespace, name)) = route else {
         return reply(
             StatusCode::NOT_FOUND,
             &status(404, "NotFound", "no such path"),

@@ -19,10 +19,15 @@ pub enum Kind {
     ClusterRole,
     /// `discovery.k8s.io/v1`: whether the webhook's Service has a ready endpoint.
     EndpointSlice,
+    /// The backstop stsguard's leader applies.
+    ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding,
+    MutatingAdmissionPolicy,
+    MutatingAdmissionPolicyBinding,
 }
 
 impl Kind {
-    pub(super) const ALL: [Kind; 12] = [
+    pub(super) const ALL: [Kind; 16] = [
         Kind::Service,
         Kind::StatefulSet,
         Kind::Secret,
@@ -35,16 +40,31 @@ impl Kind {
         Kind::OpenReport,
         Kind::ClusterRole,
         Kind::EndpointSlice,
+        Kind::ValidatingAdmissionPolicy,
+        Kind::ValidatingAdmissionPolicyBinding,
+        Kind::MutatingAdmissionPolicy,
+        Kind::MutatingAdmissionPolicyBinding,
     ];
+
+    /// What only Kubernetes 1.36 serves (MutatingAdmissionPolicy v1).
+    pub(super) fn since_1_36(self) -> bool {
+        matches!(
+            self,
+            Kind::MutatingAdmissionPolicy | Kind::MutatingAdmissionPolicyBinding
+        )
+    }
 
     pub(super) fn api_version(self) -> &'static str {
         match self {
             Kind::Service | Kind::Secret | Kind::ConfigMap => "v1",
             Kind::StatefulSet => "apps/v1",
             Kind::Lease => "coordination.k8s.io/v1",
-            Kind::ValidatingWebhookConfiguration | Kind::MutatingWebhookConfiguration => {
-                "admissionregistration.k8s.io/v1"
-            }
+            Kind::ValidatingWebhookConfiguration
+            | Kind::MutatingWebhookConfiguration
+            | Kind::ValidatingAdmissionPolicy
+            | Kind::ValidatingAdmissionPolicyBinding
+            | Kind::MutatingAdmissionPolicy
+            | Kind::MutatingAdmissionPolicyBinding => "admissionregistration.k8s.io/v1",
             Kind::PolicyReport | Kind::ClusterPolicyReport => "wgpolicyk8s.io/v1alpha2",
             Kind::OpenReport => "openreports.io/v1alpha1",
             Kind::ClusterRole => "rbac.authorization.k8s.io/v1",
@@ -73,6 +93,10 @@ impl Kind {
             Kind::OpenReport => "Report",
             Kind::ClusterRole => "ClusterRole",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::ValidatingAdmissionPolicy => "ValidatingAdmissionPolicy",
+            Kind::ValidatingAdmissionPolicyBinding => "ValidatingAdmissionPolicyBinding",
+            Kind::MutatingAdmissionPolicy => "MutatingAdmissionPolicy",
+            Kind::MutatingAdmissionPolicyBinding => "MutatingAdmissionPolicyBinding",
         }
     }
 
@@ -90,6 +114,10 @@ impl Kind {
             Kind::OpenReport => "reports",
             Kind::ClusterRole => "clusterroles",
             Kind::EndpointSlice => "endpointslices",
+            Kind::ValidatingAdmissionPolicy => "validatingadmissionpolicies",
+            Kind::ValidatingAdmissionPolicyBinding => "validatingadmissionpolicybindings",
+            Kind::MutatingAdmissionPolicy => "mutatingadmissionpolicies",
+            Kind::MutatingAdmissionPolicyBinding => "mutatingadmissionpolicybindings",
         }
     }
 
@@ -100,6 +128,10 @@ impl Kind {
                 | Kind::MutatingWebhookConfiguration
                 | Kind::ClusterPolicyReport
                 | Kind::ClusterRole
+                | Kind::ValidatingAdmissionPolicy
+                | Kind::ValidatingAdmissionPolicyBinding
+                | Kind::MutatingAdmissionPolicy
+                | Kind::MutatingAdmissionPolicyBinding
         )
     }
 
@@ -166,4 +198,22 @@ pub(super) fn route(path: &str) -> Option<(Kind, Option<String>, Option<String>)
         }
         _ => None,
     }
+}
+
+/// The discovery document of one group version (`/apis/GROUP/VERSION`): the resources of the
+/// kinds served there.
+pub(super) fn discovery(group_version: &str, before_1_36: bool) -> Option<Value> {
+    let resources: Vec<Value> = Kind::ALL
+        .into_iter()
+        .filter(|k| k.api_version() == group_version && !(before_1_36 && k.since_1_36()))
+        .map(|k| {
+            serde_json::json!({"name": k.plural(), "singularName": "", "namespaced": k.namespaced(),
+                               "kind": k.name(),
+                               "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]})
+        })
+        .collect();
+    (!resources.is_empty()).then(|| {
+        serde_json::json!({"kind": "APIResourceList", "apiVersion": "v1",
+                           "groupVersion": group_version, "resources": resources})
+    })
 }
