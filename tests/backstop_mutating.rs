@@ -345,6 +345,30 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(Config { cases: 200, failure_persistence: None, ..Config::default() })]
+
+    /// An `exempt-until` that is not a date voids the exemption, in the policy as in the
+    /// webhook. Years from 2000: an earlier date has passed for the webhook, which the policy
+    /// cannot tell (no clock).
+    #[test]
+    fn exempt_until_is_read_as_the_webhook_reads_it(until in prop_oneof![
+        "[ \u{a0}\u{3000}]?[2-9][0-9]{3}-[01][0-9]-[0-3][0-9][ \t]?",
+        "[2-9][0-9]{2}[02468]-02-29",
+        pick(vec![
+            "", " ", "next year", "2026-02-30", "2100-02-29", "2000-02-29", "2400-02-29",
+            "2099-13-01", "2099-00-10", "2099-12-00", "2099-1-01", "2099-12-31x",
+            "\u{ff12}\u{ff10}\u{ff19}\u{ff19}-12-31", "2099-12-31\u{3000}",
+        ]).prop_map(str::to_owned),
+    ]) {
+        let (policy, map) = &compiled_policies()[3];
+        prop_assert_eq!(&policy.0, "built-in");
+        let sts = objects::exempt_until(&until);
+        compare(policy, map.as_ref(), &until, &sts, "ns", &mut Tally::default())
+            .map_err(TestCaseError::fail)?;
+    }
+}
+
 /// A fixed sample of generated StatefulSets, the same on every run.
 fn sample(n: usize) -> Vec<Value> {
     let mut runner = TestRunner::deterministic();
@@ -432,4 +456,32 @@ fn a_changed_policy_is_caught() {
         });
         assert!(caught, "{name}: no object tells the changed policy apart");
     }
+}
+
+/// The one knowing difference: the policy has no clock, so an exemption whose date has passed
+/// still keeps its mutators off, where the webhook runs them again.
+#[test]
+fn the_policy_honours_an_exemption_whose_date_has_passed() {
+    let policy = Policy::builtin();
+    let map = Map::of(&policy, str::to_owned).unwrap();
+    let (sts, object) = stored(&objects::exempt_until("2001-01-01")).unwrap();
+    let chain = Chain {
+        policy: &policy,
+        lookup: &NoLookup,
+        today: "2026-06-15".parse().unwrap(),
+    };
+    let mutation = chain.mutate(&admit::Request {
+        operation: Operation::Create,
+        namespace: "ns",
+        object: Subject::StatefulSet(&sts),
+        old: None,
+    });
+    assert_eq!(
+        mutation.applied,
+        [
+            "sts-inject-volume-claim-templates",
+            "sts-complete-volume-claim-templates"
+        ]
+    );
+    assert_eq!(map.ops("ns", &object, &gone()), Vec::<Value>::new());
 }

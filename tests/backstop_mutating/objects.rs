@@ -148,3 +148,13 @@ pub(crate) fn edge_cases() -> Vec<(String, Value)> {
     }
     out
 }
+
+/// A StatefulSet both mutators would change, exempt from both until `until`.
+pub(crate) fn exempt_until(until: &str) -> Value {
+    let (_, mut value) = bodies().swap_remove(1);
+    value["metadata"]["annotations"] = json!({
+        "stsguard.io/exempt": "sts-inject-volume-claim-templates, sts-complete-volume-claim-templates",
+        "stsguard.io/exempt-until": until,
+    });
+    value
+}
