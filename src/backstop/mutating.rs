@@ -160,20 +160,27 @@ const UNTIL_READABLE: &str = "exemptUntilReadable";
 
 /// Whether `stsguard.io/exempt-until` is absent or a date: the webhook drops the whole exemption
 /// when it is not one (a typo must not leave a mutation off), so the policy mutates then too.
-/// Read as the documented `YYYY-MM-DD`, each day checked against its month and leap years; the
-/// other ISO 8601 forms jiff also reads (`20991231`, a date with a time) count as not a date
-/// here, so the policy mutates where the webhook would honour the exemption.
+/// Read as a calendar date, `YYYY-MM-DD` or `YYYYMMDD`, trimmed as `str::trim` trims, each day
+/// checked against its month and leap years. The rarer ISO 8601 forms jiff also reads (a date
+/// followed by a time or a `[...]` annotation, a six-digit year) count as not a date here: the
+/// policy then mutates where the webhook honours the exemption.
 fn until_readable() -> Variable {
     let day = "(0[1-9]|1[0-9]|2[0-8])";
-    let month_day = format!("(0[13578]|1[02])-({day}|29|30|31)|(0[469]|11)-({day}|29|30)|02-{day}");
     let leap_year = "[0-9][0-9](0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00";
+    let date = |sep: &str| {
+        format!(
+            "[0-9]{{4}}{sep}((0[13578]|1[02]){sep}({day}|29|30|31)|(0[469]|11){sep}({day}|29|30)|\
+             02{sep}{day})|({leap_year}){sep}02{sep}29"
+        )
+    };
     let key = lit(EXEMPT_UNTIL);
     Variable {
         name: UNTIL_READABLE.to_owned(),
         expression: format!(
             "!has(object.metadata.annotations) || !({key} in object.metadata.annotations) || \
-             object.metadata.annotations[{key}].matches('^{WS}*([0-9]{{4}}-({month_day})|\
-             ({leap_year})-02-29){WS}*$')"
+             object.metadata.annotations[{key}].matches('^{WS}*({}|{}){WS}*$')",
+            date("-"),
+            date("")
         ),
     }
 }
