@@ -285,8 +285,19 @@ fn generated_statefulset() -> impl Strategy<Value = Value> {
         pick(objects::EXEMPT.to_vec()),
         pick(objects::MUTATED.to_vec()),
         pick(vec!["keep", "no annotations", "no metadata"]),
+        objects::templates(),
     )
-        .prop_map(|(mut sts, exempt, mutated, metadata)| {
+        .prop_map(|(mut sts, exempt, mutated, metadata, templates)| {
+            match templates {
+                Some(Some(list)) => sts["spec"]["volumeClaimTemplates"] = json!(list),
+                Some(None) => {
+                    sts["spec"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("volumeClaimTemplates");
+                }
+                None => {}
+            }
             let annotations = sts["metadata"]
                 .as_object_mut()
                 .unwrap()

@@ -2,7 +2,10 @@
 //! each level, no metadata, no pod spec) with each kind of `stsguard.io/exempt` and
 //! `stsguard.io/mutated` value the mutators read.
 
+use proptest::prelude::*;
 use serde_json::{Value, json};
+
+use super::generated::pick;
 
 /// `stsguard.io/exempt` values: each mutator named, `*` (which leaves the mutators on), unknown
 /// ids (which void the whole annotation), whitespace and empty items.
@@ -157,4 +160,52 @@ pub(crate) fn exempt_until(until: &str) -> Value {
         "stsguard.io/exempt-until": until,
     });
     value
+}
+
+/// A volumeClaimTemplate missing any of the levels the completing mutator fills, or none.
+fn template() -> impl Strategy<Value = Value> {
+    (
+        pick(vec![
+            None,
+            Some(json!({})),
+            Some(json!({"name": "data"})),
+            Some(json!({"name": "logs"})),
+        ]),
+        any::<bool>(),
+        pick(vec![json!(null), json!([]), json!(["ReadWriteOnce"])]),
+        pick(vec![
+            json!(null),
+            json!({}),
+            json!({"requests": {}}),
+            json!({"requests": {"cpu": "1"}}),
+            json!({"requests": {"storage": "2Gi"}}),
+            json!({"limits": {"storage": "2Gi"}}),
+        ]),
+    )
+        .prop_map(|(metadata, has_spec, modes, resources)| {
+            let mut t = json!({});
+            if let Some(metadata) = metadata {
+                t["metadata"] = metadata;
+            }
+            if has_spec {
+                t["spec"] = json!({});
+                if !modes.is_null() {
+                    t["spec"]["accessModes"] = modes;
+                }
+                if !resources.is_null() {
+                    t["spec"]["resources"] = resources;
+                }
+            }
+            t
+        })
+}
+
+/// `spec.volumeClaimTemplates` to put in place of the generated one: `None` keeps it,
+/// `Some(None)` removes it.
+pub(crate) fn templates() -> impl Strategy<Value = Option<Option<Vec<Value>>>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(None)),
+        prop::collection::vec(template(), 0..4).prop_map(|t| Some(Some(t))),
+    ]
 }
