@@ -14,7 +14,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use generated::{pick, statefulset};
+use generated::pick;
 use jiff::civil::Date;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use map::{Map, patched};
@@ -23,7 +23,7 @@ use proptest::{
     strategy::ValueTree,
     test_runner::{Config, TestRunner},
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use stsguard::{
     admit::{self, Chain, Classified},
     lookup::NoLookup,
@@ -278,53 +278,6 @@ fn no_enabled_mutator_no_policy() {
     assert!(tally.compared > 0);
 }
 
-/// Generated StatefulSets with the mutators' own exemption and record annotations.
-fn generated_statefulset() -> impl Strategy<Value = Value> {
-    (
-        statefulset(),
-        pick(objects::EXEMPT.to_vec()),
-        pick(objects::MUTATED.to_vec()),
-        pick(vec!["keep", "no annotations", "no metadata"]),
-        objects::templates(),
-    )
-        .prop_map(|(mut sts, exempt, mutated, metadata, templates)| {
-            match templates {
-                Some(Some(list)) => sts["spec"]["volumeClaimTemplates"] = json!(list),
-                Some(None) => {
-                    sts["spec"]
-                        .as_object_mut()
-                        .unwrap()
-                        .remove("volumeClaimTemplates");
-                }
-                None => {}
-            }
-            let annotations = sts["metadata"]
-                .as_object_mut()
-                .unwrap()
-                .entry("annotations")
-                .or_insert_with(|| json!({}));
-            if let Some(exempt) = exempt {
-                annotations["stsguard.io/exempt"] = json!(exempt);
-            }
-            if let Some(mutated) = mutated {
-                annotations["stsguard.io/mutated"] = json!(mutated);
-            }
-            match metadata {
-                "no annotations" => {
-                    sts["metadata"]
-                        .as_object_mut()
-                        .unwrap()
-                        .remove("annotations");
-                }
-                "no metadata" => {
-                    sts.as_object_mut().unwrap().remove("metadata");
-                }
-                _ => {}
-            }
-            sts
-        })
-}
-
 /// A policy by name, with its MutatingAdmissionPolicy compiled.
 type Compiled = ((String, Policy), Option<Map>);
 
@@ -346,7 +299,7 @@ proptest! {
 
     #[test]
     fn generated_statefulsets_get_the_mutators_result(
-        sts in generated_statefulset(),
+        sts in objects::generated(),
         namespace in pick(vec!["ns", "legacy", "other"]),
     ) {
         for (policy, map) in compiled_policies() {
@@ -385,7 +338,7 @@ proptest! {
 /// A fixed sample of generated StatefulSets, the same on every run.
 fn sample(n: usize) -> Vec<Value> {
     let mut runner = TestRunner::deterministic();
-    let strategy = generated_statefulset();
+    let strategy = objects::generated();
     (0..n)
         .map(|_| strategy.new_tree(&mut runner).unwrap().current())
         .collect()

@@ -1,6 +1,7 @@
 //! StatefulSets at the mutators' edges: each body (mounts naming nothing, templates missing
 //! each level, no metadata, no pod spec) with each kind of `stsguard.io/exempt` and
-//! `stsguard.io/mutated` value the mutators read.
+//! `stsguard.io/mutated` value the mutators read; and the shared generator's StatefulSets with
+//! those annotations and such templates.
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -208,4 +209,51 @@ pub(crate) fn templates() -> impl Strategy<Value = Option<Option<Vec<Value>>>> {
         Just(Some(None)),
         prop::collection::vec(template(), 0..4).prop_map(|t| Some(Some(t))),
     ]
+}
+
+/// Generated StatefulSets with the mutators' own exemption and record annotations.
+pub(crate) fn generated() -> impl Strategy<Value = Value> {
+    (
+        super::generated::statefulset(),
+        pick(EXEMPT.to_vec()),
+        pick(MUTATED.to_vec()),
+        pick(vec!["keep", "no annotations", "no metadata"]),
+        templates(),
+    )
+        .prop_map(|(mut sts, exempt, mutated, metadata, templates)| {
+            match templates {
+                Some(Some(list)) => sts["spec"]["volumeClaimTemplates"] = json!(list),
+                Some(None) => {
+                    sts["spec"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("volumeClaimTemplates");
+                }
+                None => {}
+            }
+            let annotations = sts["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .entry("annotations")
+                .or_insert_with(|| json!({}));
+            if let Some(exempt) = exempt {
+                annotations["stsguard.io/exempt"] = json!(exempt);
+            }
+            if let Some(mutated) = mutated {
+                annotations["stsguard.io/mutated"] = json!(mutated);
+            }
+            match metadata {
+                "no annotations" => {
+                    sts["metadata"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("annotations");
+                }
+                "no metadata" => {
+                    sts.as_object_mut().unwrap().remove("metadata");
+                }
+                _ => {}
+            }
+            sts
+        })
 }
