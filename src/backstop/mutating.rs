@@ -20,10 +20,11 @@ use serde_json::{Value, json};
 
 use super::{
     LEVEL_LABEL, Target,
-    cel::{exempt_names_pattern, json_literal, list, lit},
+    cel::{WS, exempt_names_pattern, json_literal, list, lit},
     step_aside,
 };
 use crate::{
+    exemption::EXEMPT_UNTIL,
     mutate::{Defaults, MUTATED, MUTATORS, Mutator},
     policy::Policy,
 };
@@ -66,6 +67,7 @@ pub(crate) fn generate(
         return None;
     }
     let mut variables = step_aside::variables();
+    variables.push(until_readable());
     variables.extend(mount_variables());
     for (form, mutator) in &forms {
         variables.push(Variable {
@@ -154,12 +156,42 @@ fn ops_variable(id: &str) -> String {
     format!("ops_{}", id.replace('-', "_"))
 }
 
+const UNTIL_READABLE: &str = "exemptUntilReadable";
+
+/// Whether `stsguard.io/exempt-until` is absent or a date: the webhook drops the whole exemption
+/// when it is not one (a typo must not leave a mutation off), so the policy mutates then too.
+/// Read as a calendar date, `YYYY-MM-DD` or `YYYYMMDD`, trimmed as `str::trim` trims, each day
+/// checked against its month and leap years. The rarer ISO 8601 forms jiff also reads (a date
+/// followed by a time or a `[...]` annotation, a six-digit year) count as not a date here: the
+/// policy then mutates where the webhook honours the exemption.
+fn until_readable() -> Variable {
+    let day = "(0[1-9]|1[0-9]|2[0-8])";
+    let leap_year = "[0-9][0-9](0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00";
+    let date = |sep: &str| {
+        format!(
+            "[0-9]{{4}}{sep}((0[13578]|1[02]){sep}({day}|29|30|31)|(0[469]|11){sep}({day}|29|30)|\
+             02{sep}{day})|({leap_year}){sep}02{sep}29"
+        )
+    };
+    let key = lit(EXEMPT_UNTIL);
+    Variable {
+        name: UNTIL_READABLE.to_owned(),
+        expression: format!(
+            "!has(object.metadata.annotations) || !({key} in object.metadata.annotations) || \
+             object.metadata.annotations[{key}].matches('^{WS}*({}|{}){WS}*$')",
+            date("-"),
+            date("")
+        ),
+    }
+}
+
 /// The mutator's operations, or none where the webhook would not run it: on an UPDATE when it
 /// touches immutable fields, in a namespace the policy exempts it in, or on an object whose
-/// exemption annotation names it (whatever its `exempt-until`: CEL has no clock).
+/// exemption annotation names it (whatever date its `exempt-until` holds: CEL has no clock).
 fn gated(form: &MutatorForm, mutator: &Mutator, policy: &Policy) -> String {
     let mut skip = vec![format!(
-        "variables.exemptApplies && variables.exempt.matches('{}')",
+        "variables.exemptApplies && variables.{UNTIL_READABLE} && \
+         variables.exempt.matches('{}')",
         exempt_names_pattern(form.id)
     )];
     if !mutator.mutable_fields_only {
