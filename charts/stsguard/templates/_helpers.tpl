@@ -312,3 +312,20 @@ chart's files/backstop.yaml, which matches only the chart's own policy.
 {{- define "stsguard.reportsResource" -}}
 {{- if eq .Values.reports.api "openreports" }}reports{{ else }}policyreports{{ end }}
 {{- end }}
+
+{{/* The Service in front of the probe port's /metrics. */}}
+{{- define "stsguard.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "stsguard.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The label matchers (without braces) of the series the alerts watch: metrics.prometheusRule.selector,
+or the job and namespace that a ServiceMonitor's targets get (job: the Service's name).
+*/}}
+{{- define "stsguard.metricsSelector" -}}
+{{- if .Values.metrics.prometheusRule.selector }}
+{{- .Values.metrics.prometheusRule.selector }}
+{{- else }}
+{{- printf "job=%q,namespace=%q" (include "stsguard.metricsServiceName" .) .Release.Namespace }}
+{{- end }}
+{{- end }}
