@@ -5,7 +5,7 @@
 //! data, and on this healthy webhook only the denials alert may be true (the load denies in
 //! namespace `cap` far above its threshold). Every metric name the dashboard, the alerts and
 //! docs/src/metrics.md use must be one the binary exports, and the docs must list each metric
-//! it exports, so a renamed metric fails here.
+//! it exports, so a renamed metric fails here. On the way, `stsguard_ready` follows `/readyz`.
 
 #[path = "observability/prometheus.rs"]
 mod prometheus;
@@ -177,6 +177,8 @@ async fn dashboard_alerts_and_docs_hold_against_a_real_prometheus() {
         "v1alpha2",
     );
     violating(&fake);
+    // Lists held: the caches cannot sync, so the replica is not ready, and says so.
+    fake.open_lists(false);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = fake.kubeconfig(dir.path());
     let policy = dir.path().join("policy.yaml");
@@ -205,6 +207,15 @@ async fn dashboard_alerts_and_docs_hold_against_a_real_prometheus() {
         ],
         &[("POD_NAME", "guard-stsguard-0")],
     );
+    let metric = support::process::metric;
+    let not_ready = probe_metrics(&server.probe).await;
+    assert_eq!(
+        metric(&not_ready, "stsguard_ready "),
+        Some(0.0),
+        "{not_ready}"
+    );
+    assert!(probe_get(&server.probe, "/readyz").await.contains(" 503 "));
+    fake.open_lists(true);
     eventually("readiness after the caches' first sync", WAIT, || async {
         probe_get(&server.probe, "/readyz")
             .await
@@ -213,6 +224,8 @@ async fn dashboard_alerts_and_docs_hold_against_a_real_prometheus() {
     .await;
     // One policy reload that succeeds and one certificate reload that fails (the old
     // certificate keeps serving), so that every metric family has a series.
+    let ready = probe_metrics(&server.probe).await;
+    assert_eq!(metric(&ready, "stsguard_ready "), Some(1.0), "{ready}");
     let text = std::fs::read_to_string(&policy).unwrap();
     std::fs::write(&policy, format!("{text}\n# reloaded\n")).unwrap();
     std::fs::write(dir.path().join("dev/tls.key"), "not a key").unwrap();
