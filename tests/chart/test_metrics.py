@@ -118,6 +118,12 @@ def test_metrics_service_selects_the_pods_probe_port_with_scrape_annotations(cha
     assert "annotations" not in metrics["metadata"]
 
 
+def test_a_long_fullname_still_gives_two_service_names(chart):
+    files = render_files(chart, {"fullnameOverride": "s" * 63})
+    names = sorted(s["metadata"]["name"] for s in of_kind(files, "Service"))
+    assert names == ["s" * 55 + "-metrics", "s" * 63]
+
+
 def test_monitoring_objects_are_off_by_default(chart):
     files = with_operator(chart, {})
     assert of_kind(files, "ServiceMonitor") == []

@@ -313,9 +313,12 @@ chart's files/backstop.yaml, which matches only the chart's own policy.
 {{- if eq .Values.reports.api "openreports" }}reports{{ else }}policyreports{{ end }}
 {{- end }}
 
-{{/* The Service in front of the probe port's /metrics. */}}
+{{/*
+The Service in front of the probe port's /metrics. The fullname is cut first, so that a long one
+still differs from the webhook's Service name.
+*/}}
 {{- define "stsguard.metricsServiceName" -}}
-{{- printf "%s-metrics" (include "stsguard.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-metrics" (include "stsguard.fullname" . | trunc 55 | trimSuffix "-") }}
 {{- end }}
 
 {{/*
