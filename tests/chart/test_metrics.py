@@ -243,6 +243,17 @@ def test_alert_thresholds_labels_and_selector_are_values(chart):
     assert alerts["StsguardReviewsFailing"]["for"] == "20m"
 
 
+def test_a_latency_threshold_past_the_histogram_fails_the_render(chart):
+    values = monitoring(prometheusRule={"latencyTimeoutRatio": 0.5})
+    values["webhook"] = {"timeoutSeconds": 10}
+    with pytest.raises(helm_python.HelmRenderError, match="could never fire"):
+        with_operator(chart, values)
+    values["metrics"]["prometheusRule"]["latencyTimeoutRatio"] = 0.3
+    (rule,) = of_kind(with_operator(chart, values), "PrometheusRule")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert alerts["StsguardReviewLatencyHigh"]["expr"].rstrip().endswith("> 3")
+
+
 def test_promtool_checks_the_rendered_rules(chart, tmp_path):
     promtool = tool("promtool")
     rules = tmp_path / "rules.yaml"
