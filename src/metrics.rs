@@ -12,6 +12,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
+mod denials;
 mod reports;
 
 pub use reports::ReportMetrics;
@@ -152,6 +153,8 @@ pub struct Metrics {
     certificate_not_before: Gauge,
     policy_reloads: Family<ResultLabels, Counter>,
     leader: Gauge,
+    ready: Gauge,
+    namespace_denials: denials::NamespaceDenials,
     live_reads: LiveReads,
     reports: ReportMetrics,
     cluster: Mutex<Option<Arc<dyn CacheReport>>>,
@@ -252,6 +255,13 @@ impl Metrics {
             "1 while this replica holds the leader lease (it writes reports and keeps the shared certificate), else 0",
             leader.clone(),
         );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 while this replica answers /readyz with 200 (its endpoint is ready), else 0",
+            ready.clone(),
+        );
+        let namespace_denials = denials::NamespaceDenials::register(&mut registry);
         let live_reads = LiveReads::default();
         registry.register(
             "live_reads",
@@ -287,6 +297,8 @@ impl Metrics {
             certificate_not_before,
             policy_reloads,
             leader,
+            ready,
+            namespace_denials,
             live_reads,
             reports,
             cluster: Mutex::new(None),
@@ -306,6 +318,11 @@ impl Metrics {
     /// Records whether this replica leads now.
     pub fn leading(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Records whether this replica is ready, as `/readyz` says at the scrape.
+    pub fn ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     /// Reports these cluster caches at each scrape.
@@ -337,6 +354,9 @@ impl Metrics {
                 verdict: review.verdict,
             })
             .inc();
+        if review.verdict == "denied" {
+            self.namespace_denials.denied(review.namespace);
+        }
         for (rule, action) in violations {
             self.violations
                 .get_or_create(&ViolationLabels { rule, action })
@@ -409,6 +429,8 @@ impl Metrics {
 pub struct Reviewed<'a> {
     pub endpoint: &'static str,
     pub kind: &'a str,
+    /// The object's namespace (empty for cluster-scoped objects).
+    pub namespace: &'a str,
     pub operation: &'static str,
     pub verdict: &'static str,
 }
@@ -446,6 +468,7 @@ mod tests {
                 Reviewed {
                     endpoint: "validate",
                     kind: "StatefulSet",
+                    namespace: "shop",
                     operation: "CREATE",
                     verdict: "denied",
                 },
@@ -460,6 +483,7 @@ mod tests {
         for line in [
             "stsguard_reviews_total{endpoint=\"validate\",kind=\"StatefulSet\",operation=\"CREATE\",verdict=\"denied\"} 1",
             "stsguard_violations_total{rule=\"sts-service-name\",action=\"deny\"} 1",
+            "stsguard_namespace_denials_total{resource_namespace=\"shop\"} 1",
             "stsguard_review_duration_seconds_count{endpoint=\"validate\"} 1",
             "stsguard_reviews_in_flight 0",
             "stsguard_rejected_requests_total{endpoint=\"mutate\",status=\"413\"} 1",

@@ -233,6 +233,7 @@ fn review(state: AppState, endpoint: Endpoint, request: Request) -> impl Future<
                     Reviewed {
                         endpoint: endpoint.as_str(),
                         kind: &s.kind,
+                        namespace: &s.namespace,
                         operation: s.operation,
                         verdict: s.decision.as_str(),
                     },

@@ -102,9 +102,10 @@ pub fn probe_app(readiness: Readiness, metrics: Arc<Metrics>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/metrics",
-            get(move || {
+            get(move |State(ready): State<Readiness>| {
                 let metrics = metrics.clone();
                 async move {
+                    metrics.ready(ready.get());
                     (
                         [(
                             header::CONTENT_TYPE,

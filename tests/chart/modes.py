@@ -126,3 +126,52 @@ def split_documents(text: str) -> list[str]:
         if yaml.safe_load(doc) is not None:
             docs.append(doc)
     return docs
+
+
+# The APIs of the Prometheus Operator, which the ServiceMonitor and PrometheusRule templates
+# need the cluster to serve (.Capabilities.APIVersions).
+OPERATOR_API_VERSIONS = [
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PrometheusRule",
+]
+# Scraping, alerts and the dashboard all on: the issue's "done when" command line.
+MONITORING_VALUES: dict[str, Any] = {
+    "metrics": {
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "dashboard": {"enabled": True},
+    }
+}
+# The job and namespace labels the Prometheus Operator gives the targets of the chart's
+# ServiceMonitor, which the alerts select.
+METRICS_JOB = f"{FULLNAME}-metrics"
+
+
+def render_with_api_versions(
+    chart: Any, values: dict[str, Any], api_versions: list[str]
+) -> dict[str, str]:
+    """Like render_files, on a cluster that also serves `api_versions` (as `helm template
+    --api-versions` does). helm_python's Chart.render has no parameter for it, but its native
+    render call takes the option (api_versions in the helm-c-sdk's render options)."""
+    import json  # noqa: PLC0415
+
+    from helm_python import _native  # noqa: PLC0415
+
+    options = {"name": RELEASE, "namespace": NAMESPACE, "api_versions": api_versions}
+    rendered = _native.call_string(
+        "helm_render", chart._raw(), json.dumps(values), json.dumps(options)
+    )
+    return json.loads(rendered)
+
+
+def prometheus_rules(chart: Any, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The PrometheusRule's spec rendered with MONITORING_VALUES (merged with `values`): a
+    Prometheus rule file ({groups: [...]}) that promtool and Prometheus load as is."""
+    merged = copy.deepcopy(MONITORING_VALUES)
+    for key, value in (values or {}).get("metrics", {}).get("prometheusRule", {}).items():
+        merged["metrics"]["prometheusRule"][key] = value
+    files = render_with_api_versions(chart, merged, OPERATOR_API_VERSIONS)
+    text = files["stsguard/templates/prometheusrule.yaml"]
+    docs = [yaml.safe_load(d) for d in split_documents(text)]
+    assert len(docs) == 1 and docs[0]["kind"] == "PrometheusRule", docs
+    return docs[0]["spec"]

@@ -112,6 +112,17 @@ class Rendered:
         return found[0]
 
     @property
+    def webhook_service(self) -> dict[str, Any]:
+        """The Service the API server calls (the other one, component metrics, is scraped)."""
+        found = [
+            s
+            for s in self.all("Service")
+            if s["metadata"]["labels"].get("app.kubernetes.io/component") != "metrics"
+        ]
+        assert len(found) == 1, f"expected one webhook Service, found {len(found)}"
+        return found[0]
+
+    @property
     def deployment(self) -> dict[str, Any]:
         return self.one("Deployment")
 
@@ -282,7 +293,7 @@ def test_manifests_keep_block_scalars_exact(chart):
 @pytest.mark.parametrize("mode", [m for m in MODES if m != "url"])
 def test_webhooks_call_the_chart_service(chart, mode):
     rendered = render_mode(chart, mode)
-    service = rendered.one("Service")
+    service = rendered.webhook_service
     assert service["metadata"]["name"] == FULLNAME
     assert service["spec"]["ports"] == [
         {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}
@@ -1059,7 +1070,7 @@ def test_namespaced_grants_are_named(chart):
         ("discovery.k8s.io", "endpointslices", "list", ()),
     }
     # Registration waits for a ready endpoint of the chart's Service.
-    service = rendered.one("Service")["metadata"]["name"]
+    service = rendered.webhook_service["metadata"]["name"]
     assert arg_value(args, "--webhook-service") == service
     # Helm-generated certificates and Helm registration: the Lease and the backstop's needs.
     helm = render_mode(chart, "helm-registration").one("Role")

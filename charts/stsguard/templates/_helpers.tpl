@@ -311,3 +311,23 @@ applies it from.
 {{- define "stsguard.reportsResource" -}}
 {{- if eq .Values.reports.api "openreports" }}reports{{ else }}policyreports{{ end }}
 {{- end }}
+
+{{/*
+The Service in front of the probe port's /metrics. The fullname is cut first, so that a long one
+still differs from the webhook's Service name.
+*/}}
+{{- define "stsguard.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "stsguard.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+The label matchers (without braces) of the series the alerts watch: metrics.prometheusRule.selector,
+or the job and namespace that a ServiceMonitor's targets get (job: the Service's name).
+*/}}
+{{- define "stsguard.metricsSelector" -}}
+{{- if .Values.metrics.prometheusRule.selector }}
+{{- .Values.metrics.prometheusRule.selector }}
+{{- else }}
+{{- printf "job=%q,namespace=%q" (include "stsguard.metricsServiceName" .) .Release.Namespace }}
+{{- end }}
+{{- end }}
