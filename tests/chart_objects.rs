@@ -20,7 +20,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use rustls::pki_types::pem::PemObject;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use stsguard::{cli::Cli, policy::Policy, registration};
+use stsguard::{
+    cli::Cli,
+    policy::Policy,
+    registration::{self, backstop as backstop_keeper},
+};
 
 /// Every webhook keeps the control plane's own writes away (matchConditions).
 fn check_validating(config: ValidatingWebhookConfiguration, what: &str) {
@@ -97,6 +101,11 @@ fn rendered_chart_objects_are_valid_kubernetes_objects() {
                         check_mutating(parsed.unwrap_or_else(|e| panic!("{what}: {e}")), &what);
                         kinds.push("ValidatingWebhookConfiguration".to_owned());
                         kinds.push("MutatingWebhookConfiguration".to_owned());
+                    } else if let Some(scope) = data.get(backstop_keeper::SCOPE_KEY) {
+                        // The backstop's scope, read as the leader reads it.
+                        serde_saphyr::from_str::<stsguard::backstop::Scope>(scope)
+                            .unwrap_or_else(|e| panic!("{what}: {e}"));
+                        kinds.push("BackstopScope".to_owned());
                     } else {
                         // The client CA the server is given with --client-ca.
                         let ca = &data["ca.crt"];

@@ -1435,7 +1435,7 @@ def test_the_leader_keeps_the_backstop_and_the_webhook_fails_open(chart):
     scope = _backstop_scope(rendered)
     # It steps aside for the chart's Service, and sees what the webhooks see, never more.
     assert scope["webhookService"] == {
-        "namespace": NAMESPACE, "name": rendered.one("Service")["metadata"]["name"]}
+        "namespace": NAMESPACE, "name": rendered.webhook_service["metadata"]["name"]}
     assert scope["matchResources"] == {"namespaceSelector": rendered.validating["namespaceSelector"]}
     assert rendered.validating["failurePolicy"] == "Ignore"
     # The pre-delete hook removes it with the webhook configurations.
