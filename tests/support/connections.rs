@@ -31,6 +31,7 @@ pub async fn read_until<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, needle:
 pub fn short_limits() -> Limits {
     Limits {
         header_read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(1),
         ..Limits::default()
     }
