@@ -75,10 +75,12 @@ async fn connections_at_their_maximum_age_end_without_failing_a_review() {
     );
 }
 
-/// Reviews with pauses around the idle limits: the server's idle timeout is longer than the
-/// client's (as stsguard's 2m is longer than the 90s of the API server's Go client), so an idle
-/// HTTP/1.1 connection is closed by the client first and never under a request; HTTP/2 idle
-/// connections get a GOAWAY, which no stream can race.
+/// Reviews with pauses that home in on the moment the server closes an idle connection. The
+/// server's idle timeout (600 ms here, 2m by default) is longer than the client's (450 ms here;
+/// 90s for the API server's Go client), so an idle HTTP/1.1 connection is closed by the client
+/// first, never under a request on its way; and the header read timeout (300 ms) runs only once
+/// a request's first byte is in, so it does not close idle connections either. HTTP/2
+/// connections idle past 600 ms get a GOAWAY, which no stream can race.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeouts_end_connections_without_failing_a_review() {
     let dir = tempfile::tempdir().unwrap();
@@ -88,16 +90,33 @@ async fn idle_timeouts_end_connections_without_failing_a_review() {
     );
     let ca = std::fs::read_to_string(dir.path().join("dev/ca.crt")).unwrap();
     let addr: SocketAddr = running.addr.parse().unwrap();
-    let pace = Pace {
-        max_pause: Duration::from_millis(800),
+    let h1 = Pace {
+        pause: Duration::from_millis(290),
+        step: Duration::from_millis(1),
         client_idle: Some(Duration::from_millis(450)),
     };
-
-    let tally = run_for(addr, &ca, (6, 2), &pace, Duration::from_secs(4)).await;
+    let h2 = Pace {
+        pause: Duration::from_millis(603),
+        step: Duration::from_millis(1),
+        client_idle: None,
+    };
+    let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
+    let mut clients = spawn_clients(addr, &ca, &review(), (12, 0), &h1, &stop, &tally);
+    let mut more = spawn_clients(addr, &ca, &review(), (0, 4), &h2, &stop, &tally);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::SeqCst);
+    while clients.join_next().await.is_some() {}
+    while more.join_next().await.is_some() {}
     eprintln!("idle timeouts: {}", tally.summary());
     tally.assert_none_broken("idle timeouts");
+    // The HTTP/2 clients' pauses reached the idle timeout: connections were closed by GOAWAY.
     assert!(
-        tally.answered.load(Ordering::SeqCst) > 30,
+        tally.asked_to_close.load(Ordering::SeqCst) > 0,
+        "{}",
+        tally.summary()
+    );
+    assert!(
+        tally.answered.load(Ordering::SeqCst) > 100,
         "{}",
         tally.summary()
     );

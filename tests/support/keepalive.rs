@@ -73,32 +73,36 @@ impl Tally {
     }
 }
 
-/// What a client loop does between its requests.
+/// What a client does between its requests: nothing (back to back), or pauses that home in on
+/// the moment the server closes an idle connection, one `step` longer after each pause the
+/// connection survived and one shorter after each it did not, so that the client's next
+/// request and the server's close keep crossing (where a keep-alive race shows, if there is
+/// one).
 #[derive(Clone)]
 pub struct Pace {
-    /// The longest pause after an answer: each pause is drawn from 0 to this.
-    pub max_pause: Duration,
-    /// As Go's `Transport.IdleConnTimeout`: a connection idle this long is closed by the client
-    /// before it would be reused.
+    /// The first pause.
+    pub pause: Duration,
+    pub step: Duration,
+    /// As Go's `Transport.IdleConnTimeout` (HTTP/1.1): a connection idle this long is closed by
+    /// the client before it would be reused; pauses grow no longer than this.
     pub client_idle: Option<Duration>,
 }
 
 impl Pace {
     pub const BACK_TO_BACK: Pace = Pace {
-        max_pause: Duration::ZERO,
+        pause: Duration::ZERO,
+        step: Duration::ZERO,
         client_idle: None,
     };
-}
 
-/// A pseudo-random pause, different per call (no rand crate in the tests).
-fn pause(pace: &Pace, seed: &mut u64) -> Duration {
-    if pace.max_pause.is_zero() {
-        return Duration::ZERO;
+    /// The next pause after one the connection survived (true) or not.
+    fn next(&self, pause: Duration, survived: bool) -> Duration {
+        if survived {
+            (pause + self.step).min(self.client_idle.unwrap_or(Duration::MAX))
+        } else {
+            pause.saturating_sub(self.step)
+        }
     }
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    pace.max_pause.mul_f64((*seed % 1000) as f64 / 1000.0)
 }
 
 async fn connect_tls(addr: SocketAddr, ca: &str, alpn: &[u8]) -> Option<Tls> {
@@ -145,7 +149,7 @@ fn closed_by_server(tls: &mut Tls) -> bool {
 
 /// Reads one response; returns its status line, whether it says `Connection: close`, or why
 /// it did not arrive whole.
-async fn read_response(tls: &mut Tls) -> Result<(String, bool), String> {
+pub async fn read_response(tls: &mut Tls) -> Result<(String, bool), String> {
     let mut received = Vec::new();
     let mut buf = [0u8; 8192];
     let head_end = loop {
@@ -187,13 +191,17 @@ pub async fn h1_client(
     tally: Arc<Tally>,
 ) {
     let request = h1_request(&body);
-    let mut seed = u64::from(addr.port()) * 7919 + tally.connects.load(Ordering::SeqCst) + 1;
+    let mut pause = pace.pause;
     let mut conn: Option<(Tls, Instant)> = None;
     while !stop.load(Ordering::SeqCst) {
         if let Some((tls, idle_since)) = &mut conn {
-            let too_old = pace.client_idle.is_some_and(|d| idle_since.elapsed() >= d);
-            if too_old || closed_by_server(tls) {
+            if pace.client_idle.is_some_and(|d| idle_since.elapsed() >= d) {
                 conn = None;
+            } else if closed_by_server(tls) {
+                conn = None;
+                pause = pace.next(pause, false);
+            } else {
+                pause = pace.next(pause, true);
             }
         }
         let mut tls = match conn.take() {
@@ -240,7 +248,7 @@ pub async fn h1_client(
             }
             Err(e) => tally.broke(format!("HTTP/1.1 {e}")),
         }
-        tokio::time::sleep(pause(&pace, &mut seed)).await;
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -256,6 +264,8 @@ pub async fn h2_client(
     stop: Arc<AtomicBool>,
     tally: Arc<Tally>,
 ) {
+    // Each stream's pace carries over to the next connection.
+    let mut pauses = vec![pace.pause; streams];
     while !stop.load(Ordering::SeqCst) {
         let Some(tls) = connect_tls(addr, &ca, b"h2").await else {
             tally.not_written.fetch_add(1, Ordering::SeqCst);
@@ -271,7 +281,7 @@ pub async fn h2_client(
         tally.connects.fetch_add(1, Ordering::SeqCst);
         let driver = tokio::spawn(connection);
         let mut senders = tokio::task::JoinSet::new();
-        for i in 0..streams {
+        for pause in pauses.drain(..) {
             let (send, body, pace, stop, tally) = (
                 send.clone(),
                 body.clone(),
@@ -279,15 +289,14 @@ pub async fn h2_client(
                 stop.clone(),
                 tally.clone(),
             );
-            senders.spawn(async move {
-                let mut seed = u64::from(addr.port()) * 104_729 + i as u64 + 1;
-                h2_streams(send, body, &pace, &mut seed, &stop, &tally).await
-            });
+            senders.spawn(async move { h2_streams(send, body, &pace, pause, &stop, &tally).await });
         }
         drop(send);
         let mut went_away = false;
         while let Some(ended) = senders.join_next().await {
-            went_away |= ended.unwrap();
+            let (gone, pause) = ended.unwrap();
+            went_away |= gone;
+            pauses.push(pause);
         }
         if went_away {
             tally.asked_to_close.fetch_add(1, Ordering::SeqCst);
@@ -297,38 +306,39 @@ pub async fn h2_client(
 }
 
 /// Sends requests on one HTTP/2 connection until it stops taking them (true: the server sent
-/// GOAWAY) or the run stops (false).
+/// GOAWAY) or the run stops (false); returns that and the pause it came to.
 async fn h2_streams(
     mut send: h2::client::SendRequest<Bytes>,
     body: Bytes,
     pace: &Pace,
-    seed: &mut u64,
+    mut pause: Duration,
     stop: &AtomicBool,
     tally: &Tally,
-) -> bool {
-    let mut idle_since = Instant::now();
+) -> (bool, Duration) {
+    let mut paused = false;
     while !stop.load(Ordering::SeqCst) {
-        if pace.client_idle.is_some_and(|d| idle_since.elapsed() >= d) {
-            return false;
-        }
         // Not yet written: a connection that will take no more streams is left for a new one.
         send = match send.ready().await {
             Ok(send) => send,
-            Err(_) => return true,
+            Err(_) if paused => return (true, pace.next(pause, false)),
+            Err(_) => return (true, pause),
         };
+        if paused {
+            pause = pace.next(pause, true);
+        }
         let request = http::Request::post("https://localhost/validate?timeout=10s")
             .header("content-type", "application/json")
             .header("content-length", body.len())
             .body(())
             .unwrap();
         let Ok((response, mut stream)) = send.send_request(request, false) else {
-            return true;
+            return (true, pause);
         };
         // Data not taken is reported through the response, as Go's client does.
         let _ = stream.send_data(body.clone(), true);
         let Ok(response) = tokio::time::timeout(ANSWER_WITHIN, response).await else {
             tally.broke("HTTP/2 stream: no answer in time".into());
-            return true;
+            return (true, pause);
         };
         match response {
             Ok(response) => {
@@ -345,27 +355,27 @@ async fn h2_streams(
                     Ok(Ok(())) => tally.answered.fetch_add(1, Ordering::SeqCst),
                     Ok(Err(e)) => {
                         tally.broke(format!("HTTP/2 answer's body: {e}"));
-                        return true;
+                        return (true, pause);
                     }
                     Err(_) => {
                         tally.broke("HTTP/2 answer's body: not in time".into());
-                        return true;
+                        return (true, pause);
                     }
                 };
             }
             Err(e) if not_processed(&e) => {
                 tally.refused_streams.fetch_add(1, Ordering::SeqCst);
-                return true;
+                return (true, pause);
             }
             Err(e) => {
                 tally.broke(format!("HTTP/2 stream: {e}"));
-                return true;
+                return (true, pause);
             }
         }
-        tokio::time::sleep(pause(pace, seed)).await;
-        idle_since = Instant::now();
+        tokio::time::sleep(pause).await;
+        paused = !pause.is_zero();
     }
-    false
+    (false, pause)
 }
 
 /// A stream the server says it did not process: a graceful GOAWAY whose last stream id is
