@@ -160,6 +160,8 @@ async fn draining_and_exiting_fail_no_review() {
             (&total.answered, &tally.answered),
             (&total.connects, &tally.connects),
             (&total.not_written, &tally.not_written),
+            (&total.refused_streams, &tally.refused_streams),
+            (&total.asked_to_close, &tally.asked_to_close),
         ] {
             sum.fetch_add(part.load(Ordering::SeqCst), Ordering::SeqCst);
         }

@@ -372,8 +372,13 @@ where
     let mut cut_at: Option<tokio::time::Instant> = None;
     let mut aged_at = (!limits.max_connection_age.is_zero())
         .then(|| tokio::time::Instant::now() + jittered(limits.max_connection_age, peer));
-    // A goodbye asked for and not said yet, and whether the drain is over.
-    let (mut goodbye, mut closing) = (false, false);
+    // A goodbye asked for and not said yet, and whether the drain is over. Read before the
+    // first poll: a connection accepted during the drain must not answer its first request
+    // without `Connection: close` (its task may see the drain only after that answer).
+    let (mut goodbye, mut closing) = (*phases.draining.borrow(), *phases.closing.borrow());
+    if goodbye || closing {
+        activity.close_after.store(true, Ordering::SeqCst);
+    }
     loop {
         if cut_at.is_none() && (goodbye || closing) && ready_for_goodbye(activity, http2, closing) {
             conn.as_mut().graceful_shutdown();
