@@ -215,12 +215,6 @@ impl Activity {
         }
     }
 
-    /// A request is in flight, or its headers are arriving.
-    fn busy(&self) -> bool {
-        self.in_flight.load(Ordering::SeqCst) > 0
-            || self.reading_since.load(Ordering::SeqCst) != NONE
-    }
-
     /// When the connection should end if nothing happens before then, and why: `None` while a
     /// request is in flight. Headers get `--header-read-timeout` from their first byte
     /// (HTTP/1.1; an HTTP/2 client sends its first request with its preface, so there the
@@ -452,17 +446,19 @@ fn due(
 
 /// Whether a goodbye asked for can be said now. HTTP/1.1 says it on an answer
 /// (`close_after`), so until the drain's end it needs no more; at the drain's end an idle
-/// connection is closed, one with a request under way finishes it first (hyper then answers
-/// with `Connection: close`), and one not used yet waits for its first request. HTTP/2 says
-/// GOAWAY once the connection has had its first request: before that hyper may still be in
-/// its handshake, where a graceful shutdown is a plain close.
+/// connection is closed, one with a request in flight finishes it first (hyper then answers
+/// with `Connection: close`), and one whose next (or first) request is arriving waits for it:
+/// hyper counts a connection whose request headers are not complete as idle, and would close
+/// it under them. HTTP/2 says GOAWAY once the connection has had its first request: before
+/// that hyper may still be in its handshake, where a graceful shutdown is a plain close.
 fn ready_for_goodbye(activity: &Activity, http2: bool, closing: bool) -> bool {
     let served = activity.served.load(Ordering::SeqCst);
     if http2 {
-        served
-    } else {
-        closing && (served || activity.busy())
+        return served;
     }
+    let in_flight = activity.in_flight.load(Ordering::SeqCst) > 0;
+    let arriving = activity.reading_since.load(Ordering::SeqCst) != NONE;
+    closing && (in_flight || (served && !arriving))
 }
 
 /// `age` give or take a tenth, different from one connection to the next (by its peer port and
