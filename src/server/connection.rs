@@ -53,8 +53,8 @@ use super::Limits;
 /// How long a socket may linger after its goodbye for the client to close its side.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// What the listener tells its connections: the drain began (say goodbye at the next chance),
-/// and the drain is over (close now, gracefully).
+/// What the listener tells its connections: the drain began (HTTP/1.1 answers say
+/// `Connection: close` from now on), and it is over (close what is left, gracefully).
 #[derive(Clone)]
 pub(super) struct Phases {
     pub draining: watch::Receiver<bool>,
@@ -345,11 +345,11 @@ async fn serve_connection(
     }
 }
 
-/// Drives `conn` to its end. The drain's start and `--max-connection-age` ask for a goodbye at
-/// the next chance (HTTP/1.1: `Connection: close` on the next answer; HTTP/2: GOAWAY once the
-/// connection has had its first request); the drain's end closes what is left (an idle
-/// HTTP/1.1 connection now, one not yet used after its first request); the idle and header
-/// deadlines end the rest. A goodbye that does not finish within its grace is cut.
+/// Drives `conn` to its end. The drain's start asks HTTP/1.1 connections for `Connection:
+/// close` on their next answer; `--max-connection-age` asks that too, and HTTP/2 connections
+/// for a GOAWAY once they have had their first request; the drain's end closes what is left
+/// (an idle HTTP/1.1 connection at once, one not used yet after its first request); the idle
+/// and header deadlines end the rest. A goodbye that does not finish within its grace is cut.
 async fn watch_over<C>(
     conn: C,
     activity: &Arc<Activity>,
@@ -366,13 +366,18 @@ where
     let mut cut_at: Option<tokio::time::Instant> = None;
     let mut aged_at = (!limits.max_connection_age.is_zero())
         .then(|| tokio::time::Instant::now() + jittered(limits.max_connection_age, peer));
-    // A goodbye asked for and not said yet, and whether the drain is over. Read before the
-    // first poll: a connection accepted during the drain must not answer its first request
-    // without `Connection: close` (its task may see the drain only after that answer).
-    let (mut goodbye, mut closing) = (*phases.draining.borrow(), *phases.closing.borrow());
-    if goodbye || closing {
+    // Whether the drain began and ended. Read before the first poll: a connection accepted
+    // during the drain must not answer its first request without `Connection: close` (its task
+    // may see the drain only after that answer).
+    let (mut draining, mut closing) = (*phases.draining.borrow(), *phases.closing.borrow());
+    if draining || closing {
         activity.close_after.store(true, Ordering::SeqCst);
     }
+    // An HTTP/2 goodbye asked for before the drain's end (maximum age) and not said yet. The
+    // drain's start asks none: GOAWAY is safe at any moment, so HTTP/2 connections serve on
+    // until the drain's end rather than send their clients back through endpoints that may
+    // still point here.
+    let mut goodbye = false;
     loop {
         if cut_at.is_none() && (goodbye || closing) && ready_for_goodbye(activity, http2, closing) {
             conn.as_mut().graceful_shutdown();
@@ -391,8 +396,8 @@ where
                 }
                 return Ended::Gracefully;
             }
-            _ = phases.draining.wait_for(|d| *d), if !goodbye && cut_at.is_none() => {
-                goodbye = true;
+            _ = phases.draining.wait_for(|d| *d), if !draining => {
+                draining = true;
                 activity.close_after.store(true, Ordering::SeqCst);
             }
             _ = phases.closing.wait_for(|c| *c), if !closing => {
