@@ -1,6 +1,7 @@
 //! The listeners: the TLS accept loop, one task per connection (served in `connection`), and
-//! shutdown: the drain (still accepting, every connection asked to say goodbye), then the end of
-//! the listener and of what connections are left, each closed gracefully.
+//! shutdown: the drain (still accepting and answering, HTTP/1.1 answers saying `Connection:
+//! close`), then the end of the listener and of what connections are left, each closed
+//! gracefully, and after the grace period the end of the rest.
 
 use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
