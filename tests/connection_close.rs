@@ -149,8 +149,14 @@ async fn draining_and_exiting_fail_no_review() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
         sigterm(&running.child);
+        let signalled = std::time::Instant::now();
         let status = wait(&mut running.child, Duration::from_secs(10)).await;
         assert_eq!(status.code(), Some(0), "round {round}");
+        // Measured, not asserted: the drain (300 ms), then what the connections take to close.
+        eprintln!(
+            "round {round}: exited {:?} after SIGTERM",
+            signalled.elapsed()
+        );
         // Clients that had no connection left find the port closed from here on.
         tokio::time::sleep(Duration::from_millis(50)).await;
         stop.store(true, Ordering::SeqCst);
