@@ -124,7 +124,9 @@ async fn idle_timeouts_end_connections_without_failing_a_review() {
 
 /// SIGTERM with reviews coming back to back on kept-alive connections, eight times over: every
 /// review written is answered through the drain delay, the end of the listener, the graceful
-/// close of the connections and the end of the process.
+/// close of the connections and the end of the process. (The drain is 500 ms rather than the
+/// chart's 5s to keep the test short; a client starved that long could still meet the drain's
+/// close of a connection it has not used through it, the one race left by design.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_and_exiting_fail_no_review() {
     let dir = tempfile::tempdir().unwrap();
@@ -132,7 +134,7 @@ async fn draining_and_exiting_fail_no_review() {
     for round in 0..8 {
         let mut running = start_with(
             dir.path(),
-            &["--drain-delay", "300ms", "--shutdown-grace", "3s"],
+            &["--drain-delay", "500ms", "--shutdown-grace", "3s"],
         );
         let ca = std::fs::read_to_string(dir.path().join("dev/ca.crt")).unwrap();
         let addr: SocketAddr = running.addr.parse().unwrap();
@@ -152,7 +154,7 @@ async fn draining_and_exiting_fail_no_review() {
         let signalled = std::time::Instant::now();
         let status = wait(&mut running.child, Duration::from_secs(10)).await;
         assert_eq!(status.code(), Some(0), "round {round}");
-        // Measured, not asserted: the drain (300 ms), then what the connections take to close.
+        // Measured, not asserted: the drain (500 ms), then what the connections take to close.
         eprintln!(
             "round {round}: exited {:?} after SIGTERM",
             signalled.elapsed()
