@@ -1,5 +1,6 @@
 //! The webhook's HTTP side: the router (`/validate`, `/mutate`), its limits and the review
-//! handler. The listeners and shutdown are in `listener`, readiness and the probe routes in
+//! handler. The listeners and shutdown are in `listener`, each connection and how it ends in
+//! `connection`, readiness and the probe routes in
 //! `readiness`, reading a body within the limit in `body`.
 
 use std::{
@@ -21,6 +22,7 @@ use axum::{
 use futures::FutureExt;
 
 mod body;
+mod connection;
 mod listener;
 mod readiness;
 
@@ -44,6 +46,10 @@ use crate::{
 /// MiB + 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
 
+/// The default `--idle-timeout`: above the 90s after which the API server's client (Go's
+/// `http.DefaultTransport` settings, applied by client-go) closes an idle connection itself.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Limits and timeouts of the webhook listener.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -51,8 +57,13 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Time to read the body and answer; slower requests get 408.
     pub request_timeout: Duration,
-    /// Time for the TLS handshake and for each request's headers to arrive.
+    /// Time for the TLS handshake and for each request's headers to arrive, from their first
+    /// byte (HTTP/2: for the first request, from accept).
     pub header_read_timeout: Duration,
+    /// How long a connection may sit idle, before its first request or between requests,
+    /// before it is closed. Longer than the API server's own idle timeout (90s), so that an
+    /// idle HTTP/1.1 connection is closed by the client, never under a request on its way.
+    pub idle_timeout: Duration,
     /// How long in-flight reviews may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
     /// How long to keep accepting and answering after a shutdown signal, with `/readyz` already
@@ -70,6 +81,7 @@ impl Default for Limits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(5),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             shutdown_grace: Duration::from_secs(20),
             drain_delay: Duration::ZERO,
             max_connection_age: Duration::ZERO,

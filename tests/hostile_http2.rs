@@ -155,8 +155,8 @@ async fn slowloris_http2_headers_are_cut_off_by_the_header_read_timeout() {
         TestServer::start_with(Policy::builtin(), Arc::new(NoLookup), short_limits()).await;
 
     // A HEADERS frame one byte a second after a proper preface; and only the preface, then
-    // nothing: a connection that never sends a request. (hyper's header_read_timeout covers
-    // HTTP/1.1 only.)
+    // nothing: a connection that never sends a request (stsguard's own watchdog: hyper has no
+    // header read timeout for HTTP/2).
     let prefix = [H2_PREFACE, H2_SETTINGS].concat();
     let headers = h2_headers();
     let (trickled, idle) = tokio::join!(

@@ -189,8 +189,9 @@ async fn slowloris_http1_headers_and_handshakes_are_cut_off() {
 }
 
 /// A client that completes the TLS handshake and then sends nothing (or a single byte, which
-/// could still start either `POST` or the HTTP/2 preface) holds a connection and a task; the
-/// header read timeout must close it as it closes a silent HTTP/1.1 keep-alive connection.
+/// could still start either `POST` or the HTTP/2 preface) holds a connection and a task: the
+/// idle timeout closes a silent HTTP/1.1 connection (as it closes a kept-alive one), the header
+/// read timeout one that began a request, and an HTTP/2 one that sends no request.
 #[tokio::test]
 async fn connections_silent_after_the_handshake_are_closed() {
     let server =

@@ -84,9 +84,14 @@ pub struct ServeArgs {
     /// Time allowed to read a request and answer it (e.g. 10s).
     #[arg(long, env = "STSGUARD_REQUEST_TIMEOUT", default_value = "10s", value_parser = time::parse_duration)]
     pub request_timeout: Duration,
-    /// Time allowed for the TLS handshake and for request headers to arrive.
+    /// Time allowed for the TLS handshake and for request headers to arrive (from their first
+    /// byte).
     #[arg(long, env = "STSGUARD_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = time::parse_duration)]
     pub header_read_timeout: Duration,
+    /// Close a connection idle this long (before its first request or between requests); keep
+    /// it above the API server's 90s, so that the API server closes idle connections first.
+    #[arg(long, env = "STSGUARD_IDLE_TIMEOUT", default_value = "2m", value_parser = time::parse_duration)]
+    pub idle_timeout: Duration,
     /// Time in-flight reviews get to finish after SIGTERM or SIGINT.
     #[arg(long, env = "STSGUARD_SHUTDOWN_GRACE", default_value = "20s", value_parser = time::parse_duration)]
     pub shutdown_grace: Duration,
@@ -194,6 +199,7 @@ pub async fn prepare_serve(args: &ServeArgs) -> Result<Prepared, StartError> {
         max_body_bytes: args.max_body_bytes,
         request_timeout: args.request_timeout,
         header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
         shutdown_grace: args.shutdown_grace,
         drain_delay: args.drain_delay,
         max_connection_age: args.max_connection_age,

@@ -31,6 +31,7 @@ pub async fn read_until<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, needle:
 pub fn short_limits() -> Limits {
     Limits {
         header_read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(1),
         ..Limits::default()
     }
@@ -82,8 +83,9 @@ where
     }
 }
 
-/// Asserts that the server closes every connection within 5 seconds (its header read timeout is
-/// 1s), listing those it left open; and that none of them got anything but nothing or a 408.
+/// Asserts that the server closes every connection within 5 seconds (its header read and idle
+/// timeouts are 1s), listing those it left open; and that none of them got anything but nothing
+/// or a 408.
 pub fn assert_all_closed(outcomes: Vec<(&str, Trickled)>) {
     let mut open = Vec::new();
     for (what, (received, closed)) in outcomes {
@@ -100,7 +102,7 @@ pub fn assert_all_closed(outcomes: Vec<(&str, Trickled)>) {
     }
     assert!(
         open.is_empty(),
-        "connections outlive the 1s header read timeout: {open:?}"
+        "connections outlive the 1s header read and idle timeouts: {open:?}"
     );
 }
 

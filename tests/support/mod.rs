@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod connections;
 pub mod hostile;
 pub mod json_mutations;
+pub mod keepalive;
 pub mod process;
 pub mod properties;
 pub mod text_mutations;
