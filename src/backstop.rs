@@ -15,9 +15,9 @@
 use k8s_openapi::{
     api::admissionregistration::v1::{
         MatchResources, MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding,
-        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        NamedRuleWithOperations, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     },
-    apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement},
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta},
 };
 use serde::{Deserialize, Serialize};
 
@@ -171,6 +171,32 @@ pub fn generate(policy: &Policy, target: &Target) -> Backstop {
         validating: validating::generate(policy, target),
         mutating: mutating::generate(policy, target),
         left_to_webhook,
+    }
+}
+
+/// What every generated policy matches: StatefulSets (in any served version, as the webhooks
+/// with `matchPolicy: Equivalent`) on these operations.
+fn statefulsets(operations: &[&str]) -> MatchResources {
+    MatchResources {
+        match_policy: Some("Equivalent".to_owned()),
+        resource_rules: Some(vec![NamedRuleWithOperations {
+            api_groups: Some(vec!["apps".to_owned()]),
+            api_versions: Some(vec!["v1".to_owned()]),
+            operations: Some(operations.iter().map(|o| (*o).to_owned()).collect()),
+            resources: Some(vec!["statefulsets".to_owned()]),
+            scope: Some("Namespaced".to_owned()),
+            ..NamedRuleWithOperations::default()
+        }]),
+        ..MatchResources::default()
+    }
+}
+
+/// A generated object's name and level label.
+fn metadata(name: &str, level: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        labels: Some([(LEVEL_LABEL.to_owned(), level.to_owned())].into()),
+        ..ObjectMeta::default()
     }
 }
 

@@ -16,6 +16,14 @@ use support::{
 
 const NAME: &str = "stsguard-backstop";
 
+/// Every kind the backstop is made of.
+const KINDS: [Kind; 4] = [
+    Kind::ValidatingAdmissionPolicy,
+    Kind::ValidatingAdmissionPolicyBinding,
+    Kind::MutatingAdmissionPolicy,
+    Kind::MutatingAdmissionPolicyBinding,
+];
+
 fn scope_configmap() -> Value {
     json!({
         "apiVersion": "v1",
@@ -101,16 +109,7 @@ async fn the_leader_applies_the_backstop_and_follows_the_policy() {
     eventually(
         "the backstop is applied",
         Duration::from_secs(20),
-        || async {
-            [
-                Kind::ValidatingAdmissionPolicy,
-                Kind::ValidatingAdmissionPolicyBinding,
-                Kind::MutatingAdmissionPolicy,
-                Kind::MutatingAdmissionPolicyBinding,
-            ]
-            .iter()
-            .all(|kind| !fake.objects(*kind).is_empty())
-        },
+        || async { KINDS.iter().all(|kind| !fake.objects(*kind).is_empty()) },
     )
     .await;
     let deny = fake
@@ -199,16 +198,7 @@ async fn the_leader_applies_the_backstop_and_follows_the_policy() {
     eventually(
         "the backstop is removed",
         Duration::from_secs(20),
-        || async {
-            [
-                Kind::ValidatingAdmissionPolicy,
-                Kind::ValidatingAdmissionPolicyBinding,
-                Kind::MutatingAdmissionPolicy,
-                Kind::MutatingAdmissionPolicyBinding,
-            ]
-            .iter()
-            .all(|kind| fake.objects(*kind).is_empty())
-        },
+        || async { KINDS.iter().all(|kind| fake.objects(*kind).is_empty()) },
     )
     .await;
 }

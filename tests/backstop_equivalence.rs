@@ -34,14 +34,13 @@ mod cel_env;
 mod generated;
 
 use stsguard::{
-    admit::{self, Classified},
     backstop::{self, Coverage, Kinds},
     evaluate::{Input, Outcome, evaluate},
     lookup::NoLookup,
     manifest,
     policy::Policy,
     rules,
-    subject::{Object, Operation, Subject},
+    subject::{Operation, Subject},
 };
 
 /// Long before any `exempt-until` date used here: the backstop has no clock and honours every
@@ -266,20 +265,6 @@ fn webhook_answer(
         .collect()
 }
 
-/// What the API server would hold for this StatefulSet, typed and as JSON; `None` when it is
-/// not one.
-fn stored(value: &Value) -> Option<(StatefulSet, Value)> {
-    let object = match admit::classify(value) {
-        Classified::Object(o) | Classified::Legacy(o, _) => admit::default(o),
-        _ => return None,
-    };
-    let Object::StatefulSet(sts) = object else {
-        return None;
-    };
-    let json = serde_json::to_value(sts.as_ref()).unwrap();
-    Some((sts.as_ref().clone(), json))
-}
-
 #[derive(Default)]
 struct Tally {
     compared: usize,
@@ -298,10 +283,10 @@ fn compare(
     namespace: &str,
     tally: &mut Tally,
 ) -> Result<(), String> {
-    let Some((new_sts, new_json)) = stored(new) else {
+    let Some((new_sts, new_json)) = cel_env::stored(new) else {
         return Ok(());
     };
-    let old = old.and_then(stored);
+    let old = old.and_then(cel_env::stored);
     let operation = if old.is_some() {
         Operation::Update
     } else {
@@ -548,7 +533,7 @@ fn the_backstop_honours_exemptions_whatever_their_date() {
         "stsguard.io/exempt": "sts-service-name",
         "stsguard.io/exempt-until": "1999-12-31",
     });
-    let (sts, json) = stored(&expired).unwrap();
+    let (sts, json) = cel_env::stored(&expired).unwrap();
     let webhook = webhook_answer(&policy, Operation::Create, "ns", &sts, None);
     assert!(
         webhook.contains(&(Level::Deny, "sts-service-name", "default")),
@@ -667,8 +652,8 @@ fn the_backstop_grandfathers_list_elements_by_case() {
         .as_array_mut()
         .unwrap()
         .push(json!({"name": "sidecar", "image": "x"}));
-    let (old_sts, old_json) = stored(&old).unwrap();
-    let (new_sts, new_json) = stored(&new).unwrap();
+    let (old_sts, old_json) = cel_env::stored(&old).unwrap();
+    let (new_sts, new_json) = cel_env::stored(&new).unwrap();
     let webhook = webhook_answer(&strict, Operation::Update, "ns", &new_sts, Some(&old_sts));
     assert!(webhook.contains(&(Level::Deny, "sts-readiness-probe", "default")));
     let got = backstop_answer(
@@ -703,7 +688,7 @@ fn the_backstop_is_silent_while_the_webhook_is_ready() {
     for (_, policy) in policies() {
         let compiled = compile(&policy);
         for (_, value) in &corpus {
-            let Some((_, json)) = stored(value) else {
+            let Some((_, json)) = cel_env::stored(value) else {
                 continue;
             };
             for (params, ready) in [

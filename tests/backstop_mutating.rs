@@ -16,7 +16,6 @@ use std::{
 
 use generated::pick;
 use jiff::civil::Date;
-use k8s_openapi::api::apps::v1::StatefulSet;
 use map::{Map, patched};
 use proptest::{
     prelude::*,
@@ -25,11 +24,11 @@ use proptest::{
 };
 use serde_json::Value;
 use stsguard::{
-    admit::{self, Chain, Classified},
+    admit::{self, Chain},
     lookup::NoLookup,
     manifest,
     policy::Policy,
-    subject::{Object, Operation, Subject},
+    subject::{Operation, Subject},
 };
 
 #[path = "backstop_equivalence/cel_env.rs"]
@@ -92,20 +91,6 @@ fn policies() -> Vec<(String, Policy)> {
     out
 }
 
-/// What the API server would hold for this StatefulSet, typed and as JSON; `None` when it is
-/// not one.
-fn stored(value: &Value) -> Option<(StatefulSet, Value)> {
-    let object = match admit::classify(value) {
-        Classified::Object(o) | Classified::Legacy(o, _) => admit::default(o),
-        _ => return None,
-    };
-    let Object::StatefulSet(sts) = object else {
-        return None;
-    };
-    let json = serde_json::to_value(sts.as_ref()).unwrap();
-    Some((sts.as_ref().clone(), json))
-}
-
 #[derive(Default)]
 struct Tally {
     compared: usize,
@@ -129,7 +114,7 @@ fn compare(
     namespace: &str,
     tally: &mut Tally,
 ) -> Result<(), String> {
-    let Some((sts, object)) = stored(value) else {
+    let Some((sts, object)) = cel_env::stored(value) else {
         return Ok(());
     };
     let chain = Chain {
@@ -370,7 +355,7 @@ fn the_policy_mutates_nothing_while_the_webhook_is_ready() {
     for (name, policy) in policies() {
         let map = Map::of(&policy, str::to_owned).unwrap();
         for (what, ns, value) in &objects {
-            let Some((_, object)) = stored(value) else {
+            let Some((_, object)) = cel_env::stored(value) else {
                 continue;
             };
             for params in [cel_env::slice(Some(true)), unknown.clone()] {
@@ -430,7 +415,7 @@ fn a_changed_policy_is_caught() {
 fn the_policy_honours_an_exemption_whose_date_has_passed() {
     let policy = Policy::builtin();
     let map = Map::of(&policy, str::to_owned).unwrap();
-    let (sts, object) = stored(&objects::exempt_until("2001-01-01")).unwrap();
+    let (sts, object) = cel_env::stored(&objects::exempt_until("2001-01-01")).unwrap();
     let chain = Chain {
         policy: &policy,
         lookup: &NoLookup,

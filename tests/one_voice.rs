@@ -24,7 +24,7 @@ use stsguard::{
     manifest,
     policy::Policy,
     review::{Endpoint, Reviewer},
-    subject::{Object, Operation},
+    subject::Operation,
 };
 
 #[path = "backstop_equivalence/cel_env.rs"]
@@ -303,16 +303,7 @@ fn repo(path: &str) -> std::path::PathBuf {
 /// Every StatefulSet CREATE to play: the corpus and the captured reviews, as the API server
 /// holds them (typed and defaulted), with their namespaces.
 fn creates() -> Vec<(String, Value, String)> {
-    let stored = |value: &Value| -> Option<Value> {
-        let object = match admit::classify(value) {
-            Classified::Object(o) | Classified::Legacy(o, _) => admit::default(o),
-            _ => return None,
-        };
-        let Object::StatefulSet(sts) = object else {
-            return None;
-        };
-        Some(serde_json::to_value(sts.as_ref()).unwrap())
-    };
+    let stored = |value: &Value| cel_env::stored(value).map(|(_, json)| json);
     let mut out = Vec::new();
     let loaded = manifest::load(&[repo("tests/fixtures/corpus")], &mut std::io::empty());
     for doc in &loaded.documents {

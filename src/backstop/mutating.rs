@@ -8,20 +8,16 @@
 //! literals wrap their values in `dyn()`, as the API server's type checker wants literals of one
 //! element type.
 
-use k8s_openapi::{
-    api::admissionregistration::v1::{
-        JSONPatch, MatchResources, MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding,
-        MutatingAdmissionPolicyBindingSpec, MutatingAdmissionPolicySpec, Mutation,
-        NamedRuleWithOperations, Variable,
-    },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+use k8s_openapi::api::admissionregistration::v1::{
+    JSONPatch, MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding,
+    MutatingAdmissionPolicyBindingSpec, MutatingAdmissionPolicySpec, Mutation, Variable,
 };
 use serde_json::{Value, json};
 
 use super::{
-    LEVEL_LABEL, Target,
+    Target,
     cel::{WS, exempt_names_pattern, json_literal, list, lit},
-    step_aside,
+    metadata, statefulsets, step_aside,
 };
 use crate::{
     exemption::EXEMPT_UNTIL,
@@ -96,14 +92,10 @@ pub(crate) fn generate(
         .chain(["variables.record".to_owned()])
         .collect();
     let name = format!("{}-mutate", target.name);
-    let meta = ObjectMeta {
-        name: Some(name.clone()),
-        labels: Some([(LEVEL_LABEL.to_owned(), "mutate".to_owned())].into()),
-        ..ObjectMeta::default()
-    };
-    let mut operations = vec!["CREATE".to_owned()];
+    let meta = metadata(&name, "mutate");
+    let mut operations = vec!["CREATE"];
     if forms.iter().any(|(_, m)| m.mutable_fields_only) {
-        operations.push("UPDATE".to_owned());
+        operations.push("UPDATE");
     }
     let map = MutatingAdmissionPolicy {
         metadata: meta.clone(),
@@ -112,18 +104,7 @@ pub(crate) fn generate(
             // validating backstop, says what is missing.
             failure_policy: Some("Ignore".to_owned()),
             param_kind: Some(step_aside::param_kind()),
-            match_constraints: Some(MatchResources {
-                match_policy: Some("Equivalent".to_owned()),
-                resource_rules: Some(vec![NamedRuleWithOperations {
-                    api_groups: Some(vec!["apps".to_owned()]),
-                    api_versions: Some(vec!["v1".to_owned()]),
-                    operations: Some(operations),
-                    resources: Some(vec!["statefulsets".to_owned()]),
-                    scope: Some("Namespaced".to_owned()),
-                    ..NamedRuleWithOperations::default()
-                }]),
-                ..MatchResources::default()
-            }),
+            match_constraints: Some(statefulsets(&operations)),
             // As the mutating webhook: run again if a later plugin changed the object.
             reinvocation_policy: Some("IfNeeded".to_owned()),
             variables: Some(variables),

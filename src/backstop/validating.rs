@@ -10,19 +10,15 @@
 //! whole list. The warn policy has one validation per case, as the webhook gives one warning per
 //! violation.
 
-use k8s_openapi::{
-    api::admissionregistration::v1::{
-        MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy,
-        ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBindingSpec,
-        ValidatingAdmissionPolicySpec, Validation, Variable,
-    },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    ValidatingAdmissionPolicyBindingSpec, ValidatingAdmissionPolicySpec, Validation, Variable,
 };
 
 use super::{
-    LEVEL_LABEL, Target,
+    Target,
     cel::{CelForm, FORMS, exempt_covers_pattern, lit},
-    rule_of, step_aside,
+    metadata, rule_of, statefulsets, step_aside,
 };
 use crate::{
     policy::{Mode, Policy},
@@ -78,11 +74,7 @@ pub(crate) fn generate(
         } else {
             forms.iter().map(|form| warning(form)).collect()
         };
-        let meta = ObjectMeta {
-            name: Some(name.clone()),
-            labels: Some([(LEVEL_LABEL.to_owned(), level.to_owned())].into()),
-            ..ObjectMeta::default()
-        };
+        let meta = metadata(&name, level);
         let vap = ValidatingAdmissionPolicy {
             metadata: meta.clone(),
             spec: Some(ValidatingAdmissionPolicySpec {
@@ -90,18 +82,7 @@ pub(crate) fn generate(
                 // stricter than the webhook.
                 failure_policy: Some("Ignore".to_owned()),
                 param_kind: Some(step_aside::param_kind()),
-                match_constraints: Some(MatchResources {
-                    match_policy: Some("Equivalent".to_owned()),
-                    resource_rules: Some(vec![NamedRuleWithOperations {
-                        api_groups: Some(vec!["apps".to_owned()]),
-                        api_versions: Some(vec!["v1".to_owned()]),
-                        operations: Some(vec!["CREATE".to_owned(), "UPDATE".to_owned()]),
-                        resources: Some(vec!["statefulsets".to_owned()]),
-                        scope: Some("Namespaced".to_owned()),
-                        ..NamedRuleWithOperations::default()
-                    }]),
-                    ..MatchResources::default()
-                }),
+                match_constraints: Some(statefulsets(&["CREATE", "UPDATE"])),
                 variables: Some(variables),
                 validations: Some(validations),
                 ..ValidatingAdmissionPolicySpec::default()

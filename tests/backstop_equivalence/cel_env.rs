@@ -6,10 +6,13 @@
 use std::{collections::HashMap, sync::Arc};
 
 use cel::{Context, Env, Program, Value as Cel};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use serde_json::{Value, json};
 use stsguard::{
+    admit::{self, Classified},
     backstop::{self, Kinds, Target},
     policy::Policy,
+    subject::Object,
 };
 
 /// The CEL environment: the standard library (with `dyn()`) and the lists and strings
@@ -143,4 +146,19 @@ pub(crate) fn variables(env: &Env, spec: &Value) -> Vec<(String, Program)> {
             )
         })
         .collect()
+}
+
+/// What the API server would hold for this StatefulSet, typed and as JSON: defaulted as it
+/// defaults, serialized back, so absent and null read the same on every side; `None` when it is
+/// not one.
+pub(crate) fn stored(value: &Value) -> Option<(StatefulSet, Value)> {
+    let object = match admit::classify(value) {
+        Classified::Object(o) | Classified::Legacy(o, _) => admit::default(o),
+        _ => return None,
+    };
+    let Object::StatefulSet(sts) = object else {
+        return None;
+    };
+    let json = serde_json::to_value(sts.as_ref()).unwrap();
+    Some((sts.as_ref().clone(), json))
 }
