@@ -28,7 +28,7 @@ pub struct ServeArgs {
     /// Address of the HTTPS webhook listener.
     #[arg(long, env = "STSGUARD_ADDR", default_value = "0.0.0.0:8443")]
     pub addr: SocketAddr,
-    /// Address of the plain-HTTP listener for /healthz and /readyz.
+    /// Address of the plain-HTTP listener for /healthz, /readyz and /metrics.
     #[arg(long, env = "STSGUARD_PROBE_ADDR", default_value = "0.0.0.0:8080")]
     pub probe_addr: SocketAddr,
     /// Serving certificate (PEM). Without --tls-cert and --tls-key a development CA and
