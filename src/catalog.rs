@@ -204,10 +204,14 @@ pub fn flat(text: &str) -> String {
 }
 
 fn cell(text: &str) -> String {
+    // Markdown renderers pass HTML through: a placeholder such as `<name>` would be taken for a
+    // tag and vanish.
     text.split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
         .replace('|', "\\|")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
