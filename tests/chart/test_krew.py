@@ -1,9 +1,10 @@
-"""The krew manifest the release publishes for the kubectl plugin (packaging/krew_manifest.py):
-one platform per release archive, with its URI and checksum, in krew's Plugin schema; and the
-release workflow writes it and publishes it."""
+"""What the release publishes besides the image and the chart: the krew manifest of the kubectl
+plugin (packaging/krew_manifest.py: one platform per release archive, with its URI and checksum,
+in krew's Plugin schema), and the book, built with the mdBook CI tests it with."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,12 @@ def test_a_missing_archive_fails(tmp_path):
 def test_the_release_publishes_it(needle):
     release = (REPO / ".github" / "workflows" / "release.yml").read_text()
     assert needle in release
+
+
+def test_the_release_publishes_the_book_ci_tests():
+    # One mdBook for both: the book CI builds and tests is the book the release publishes.
+    release = (REPO / ".github" / "workflows" / "release.yml").read_text()
+    ci = (REPO / ".ci" / "run").read_text()
+    version = re.search(r'(?m)^MDBOOK_VERSION=(\S+)$', ci).group(1)
+    assert f'MDBOOK_VERSION: "{version}"' in release
+    assert "mdbook build docs" in release
