@@ -1,4 +1,4 @@
-//! The rule and mutator catalogue as text, for README.md and the command line.
+//! The rule and mutator catalogue as text, for the book (docs/src/rules.md) and the command line.
 
 use serde_json::{Value, json};
 
@@ -23,7 +23,7 @@ pub fn default_actions(rule: &Rule) -> String {
     }
 }
 
-/// The README's rule table: id, default, what it checks, why, how to fix.
+/// The book's rule table: id, default, what it checks, why, how to fix.
 pub fn rules_markdown() -> String {
     let mut out = String::from("| rule | default | checks | why | fix |\n|---|---|---|---|---|\n");
     for rule in RULES {
@@ -45,7 +45,7 @@ pub fn rules_markdown() -> String {
     out
 }
 
-/// The README's mutator table.
+/// The book's mutator table.
 pub fn mutators_markdown() -> String {
     let mut out =
         String::from("| mutator | default | changes | why | on UPDATE |\n|---|---|---|---|---|\n");
@@ -107,7 +107,7 @@ pub fn policy_yaml(preset: Preset) -> String {
     });
     out.push_str(
         "# Generated from the rule table (`stsguard rules --format policy`); every field is described\n\
-         # in README.md, \"Policy reference\".\n\
+         # in docs/src/policy.md, the book's \"Policy reference\".\n\
          apiVersion: stsguard.io/v1alpha1\n\
          kind: Policy\n\n\
          # enforce: deny-level violations reject the object.\n\
@@ -204,10 +204,14 @@ pub fn flat(text: &str) -> String {
 }
 
 fn cell(text: &str) -> String {
+    // Markdown renderers pass HTML through: a placeholder such as `<name>` would be taken for a
+    // tag and vanish.
     text.split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
         .replace('|', "\\|")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -247,11 +251,11 @@ mod tests {
         );
     }
 
-    /// The README's tables are what the tables generate; with `STSGUARD_BLESS=1` this test
+    /// The book's rules page holds what the tables generate; with `STSGUARD_BLESS=1` this test
     /// writes them instead.
     #[test]
-    fn readme_tables_match_the_registries() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    fn book_tables_match_the_registries() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/rules.md");
         let mut readme = std::fs::read_to_string(&path).unwrap();
         let mut stale = Vec::new();
         for (name, table) in [
@@ -262,12 +266,12 @@ mod tests {
             let end = format!("<!-- {name}:end -->");
             let start = readme
                 .find(&begin)
-                .unwrap_or_else(|| panic!("README lacks {begin}"))
+                .unwrap_or_else(|| panic!("docs/src/rules.md lacks {begin}"))
                 + begin.len();
             let stop = start
                 + readme[start..]
                     .find(&end)
-                    .unwrap_or_else(|| panic!("README lacks {end}"));
+                    .unwrap_or_else(|| panic!("docs/src/rules.md lacks {end}"));
             if readme[start..stop] != table {
                 stale.push(name);
                 readme.replace_range(start..stop, &table);
@@ -278,7 +282,7 @@ mod tests {
         } else {
             assert!(
                 stale.is_empty(),
-                "README's {stale:?} tables are out of date; run \
+                "docs/src/rules.md: the {stale:?} tables are out of date; run \
                  `STSGUARD_BLESS=1 cargo test --lib catalog` (or paste `stsguard rules --format markdown`)"
             );
         }

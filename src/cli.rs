@@ -81,6 +81,29 @@ pub enum Command {
     Version,
 }
 
+/// The file name under which kubectl finds stsguard as a plugin (`kubectl stsguard …`).
+pub const KUBECTL_PLUGIN: &str = "kubectl-stsguard";
+
+/// The command line, as `stsguard` or as the kubectl plugin: kubectl runs `kubectl-stsguard`
+/// with that name as argv[0], and usage lines and errors then name what the user typed,
+/// `kubectl stsguard`.
+pub fn parse() -> Cli {
+    let argv0 = std::env::args_os().next();
+    let as_plugin = argv0
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_stem)
+        .is_some_and(|name| name == KUBECTL_PLUGIN);
+    let command = <Cli as clap::CommandFactory>::command();
+    let command = if as_plugin {
+        command.bin_name("kubectl stsguard")
+    } else {
+        command
+    };
+    let matches = command.get_matches();
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 /// Runs the command; the exit code follows each command's contract.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {

@@ -56,6 +56,33 @@ pub async fn config(kubeconfig: Option<&Path>) -> Result<Result<Config, String>,
     Ok(Ok(config))
 }
 
+/// The cluster `serve` may use: only one it was pointed at, never one inferred from
+/// `~/.kube/config`. A developer's `stsguard serve` must not watch, and above all lead in, the
+/// cluster their kubectl happens to point at. `Ok(Err(why))`: none was asked for.
+pub async fn explicit_config(
+    kubeconfig: Option<&Path>,
+) -> Result<Result<Config, String>, ClusterError> {
+    if kubeconfig.is_some() {
+        return config(kubeconfig).await;
+    }
+    if std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty()) {
+        return Ok(
+            match Config::from_kubeconfig(&KubeConfigOptions::default()).await {
+                Ok(config) => Ok(config),
+                Err(e) => Err(format!("KUBECONFIG: {e}")),
+            },
+        );
+    }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return Ok(Config::incluster().map_err(|e| format!("in-cluster configuration: {e}")));
+    }
+    Ok(Err(
+        "no --kubeconfig, no KUBECONFIG and not inside a cluster (~/.kube/config is read only \
+         when named)"
+            .to_owned(),
+    ))
+}
+
 /// Cluster facts from the watches' indexes.
 pub struct Cluster {
     client: Client,

@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use stsguard::{cli, telemetry};
 
 /// A review is a few hundred small allocations (the parsed objects, the answer, the log line),
@@ -29,7 +28,7 @@ fn return_freed_memory_at_once() {
 
 fn main() -> ExitCode {
     return_freed_memory_at_once();
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     // The webhook logs every review; the one-shot commands speak through their output and exit
     // code, and the libraries' own error lines (a failed connection) would only repeat them.
     let default = match cli.command {

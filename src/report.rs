@@ -22,7 +22,7 @@ mod text;
 pub enum Format {
     /// Grouped by object, for people.
     Text,
-    /// stsguard's own JSON (documented in README).
+    /// stsguard's own JSON (documented in docs/src/cli.md).
     Json,
     /// SARIF 2.1.0, for code scanning.
     Sarif,

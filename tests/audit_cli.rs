@@ -557,7 +557,7 @@ fn mutate_applies_the_webhook_changes_and_keeps_the_rest() {
 }
 
 #[test]
-fn rules_lists_every_rule_and_matches_the_readme() {
+fn rules_lists_every_rule_and_matches_the_book() {
     let out = stsguard(&["rules"], None);
     let text = stdout(&out);
     for rule in stsguard::rules::RULES {
@@ -567,9 +567,12 @@ fn rules_lists_every_rule_and_matches_the_readme() {
         assert!(text.contains(m.id));
     }
     let markdown = stdout(&stsguard(&["rules", "-o", "markdown"], None));
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let page = std::fs::read_to_string(root().join("docs/src/rules.md")).unwrap();
     for table_line in markdown.lines().filter(|l| l.starts_with("| `")) {
-        assert!(readme.contains(table_line), "README lacks: {table_line}");
+        assert!(
+            page.contains(table_line),
+            "docs/src/rules.md lacks: {table_line}"
+        );
     }
 }
 

@@ -2,7 +2,8 @@
 //! (server-side apply with field managers, as the real one): exactly one replica leads, never
 //! two at once; a leader that is killed is replaced once its lease expires; a leader that stops
 //! cleanly releases its lease; a replica that starts while the API server is away serves
-//! admission anyway and joins the election when it comes back.
+//! admission anyway and joins the election when it comes back. A replica asked for no leader
+//! duty, or given no cluster by name, never takes the Lease.
 
 mod support;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use support::{
     apiserver::{FakeApiServer, Kind, eventually},
-    process::{Running, probe_metrics, sigterm, start_with_env, wait},
+    process::{Running, probe_get, probe_metrics, sigterm, start_with_env, wait},
 };
 
 /// A replica named as the chart names it (POD_NAME, its identity in the election).
@@ -20,6 +21,9 @@ fn replica(dir: &std::path::Path, kubeconfig: &str, name: &str, lease: &str) -> 
         &[
             "--kubeconfig",
             kubeconfig,
+            // A leader duty: without one a replica stays out of the election.
+            "--backstop",
+            "stsguard-backstop",
             "--leader-lease-duration",
             lease,
             "--drain-delay",
@@ -140,4 +144,54 @@ async fn a_replica_started_while_the_api_server_is_away_serves_and_joins_later()
         || async { leads(&a).await == Some(true) && holder(&fake).as_deref() == Some("replica-a") },
     )
     .await;
+}
+
+/// A `serve` started by hand with a kubeconfig but no leader duty watches the cluster for its
+/// lookups and never takes the Lease: reports, certificates and registration stay with the
+/// installation's own replicas.
+#[tokio::test]
+async fn a_replica_without_leader_duties_never_takes_the_lease() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = fake.kubeconfig(dir.path());
+    let plain = start_with_env(
+        dir.path(),
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--leader-lease-duration",
+            "2s",
+            "--drain-delay",
+            "0s",
+        ],
+        &[("POD_NAME", "laptop")],
+    );
+    eventually("its caches sync", Duration::from_secs(15), || async {
+        probe_get(&plain.probe, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    })
+    .await;
+    // Longer than a lease: an elected replica would hold it by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(leads(&plain).await, Some(false));
+    assert_eq!(holder(&fake), None);
+}
+
+/// `~/.kube/config` is not read unless named: with a working one in HOME and neither
+/// `--kubeconfig` nor KUBECONFIG, `serve` runs without cluster lookups.
+#[tokio::test]
+async fn serve_reads_no_unnamed_kubeconfig() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".kube")).unwrap();
+    std::fs::copy(fake.kubeconfig(dir.path()), home.join(".kube/config")).unwrap();
+    let server = start_with_env(
+        dir.path(),
+        &["--drain-delay", "0s"],
+        &[("HOME", home.to_str().unwrap()), ("KUBECONFIG", "")],
+    );
+    let readyz = probe_get(&server.probe, "/readyz").await;
+    assert!(readyz.contains("cluster lookups: off"), "{readyz}");
 }

@@ -286,22 +286,22 @@ fn a_service_is_namespace_slash_name() {
     }
 }
 
-/// The README's "When the webhook is down" table is what the registry says; with
-/// `STSGUARD_BLESS=1` this test writes it instead.
+/// The book's backstop coverage table is what the registry says; with `STSGUARD_BLESS=1` this
+/// test writes it instead.
 #[test]
-fn readme_coverage_table_matches_the_registry() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+fn book_coverage_table_matches_the_registry() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/backstop.md");
     let mut readme = std::fs::read_to_string(&path).unwrap();
     let begin = "<!-- backstop:begin -->\n";
     let end = "<!-- backstop:end -->";
     let start = readme
         .find(begin)
-        .expect("README lacks the backstop table markers")
+        .expect("docs/src/backstop.md lacks the backstop table markers")
         + begin.len();
     let stop = start
         + readme[start..]
             .find(end)
-            .expect("README lacks <!-- backstop:end -->");
+            .expect("docs/src/backstop.md lacks <!-- backstop:end -->");
     let table = coverage_markdown();
     if readme[start..stop] != table {
         if std::env::var_os("STSGUARD_BLESS").is_some() {
@@ -309,7 +309,7 @@ fn readme_coverage_table_matches_the_registry() {
             std::fs::write(&path, readme).unwrap();
         } else {
             panic!(
-                "README's backstop table is stale; run `STSGUARD_BLESS=1 cargo test --lib backstop`"
+                "docs/src/backstop.md: the coverage table is stale; run `STSGUARD_BLESS=1 cargo test --lib backstop`"
             );
         }
     }

@@ -17,7 +17,7 @@ use crate::{
 pub struct RulesArgs {
     /// One rule or mutator to show in full (checks, why, fix, cases, defaults, an example).
     pub id: Option<String>,
-    /// `text` for reading, `json` or `yaml` for tools, `markdown` for the README's tables,
+    /// `text` for reading, `json` or `yaml` for tools, `markdown` for the book's tables,
     /// `policy` for a policy file that lists every rule and mutator.
     #[arg(
         short = 'o',

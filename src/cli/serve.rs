@@ -28,7 +28,7 @@ pub struct ServeArgs {
     /// Address of the HTTPS webhook listener.
     #[arg(long, env = "STSGUARD_ADDR", default_value = "0.0.0.0:8443")]
     pub addr: SocketAddr,
-    /// Address of the plain-HTTP listener for /healthz and /readyz.
+    /// Address of the plain-HTTP listener for /healthz, /readyz and /metrics.
     #[arg(long, env = "STSGUARD_PROBE_ADDR", default_value = "0.0.0.0:8080")]
     pub probe_addr: SocketAddr,
     /// Serving certificate (PEM). Without --tls-cert and --tls-key a development CA and
@@ -51,8 +51,8 @@ pub struct ServeArgs {
     /// e.g. `--rule sts-volume-claim-templates.missing=deny` (repeatable).
     #[arg(long = "rule", value_name = "ID[.CASE]=ACTION")]
     pub rules: Vec<RuleArg>,
-    /// Kubeconfig for cluster lookups; without it, in-cluster configuration or
-    /// KUBECONFIG/~/.kube/config, and no lookups when there is none.
+    /// Kubeconfig for cluster lookups; without it, KUBECONFIG or in-cluster configuration
+    /// (never an unnamed ~/.kube/config), and no lookups when there is none.
     #[arg(long, env = "STSGUARD_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Watch only these namespaces (comma-separated or repeated); all namespaces when not given.
@@ -104,7 +104,8 @@ pub struct ServeArgs {
     #[arg(long, env = "STSGUARD_MAX_CONNECTION_AGE", default_value = "2m", value_parser = time::parse_duration)]
     pub max_connection_age: Duration,
     /// The Lease through which the replicas choose the one that writes (reports, the shared
-    /// certificate); with cluster access only.
+    /// certificate, registration, the backstop); taken part in only when one of those duties is
+    /// asked for.
     #[arg(long, env = "STSGUARD_LEADER_LEASE", default_value = "stsguard")]
     pub leader_lease: String,
     /// Namespace of --leader-lease (default: the pod's own namespace, or the kubeconfig's).
@@ -302,7 +303,7 @@ async fn lookups(
         }
         return Ok((Arc::new(NoLookup), Readiness::default(), None, None));
     }
-    match cluster::config(args.kubeconfig.as_deref()).await? {
+    match cluster::explicit_config(args.kubeconfig.as_deref()).await? {
         Ok(config) => {
             let lease = LeaseSettings {
                 namespace: args
@@ -329,8 +330,8 @@ async fn lookups(
         Err(why) => {
             tracing::info!(
                 reason = %why,
-                "no kubeconfig and not inside a cluster: running without cluster lookups; \
-                 cross-object rules are skipped and answers say so"
+                "no cluster asked for: running without cluster lookups; cross-object rules are \
+                 skipped and answers say so"
             );
             if args.reports.enabled {
                 tracing::warn!("--reports needs a cluster; no in-cluster reports");
@@ -351,7 +352,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartError> {
         readiness,
         policy,
     } = prepare_serve(&args).await?;
-    let (leadership, lifecycle) = match cluster {
+    // Leadership is for the duties; a replica asked for none never takes a Lease, so a
+    // process started by hand cannot lead an installation by accident.
+    let duties = args.lifecycle.needs_cluster() || args.reports.enabled;
+    if cluster.is_some() && !duties {
+        tracing::info!(
+            "no leader duty asked for (--reports, --cert-secret, --register-webhooks, \
+             --backstop): not taking part in leader election"
+        );
+    }
+    let (leadership, lifecycle) = match cluster.filter(|_| duties) {
         Some((client, lease)) => {
             let leadership = Leadership::join(client.clone(), &lease)?;
             let cx = serve_lifecycle::Context {

@@ -12,7 +12,7 @@ use crate::{
     rules::{self, Action, RULES, Settings},
 };
 
-/// A policy file as written. See README.md, "Policy reference", for every field.
+/// A policy file as written. See docs/src/policy.md, the book's "Policy reference", for every field.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PolicyFile {

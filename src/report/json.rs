@@ -1,5 +1,5 @@
 //! stsguard's JSON report (`apiVersion: stsguard.io/v1alpha1`, `kind: AuditReport`); its fields
-//! are documented in README.md and only ever added to.
+//! are documented in the book (docs/src/cli.md) and only ever added to.
 //!
 //! Written from structs that borrow the report, in the order of their fields: an audit of
 //! 100,000 objects built a value tree of the whole report first, about a second of a run's time.

@@ -612,7 +612,7 @@ def _rule_set(hook: dict[str, Any]) -> set[tuple[str, str, str, str]]:
 def test_validating_rules(chart):
     hook = render_mode(chart, "default").validating
     # Service DELETE too: the validating webhook warns about the StatefulSets that lose their
-    # governing Service (README, "Cluster lookups").
+    # governing Service (docs/src/cluster-lookups.md).
     assert _rule_set(hook) == {
         ("apps", "v1", "statefulsets", "CREATE"),
         ("apps", "v1", "statefulsets", "UPDATE"),
@@ -1400,10 +1400,9 @@ def test_schema_rejects_a_client_ca_that_is_not_pem(chart):
         render(chart, values_for("default") | {"clientCA": "not a certificate"})
 
 
-def test_readme_example_configurations_agree_with_the_chart(chart):
-    readme = (CHART_DIR.parent.parent / "README.md").read_text()
-    section = readme.split("## Example webhook configurations", 1)[1]
-    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+def test_book_example_configurations_agree_with_the_chart(chart):
+    page = (CHART_DIR.parent.parent / "docs" / "src" / "webhook-configurations.md").read_text()
+    block = page.split("```yaml\n", 1)[1].split("```", 1)[0]
     examples = {d["kind"]: d["webhooks"][0] for d in yaml.safe_load_all(block) if d}
     rendered = render_mode(chart, "default")
     for kind, hook in [

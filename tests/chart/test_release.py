@@ -1,6 +1,6 @@
 """The release files agree with each other and with the chart (issue 19).
 
-Cargo.toml, Chart.yaml, the Dockerfile, CHANGELOG.md, the README's Install section and the
+Cargo.toml, Chart.yaml, the Dockerfile, CHANGELOG.md, the install commands (README, book) and the
 GitHub workflows each state the version, the supported Kubernetes versions or a pin; these tests
 fail when one of them moves without the others. The chart's `kubeVersion` is checked the way Helm
 checks it, with the real Helm SDK.
@@ -32,10 +32,13 @@ CHART = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
 VALUES = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 README = (REPO / "README.md").read_text()
+BOOK = REPO / "docs" / "src"
+INSTALL = (BOOK / "install.md").read_text()
+COMPATIBILITY = (BOOK / "compatibility.md").read_text()
 CHANGELOG = (REPO / "CHANGELOG.md").read_text()
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 
-# The lowest Kubernetes minor the chart and the binary support (README, "Compatibility").
+# The lowest Kubernetes minor the chart and the binary support (docs/src/compatibility.md).
 MIN_KUBERNETES = "1.30"
 # SHA-256 of the Apache License 2.0 text as the ASF publishes it (LICENSE-2.0.txt).
 APACHE_2_0_SHA256 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
@@ -97,17 +100,17 @@ def test_kubernetes_api_version_agrees():
     api = kubernetes_api()
     assert dockerfile_arg("KUBERNETES_API") == api
     assert 'io.stsguard.kubernetes-api-version="${KUBERNETES_API}"' in DOCKERFILE
-    assert f"built against the Kubernetes {api} API" in section(README, "### Compatibility")
+    assert f"built against the Kubernetes {api} API" in COMPATIBILITY
     assert f"Kubernetes {api} API" in CHANGELOG
 
 
 # ---------------------------------------------------------------------------------------------
-# Supported Kubernetes versions: Chart.yaml's kubeVersion, the README and Helm
+# Supported Kubernetes versions: Chart.yaml's kubeVersion, the book and Helm
 
 
 def test_chart_declares_the_supported_kubernetes_versions():
     assert CHART["kubeVersion"] == f">={MIN_KUBERNETES}.0-0"
-    compatibility = section(README, "### Compatibility")
+    compatibility = COMPATIBILITY
     assert f'`kubeVersion: "{CHART["kubeVersion"]}"`' in compatibility
     assert f"| chart {CHART['version']} | {MIN_KUBERNETES} and newer |" in compatibility
     assert f"| binary and image {CARGO['package']['version']} | {MIN_KUBERNETES} and newer |" in (
@@ -157,11 +160,16 @@ def test_helm_refuses_a_cluster_older_than_kube_version(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# The README's Install section
+# The install commands: the README's and the book's install page
 
 
 def test_install_commands_use_this_version_and_real_values():
-    install = section(README, "## Install")
+    # The README's short form and the book's install page.
+    assert (
+        f"helm install stsguard oci://ghcr.io/$OWNER/charts/stsguard --version {CHART['version']}"
+        in section(README, "## Install")
+    )
+    install = INSTALL
     version = CHART["version"]
     assert (
         f"helm install stsguard oci://ghcr.io/$OWNER/charts/stsguard --version {version}" in install
@@ -177,7 +185,7 @@ def test_install_commands_use_this_version_and_real_values():
 
 
 def test_install_names_the_objects_the_chart_makes():
-    # The README's names are those of a release called stsguard, in cert-manager mode too.
+    # The install page's names are those of a release called stsguard, in cert-manager mode too.
     with helm_python.Chart.load(CHART_DIR) as chart:
         files = chart.render(
             {"certManager": {"enabled": True}}, name="stsguard", namespace="stsguard"
@@ -200,7 +208,7 @@ def test_install_names_the_objects_the_chart_makes():
         if o["kind"] == "Certificate"
     }
     assert secrets == {"stsguard-ca", "stsguard-tls"}
-    install = section(README, "## Install")
+    install = INSTALL
     for name in (
         "stsguard-serving",
         "stsguard-ca",
