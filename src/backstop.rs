@@ -36,7 +36,8 @@ mod validating;
 
 use cel::{CelForm, FORMS};
 pub use match_condition::{
-    MUTATORS_COULD_ACT, match_condition_yaml, mutators_could_act, mutators_could_act_with,
+    MUTATORS_COULD_ACT, match_condition_yaml, mutator_could_act, mutators_could_act,
+    mutators_could_act_with,
 };
 pub use mutating::MUTATORS_LEFT_OUT;
 pub use validating::case_of_variable;

@@ -354,3 +354,38 @@ pub fn follow_policy(conditions: &mut Option<Vec<MatchCondition>>, condition: &M
 pub fn parse<K: DeserializeOwned>(text: &str) -> Result<K, String> {
     serde_saphyr::from_str(text).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    fn condition(name: &str, expression: &str) -> MatchCondition {
+        MatchCondition {
+            name: name.to_owned(),
+            expression: expression.to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_policys_condition_replaces_the_rendered_one_and_keeps_the_others() {
+        let only_inject = Policy::from_yaml(
+            "mutators: {sts-complete-volume-claim-templates: false}",
+            "t",
+        )
+        .unwrap();
+        let ours = generated::mutators_could_act(&only_inject);
+        let other = condition("not-control-plane", "true");
+        let rendered = generated::mutators_could_act(&Policy::builtin());
+        assert_ne!(rendered, ours);
+        let mut conditions = Some(vec![other.clone(), rendered]);
+        follow_policy(&mut conditions, &ours);
+        assert_eq!(conditions, Some(vec![other.clone(), ours.clone()]));
+        let mut without = Some(vec![other.clone()]);
+        follow_policy(&mut without, &ours);
+        assert_eq!(without, Some(vec![other, ours.clone()]));
+        let mut none = None;
+        follow_policy(&mut none, &ours);
+        assert_eq!(none, Some(vec![ours]));
+    }
+}

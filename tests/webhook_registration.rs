@@ -211,6 +211,18 @@ async fn registration_waits_for_ready_and_a_second_replica_only_reads() {
             json!([{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                     "name": "stsguard", "uid": "0b5c3d4e-owner"}])
         );
+        // The mutating webhook is called only where a mutator of the policy in force (here
+        // the built-in one) could act; the ConfigMap had no such condition.
+        let condition =
+            stsguard::backstop::mutators_could_act(&stsguard::policy::Policy::builtin());
+        let expected = match kind {
+            Kind::MutatingWebhookConfiguration => json!([condition]),
+            _ => Value::Null,
+        };
+        assert_eq!(
+            object["webhooks"][0]["matchConditions"], expected,
+            "{kind:?}"
+        );
     }
 
     // A second replica serves the same certificate, and neither writes anything more.

@@ -40,7 +40,7 @@ fn make_headless() -> String {
 }
 
 /// Whether `mutator` could act, as CEL; `None` when it has no form (anything may make it act).
-fn acts(mutator: &Mutator) -> Option<String> {
+pub fn mutator_could_act(mutator: &Mutator) -> Option<String> {
     MUTATOR_FORMS
         .iter()
         .find(|f| f.id == mutator.id)
@@ -55,7 +55,7 @@ fn acts(mutator: &Mutator) -> Option<String> {
 
 /// The condition for `policy`.
 pub fn mutators_could_act(policy: &Policy) -> MatchCondition {
-    mutators_could_act_with(policy, acts)
+    mutators_could_act_with(policy, mutator_could_act)
 }
 
 /// The condition with each mutator's form given by `acts` (a test gives altered forms, to see
