@@ -28,7 +28,10 @@ pub const MUTATORS_COULD_ACT: &str = "stsguard-mutators-could-act";
 
 /// Forms of the mutators that only the webhook runs (no MutatingAdmissionPolicy form), each
 /// true where the mutator could act whatever the cluster says.
-static WEBHOOK_ONLY_FORMS: &[(&str, fn() -> String)] = &[("svc-make-headless", make_headless)];
+static WEBHOOK_ONLY_FORMS: &[(&str, Form)] = &[("svc-make-headless", make_headless)];
+
+/// A mutator's form: the CEL that is true where it could act.
+type Form = fn() -> String;
 
 /// `svc-make-headless`: a named Service whose clusterIP is unset or empty and that is not an
 /// ExternalName; whether a StatefulSet names it is the cluster's to say, so that is not read.
