@@ -260,6 +260,35 @@ proptest! {
     }
 }
 
+/// Past a size the condition no longer looks at the mounts and sends the request (its cost
+/// stays bounded); below it, the same object with nothing to do is skipped.
+#[test]
+fn a_statefulset_too_large_to_read_cheaply_is_sent() {
+    let builtin = &real()[0];
+    let with = |containers: usize, mounts: usize, volumes: usize| {
+        let mount = |i: usize| json!({"name": format!("v{i}"), "mountPath": format!("/v{i}")});
+        let container = json!({"name": "c", "image": "x",
+                               "volumeMounts": (0..mounts).map(mount).collect::<Vec<_>>()});
+        let volume = |i: usize| json!({"name": format!("v{i}"), "emptyDir": {}});
+        let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "big"},
+            "spec": {"serviceName": "big", "selector": {"matchLabels": {"app": "big"}},
+                     "template": {"metadata": {"labels": {"app": "big"}},
+                                  "spec": {"containers": vec![container; containers],
+                                           "volumes": (0..volumes.max(mounts)).map(volume)
+                                               .collect::<Vec<_>>()}},
+                     "volumeClaimTemplates": []}});
+        let review = admission_review("b-1", Operation::Create, &sts, None, "cap");
+        let patched = answer(&reviewers()[0], &review);
+        assert_eq!(patched, Some(false), "every mount resolves");
+        sent(builtin, &review)
+    };
+    assert!(!with(32, 64, 128));
+    assert!(with(33, 1, 1));
+    assert!(with(1, 65, 1));
+    assert!(with(1, 1, 129));
+}
+
 /// A form altered as if its mutator looked at another field.
 fn mutant(id: &'static str, from: &'static str, to: &'static str) -> Vec<Program> {
     conditions(&move |m: &Mutator| {

@@ -11,8 +11,9 @@
 //! type, which `/mutate` would refuse, is refused by `/validate` all the same.
 //!
 //! Every field is tested with `has()` before it is read and `object` only on the operations
-//! where it is set, so that no evaluation fails: a failed matchCondition would skip the webhook
-//! under `failurePolicy: Ignore`.
+//! where it is set, and the volumeMount check stops looking (and sends) past a size, so that no
+//! evaluation fails, by error or by cost: a failed matchCondition would skip the webhook under
+//! `failurePolicy: Ignore`.
 
 use k8s_openapi::api::admissionregistration::v1::MatchCondition;
 

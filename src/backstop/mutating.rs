@@ -275,13 +275,24 @@ fn mount_variables() -> Vec<Variable> {
     ]
 }
 
+/// Above these sizes `inject_acts` does not look and says "could act": its cost is the mounts
+/// times the names, which must stay well inside the API server's per-call CEL limit (an
+/// evaluation that exceeds it fails, and skips the webhook under `failurePolicy: Ignore`).
+/// 32 containers × 64 mounts × 128 names is 262,144 comparisons; real pods are far smaller.
+pub(crate) const MOST_CONTAINERS: usize = 32;
+pub(crate) const MOST_MOUNTS: usize = 64;
+pub(crate) const MOST_NAMES: usize = 128;
+
 /// Whether `inject` adds a template: `size(variables.unresolved) > 0` with the variables
-/// written out, the volume names computed once (bound by a one-element list). Standard CEL
-/// only (no `flatten`), which every API server with matchConditions (1.30+) compiles.
+/// written out, the volume names and the containers computed once (each bound by a
+/// one-element list). Standard CEL only (no `flatten`), which every API server with
+/// matchConditions (1.30+) compiles.
 fn inject_acts() -> String {
     format!(
-        "[{}].exists(vs, {HAS_POD} && ({}).exists(c, has(c.volumeMounts) && \
-         c.volumeMounts.exists(m, has(m.name) && !(m.name in vs))))",
+        "{HAS_POD} && [{}].exists(vs, [{}].exists(cs, size(vs) > {MOST_NAMES} || \
+         size(cs) > {MOST_CONTAINERS} || cs.exists(c, has(c.volumeMounts) && \
+         (size(c.volumeMounts) > {MOST_MOUNTS} || \
+         c.volumeMounts.exists(m, has(m.name) && !(m.name in vs))))))",
         volume_names(),
         containers()
     )
