@@ -14,7 +14,8 @@
 //! The mutating webhook's matchCondition `stsguard-mutators-could-act` follows the policy in
 //! force: the leader replaces the one in the ConfigMap (rendered for the chart's default
 //! policy) with the one generated from its own policy, so a custom policy or a reload that
-//! enables or disables a mutator reaches the API server within a pass.
+//! enables or disables a mutator reaches the API server within a pass. A ConfigMap without it
+//! (`webhook.mutateOnlyWhenNeeded: false`) stays without.
 //!
 //! Removal goes the other way round: `stsguard webhooks remove` (the chart's pre-delete hook)
 //! deletes the ConfigMap first, so no leader registers them again, then the configurations.
@@ -340,13 +341,15 @@ async fn register(
     Ok(Pass::Done)
 }
 
-/// Puts the policy's condition in place of the one the ConfigMap carries, or adds it: whatever
-/// rendered the ConfigMap, the webhook is called where the mutators in force could act.
+/// Puts the policy's condition in place of the one the ConfigMap carries: the chart decides
+/// whether the webhook has one (`webhook.mutateOnlyWhenNeeded`), the policy in force what it says.
 pub fn follow_policy(conditions: &mut Option<Vec<MatchCondition>>, condition: &MatchCondition) {
-    let list = conditions.get_or_insert_with(Vec::new);
-    match list.iter_mut().find(|c| c.name == condition.name) {
-        Some(existing) => existing.clone_from(condition),
-        None => list.push(condition.clone()),
+    let found = conditions
+        .iter_mut()
+        .flatten()
+        .find(|c| c.name == condition.name);
+    if let Some(existing) = found {
+        existing.clone_from(condition);
     }
 }
 
@@ -381,11 +384,12 @@ mod tests {
         let mut conditions = Some(vec![other.clone(), rendered]);
         follow_policy(&mut conditions, &ours);
         assert_eq!(conditions, Some(vec![other.clone(), ours.clone()]));
+        // Left out (webhook.mutateOnlyWhenNeeded false): not added.
         let mut without = Some(vec![other.clone()]);
         follow_policy(&mut without, &ours);
-        assert_eq!(without, Some(vec![other, ours.clone()]));
+        assert_eq!(without, Some(vec![other]));
         let mut none = None;
         follow_policy(&mut none, &ours);
-        assert_eq!(none, Some(vec![ours]));
+        assert_eq!(none, None);
     }
 }

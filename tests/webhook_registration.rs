@@ -33,6 +33,10 @@ fn registration_configmap() -> Value {
              operations: [CREATE]\n"
         )
     };
+    // The chart renders the default policy's condition; `true` stands for one the leader must
+    // replace with the condition of the policy in force.
+    let condition = "    matchConditions:\n      - name: stsguard-mutators-could-act\n        \
+                     expression: 'true'\n";
     let object = |kind: &str, hook: String| {
         format!(
             "apiVersion: admissionregistration.k8s.io/v1\nkind: {kind}\nmetadata:\n  name: stsguard\n  \
@@ -45,7 +49,7 @@ fn registration_configmap() -> Value {
         "metadata": {"name": CONFIGMAP, "namespace": "default"},
         "data": {
             "validating.yaml": object("ValidatingWebhookConfiguration", hook("validate.stsguard.io", "/validate")),
-            "mutating.yaml": object("MutatingWebhookConfiguration", hook("mutate.stsguard.io", "/mutate")),
+            "mutating.yaml": object("MutatingWebhookConfiguration", hook("mutate.stsguard.io", "/mutate") + condition),
         }
     })
 }
@@ -212,7 +216,7 @@ async fn registration_waits_for_ready_and_a_second_replica_only_reads() {
                     "name": "stsguard", "uid": "0b5c3d4e-owner"}])
         );
         // The mutating webhook is called only where a mutator of the policy in force (here
-        // the built-in one) could act; the ConfigMap had no such condition.
+        // the built-in one) could act, whatever condition the ConfigMap carried.
         let condition =
             stsguard::backstop::mutators_could_act(&stsguard::policy::Policy::builtin());
         let expected = match kind {

@@ -949,7 +949,8 @@ def _has_mutators_condition(values: dict[str, Any]) -> bool:
     Helm (then nothing could replace it with the policy's own)."""
     webhook = values.get("webhook", {})
     by_stsguard = not webhook.get("url") and webhook.get("registration", "stsguard") == "stsguard"
-    return not values.get("policy") or by_stsguard
+    wanted = webhook.get("mutateOnlyWhenNeeded", True)
+    return wanted and (not values.get("policy") or by_stsguard)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -964,6 +965,17 @@ def test_the_mutating_webhook_carries_the_generated_condition(chart, mode):
 
 def test_a_custom_policy_registered_by_helm_sends_every_create(chart):
     values = values_for("helm-registration") | {"policy": MODES["custom"]["policy"]}
+    rendered = render(chart, values)
+    names = [c["name"] for c in rendered.mutating["matchConditions"]]
+    assert MUTATORS_COULD_ACT not in names, names
+    assert _sent(rendered.mutating, _review("validate-StatefulSet-CREATE-cap-web-1"), mutators=True)
+
+
+def test_mutate_only_when_needed_off_sends_every_create(chart):
+    """For clusters where a mutating webhook ordered after stsguard changes StatefulSets: the
+    API server never reinvokes a webhook it skipped in the first round."""
+    values = values_for("default")
+    values["webhook"] = {**values.get("webhook", {}), "mutateOnlyWhenNeeded": False}
     rendered = render(chart, values)
     names = [c["name"] for c in rendered.mutating["matchConditions"]]
     assert MUTATORS_COULD_ACT not in names, names

@@ -285,10 +285,11 @@ files/default-policy.yaml (`stsguard policy export --format match-condition`; a 
 is stale). With registration by stsguard the leader replaces it with the one generated from the
 policy in force (a custom policy, a reload). The chart cannot generate CEL from a custom `policy`,
 so with one under registration helm (and webhook.url) the condition is left out: /mutate is then
-called for every CREATE, as without it.
+called for every CREATE, as without it; and so with webhook.mutateOnlyWhenNeeded false (the API
+server never reinvokes a webhook it skipped in the first round).
 */}}
 {{- define "stsguard.webhook.mutatorsCondition" -}}
-{{- if or (not .Values.policy) (eq (include "stsguard.registration" .) "stsguard") }}
+{{- if and .Values.webhook.mutateOnlyWhenNeeded (or (not .Values.policy) (eq (include "stsguard.registration" .) "stsguard")) }}
 {{- .Files.Get "files/mutators-match-condition.yaml" }}
 {{- end }}
 {{- end }}
