@@ -10,6 +10,10 @@
 //! the corpus, the captured reviews and generated objects); an object that does not read as its
 //! type, which `/mutate` would refuse, is refused by `/validate` all the same.
 //!
+//! The API server evaluates it again on reinvocation, but never reinvokes a webhook it skipped in
+//! the first round: a later webhook that makes a skipped StatefulSet need a mutation leaves it to
+//! `/validate` to deny (the chart's `webhook.mutateOnlyWhenNeeded: false` is for such clusters).
+//!
 //! Every field is tested with `has()` before it is read and `object` only on the operations
 //! where it is set, and the volumeMount check stops looking (and sends) past a size, so that no
 //! evaluation fails, by error or by cost: a failed matchCondition would skip the webhook under
