@@ -409,4 +409,19 @@ fn the_charts_condition_is_the_default_policys() {
     );
     let parsed: Vec<MatchCondition> = serde_saphyr::from_str(&committed).unwrap();
     assert_eq!(parsed, [backstop::mutators_could_act(&policy)]);
+    // The command its header names prints it.
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_stsguard"))
+        .current_dir(repo(""))
+        .args([
+            "policy",
+            "export",
+            "--format",
+            "match-condition",
+            "--policy",
+            policy_file,
+        ])
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    assert_eq!(String::from_utf8(printed.stdout).unwrap(), committed);
 }
