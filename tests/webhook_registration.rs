@@ -374,3 +374,58 @@ async fn remove_deletes_the_source_then_the_configurations_and_stopping_replicas
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+/// The mutating webhook's matchCondition is the policy in force's: a hot reload that switches
+/// a mutator off narrows the registered condition, with no Helm upgrade.
+#[tokio::test]
+async fn the_mutating_condition_follows_a_policy_reload() {
+    let fake = FakeApiServer::start().await;
+    fake.apply(registration_configmap());
+    fake.apply(owner());
+    fake.apply(endpoints(true));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = fake.kubeconfig(dir.path());
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "mode: enforce\n").unwrap();
+    let policy_arg = policy.to_str().unwrap();
+    let _a = replica(
+        dir.path(),
+        kubeconfig.to_str().unwrap(),
+        "replica-a",
+        &[
+            "--drain-delay",
+            "0s",
+            "--policy",
+            policy_arg,
+            "--watch-policy",
+            "--policy-reload-interval",
+            "200ms",
+        ],
+    );
+    let registered = || {
+        fake.get(Kind::MutatingWebhookConfiguration, "", "stsguard")
+            .map(|o| o["webhooks"][0]["matchConditions"].clone())
+    };
+    let condition = |text: &str| {
+        let policy = stsguard::policy::Policy::from_yaml(text, "test").unwrap();
+        json!([stsguard::backstop::mutators_could_act(&policy)])
+    };
+    let before = condition("mode: enforce\n");
+    eventually(
+        "registered with the policy's condition",
+        Duration::from_secs(30),
+        || async { registered() == Some(before.clone()) },
+    )
+    .await;
+
+    let narrower = "mutators: {sts-complete-volume-claim-templates: false}\n";
+    std::fs::write(&policy, narrower).unwrap();
+    let after = condition(narrower);
+    assert_ne!(before, after);
+    eventually(
+        "the reloaded policy's condition",
+        Duration::from_secs(20),
+        || async { registered() == Some(after.clone()) },
+    )
+    .await;
+}
