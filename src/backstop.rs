@@ -10,7 +10,9 @@
 //! decides (an `exempt-until` date needs a clock, admission CEL has none), it admits.
 //!
 //! The leader applies it from the policy in force (`registration::backstop`); `stsguard policy
-//! export` prints it for those who keep it in git.
+//! export` prints it for those who keep it in git. The mutators' CEL forms also give the mutating
+//! webhook's matchCondition (`match_condition`), which spares the API server the calls where no
+//! mutator could act.
 
 use k8s_openapi::{
     api::admissionregistration::v1::{
@@ -27,11 +29,16 @@ use crate::{
 };
 
 mod cel;
+mod match_condition;
 mod mutating;
 mod step_aside;
 mod validating;
 
 use cel::{CelForm, FORMS};
+pub use match_condition::{
+    MUTATORS_COULD_ACT, match_condition_yaml, mutator_could_act, mutators_could_act,
+    mutators_could_act_with,
+};
 pub use mutating::MUTATORS_LEFT_OUT;
 pub use validating::case_of_variable;
 

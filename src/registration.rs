@@ -11,6 +11,12 @@
 //! collector removes them; and a missing owner means the release is going, so nothing is
 //! registered.
 //!
+//! The mutating webhook's matchCondition `stsguard-mutators-could-act` follows the policy in
+//! force: the leader replaces the one in the ConfigMap (rendered for the chart's default
+//! policy) with the one generated from its own policy, so a custom policy or a reload that
+//! enables or disables a mutator reaches the API server within a pass. A ConfigMap without it
+//! (`webhook.mutateOnlyWhenNeeded: false`) stays without.
+//!
 //! Removal goes the other way round: `stsguard webhooks remove` (the chart's pre-delete hook)
 //! deletes the ConfigMap first, so no leader registers them again, then the configurations.
 //! Registration stops for good once this replica is shutting down.
@@ -21,8 +27,11 @@ mod apply;
 pub mod backstop;
 
 use apply::apply;
+
+use crate::{backstop as generated, policy::PolicySlot};
 pub(crate) use apply::owner_references;
 
+use k8s_openapi::api::admissionregistration::v1::MatchCondition;
 use k8s_openapi::{
     ByteString,
     api::{
@@ -75,9 +84,15 @@ pub struct Gate {
     pub stopping: watch::Receiver<bool>,
 }
 
-/// Starts keeping the registration.
-pub fn start(client: Client, settings: Settings, bundle: Bundle, gate: Gate) {
-    tokio::spawn(keep(client, settings, bundle, gate));
+/// Starts keeping the registration, with the mutating webhook's matchCondition from `policy`.
+pub fn start(
+    client: Client,
+    settings: Settings,
+    bundle: Bundle,
+    gate: Gate,
+    policy: Arc<PolicySlot>,
+) {
+    tokio::spawn(keep(client, settings, bundle, gate, policy));
 }
 
 /// Between passes, how often the conditions are looked at: registration follows readiness
@@ -93,7 +108,13 @@ enum Pass {
     NoEndpoint,
 }
 
-async fn keep(client: Client, settings: Settings, mut bundle: Bundle, mut gate: Gate) {
+async fn keep(
+    client: Client,
+    settings: Settings,
+    mut bundle: Bundle,
+    mut gate: Gate,
+    policy: Arc<PolicySlot>,
+) {
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &settings.namespace);
     let mut last: Option<(tokio::time::Instant, String)> = None;
     loop {
@@ -120,13 +141,19 @@ async fn keep(client: Client, settings: Settings, mut bundle: Bundle, mut gate: 
             },
             Bundle::Given => None,
         };
-        let ca_key = ca.clone().unwrap_or_default();
+        let condition = generated::mutators_could_act(&policy.get());
+        // A new CA or a policy that changes the condition is applied at once.
+        let ca_key = format!(
+            "{}\n{}",
+            ca.clone().unwrap_or_default(),
+            condition.expression
+        );
         let due = match &last {
             None => true,
             Some((at, applied_with)) => at.elapsed() >= settings.resync || *applied_with != ca_key,
         };
         if leading && due && (gate.ready)() {
-            match register(&client, &configmaps, &settings, ca.as_deref()).await {
+            match register(&client, &configmaps, &settings, ca.as_deref(), &condition).await {
                 Ok(Pass::Done) => last = Some((tokio::time::Instant::now(), ca_key)),
                 Ok(Pass::NoEndpoint) => {
                     tracing::debug!("waiting for a ready endpoint of the webhook's Service");
@@ -227,6 +254,7 @@ async fn register(
     configmaps: &Api<ConfigMap>,
     settings: &Settings,
     ca: Option<&str>,
+    condition: &MatchCondition,
 ) -> Result<Pass, RegistrationError> {
     if let Some(service) = &settings.service {
         let ready = has_ready_endpoint(client, &settings.namespace, service)
@@ -292,10 +320,11 @@ async fn register(
     if let Some(text) = data.get(MUTATING_KEY) {
         let mut object: MutatingWebhookConfiguration =
             parse(text).map_err(|m| parse_error(MUTATING_KEY, m))?;
-        if let Some(ca) = &ca {
-            for hook in object.webhooks.iter_mut().flatten() {
+        for hook in object.webhooks.iter_mut().flatten() {
+            if let Some(ca) = &ca {
                 hook.client_config.ca_bundle = Some(ca.clone());
             }
+            follow_policy(&mut hook.match_conditions, condition);
         }
         if owners.is_some() {
             object.metadata.owner_references.clone_from(&owners);
@@ -312,7 +341,55 @@ async fn register(
     Ok(Pass::Done)
 }
 
+/// Puts the policy's condition in place of the one the ConfigMap carries: the chart decides
+/// whether the webhook has one (`webhook.mutateOnlyWhenNeeded`), the policy in force what it says.
+pub fn follow_policy(conditions: &mut Option<Vec<MatchCondition>>, condition: &MatchCondition) {
+    let found = conditions
+        .iter_mut()
+        .flatten()
+        .find(|c| c.name == condition.name);
+    if let Some(existing) = found {
+        existing.clone_from(condition);
+    }
+}
+
 /// One webhook configuration from the ConfigMap's YAML, as registration reads it.
 pub fn parse<K: DeserializeOwned>(text: &str) -> Result<K, String> {
     serde_saphyr::from_str(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    fn condition(name: &str, expression: &str) -> MatchCondition {
+        MatchCondition {
+            name: name.to_owned(),
+            expression: expression.to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_policys_condition_replaces_the_rendered_one_and_keeps_the_others() {
+        let only_inject = Policy::from_yaml(
+            "mutators: {sts-complete-volume-claim-templates: false}",
+            "t",
+        )
+        .unwrap();
+        let ours = generated::mutators_could_act(&only_inject);
+        let other = condition("not-control-plane", "true");
+        let rendered = generated::mutators_could_act(&Policy::builtin());
+        assert_ne!(rendered, ours);
+        let mut conditions = Some(vec![other.clone(), rendered]);
+        follow_policy(&mut conditions, &ours);
+        assert_eq!(conditions, Some(vec![other.clone(), ours.clone()]));
+        // Left out (webhook.mutateOnlyWhenNeeded false): not added.
+        let mut without = Some(vec![other.clone()]);
+        follow_policy(&mut without, &ours);
+        assert_eq!(without, Some(vec![other]));
+        let mut none = None;
+        follow_policy(&mut none, &ours);
+        assert_eq!(none, None);
+    }
 }

@@ -33,6 +33,10 @@ fn registration_configmap() -> Value {
              operations: [CREATE]\n"
         )
     };
+    // The chart renders the default policy's condition; `true` stands for one the leader must
+    // replace with the condition of the policy in force.
+    let condition = "    matchConditions:\n      - name: stsguard-mutators-could-act\n        \
+                     expression: 'true'\n";
     let object = |kind: &str, hook: String| {
         format!(
             "apiVersion: admissionregistration.k8s.io/v1\nkind: {kind}\nmetadata:\n  name: stsguard\n  \
@@ -45,7 +49,7 @@ fn registration_configmap() -> Value {
         "metadata": {"name": CONFIGMAP, "namespace": "default"},
         "data": {
             "validating.yaml": object("ValidatingWebhookConfiguration", hook("validate.stsguard.io", "/validate")),
-            "mutating.yaml": object("MutatingWebhookConfiguration", hook("mutate.stsguard.io", "/mutate")),
+            "mutating.yaml": object("MutatingWebhookConfiguration", hook("mutate.stsguard.io", "/mutate") + condition),
         }
     })
 }
@@ -211,6 +215,18 @@ async fn registration_waits_for_ready_and_a_second_replica_only_reads() {
             json!([{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                     "name": "stsguard", "uid": "0b5c3d4e-owner"}])
         );
+        // The mutating webhook is called only where a mutator of the policy in force (here
+        // the built-in one) could act, whatever condition the ConfigMap carried.
+        let condition =
+            stsguard::backstop::mutators_could_act(&stsguard::policy::Policy::builtin());
+        let expected = match kind {
+            Kind::MutatingWebhookConfiguration => json!([condition]),
+            _ => Value::Null,
+        };
+        assert_eq!(
+            object["webhooks"][0]["matchConditions"], expected,
+            "{kind:?}"
+        );
     }
 
     // A second replica serves the same certificate, and neither writes anything more.
@@ -357,4 +373,59 @@ async fn remove_deletes_the_source_then_the_configurations_and_stopping_replicas
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+}
+
+/// The mutating webhook's matchCondition is the policy in force's: a hot reload that switches
+/// a mutator off narrows the registered condition, with no Helm upgrade.
+#[tokio::test]
+async fn the_mutating_condition_follows_a_policy_reload() {
+    let fake = FakeApiServer::start().await;
+    fake.apply(registration_configmap());
+    fake.apply(owner());
+    fake.apply(endpoints(true));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = fake.kubeconfig(dir.path());
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "mode: enforce\n").unwrap();
+    let policy_arg = policy.to_str().unwrap();
+    let _a = replica(
+        dir.path(),
+        kubeconfig.to_str().unwrap(),
+        "replica-a",
+        &[
+            "--drain-delay",
+            "0s",
+            "--policy",
+            policy_arg,
+            "--watch-policy",
+            "--policy-reload-interval",
+            "200ms",
+        ],
+    );
+    let registered = || {
+        fake.get(Kind::MutatingWebhookConfiguration, "", "stsguard")
+            .map(|o| o["webhooks"][0]["matchConditions"].clone())
+    };
+    let condition = |text: &str| {
+        let policy = stsguard::policy::Policy::from_yaml(text, "test").unwrap();
+        json!([stsguard::backstop::mutators_could_act(&policy)])
+    };
+    let before = condition("mode: enforce\n");
+    eventually(
+        "registered with the policy's condition",
+        Duration::from_secs(30),
+        || async { registered() == Some(before.clone()) },
+    )
+    .await;
+
+    let narrower = "mutators: {sts-complete-volume-claim-templates: false}\n";
+    std::fs::write(&policy, narrower).unwrap();
+    let after = condition(narrower);
+    assert_ne!(before, after);
+    eventually(
+        "the reloaded policy's condition",
+        Duration::from_secs(20),
+        || async { registered() == Some(after.clone()) },
+    )
+    .await;
 }

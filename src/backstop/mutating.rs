@@ -29,6 +29,10 @@ use crate::{
 pub(crate) struct MutatorForm {
     pub id: &'static str,
     pub ops: fn(&Defaults) -> String,
+    /// True exactly where `ops` gives operations, written from the same checks but without
+    /// `variables` or JSONPatch, so that a webhook's matchCondition can hold it
+    /// (`match_condition`).
+    pub acts: fn() -> String,
 }
 
 /// Every mutator the MutatingAdmissionPolicy carries, in the order the webhook runs them.
@@ -36,10 +40,12 @@ pub(crate) static MUTATOR_FORMS: &[MutatorForm] = &[
     MutatorForm {
         id: "sts-inject-volume-claim-templates",
         ops: inject,
+        acts: inject_acts,
     },
     MutatorForm {
         id: "sts-complete-volume-claim-templates",
         ops: complete,
+        acts: complete_acts,
     },
 ];
 
@@ -202,28 +208,45 @@ const HAS_POD: &str =
     "has(object.spec) && has(object.spec.template) && has(object.spec.template.spec)";
 const HAS_TEMPLATES: &str = "has(object.spec) && has(object.spec.volumeClaimTemplates)";
 
-/// The names the volumeMounts use (init containers first), the names that resolve them (pod
-/// volumes, named templates), and those that resolve to nothing, each once, in order.
-fn mount_variables() -> Vec<Variable> {
-    let containers = format!(
+/// The containers, init containers first (read where `HAS_POD` holds).
+fn containers() -> String {
+    format!(
         "(has({POD}.initContainers) ? {POD}.initContainers : []) + \
          (has({POD}.containers) ? {POD}.containers : [])"
-    );
+    )
+}
+
+/// The names the volumeMounts use, each as often as it is used. A mount or volume without a
+/// name (which the API server fills in, as its types have no `omitempty` there) is passed over
+/// rather than read, so that no expression can fail on it.
+fn mount_names() -> String {
+    format!(
+        "{HAS_POD} ? ({}).map(c, has(c.volumeMounts) ? \
+         c.volumeMounts.filter(m, has(m.name)).map(m, m.name) : []).flatten() : []",
+        containers()
+    )
+}
+
+/// The names that resolve a mount: pod volumes and named templates.
+fn volume_names() -> String {
+    format!(
+        "({HAS_POD} && has({POD}.volumes) ? {POD}.volumes.filter(v, has(v.name))\
+         .map(v, v.name) : []) + ({HAS_TEMPLATES} ? object.spec.volumeClaimTemplates.filter(t, \
+         has(t.metadata) && has(t.metadata.name)).map(t, t.metadata.name) : [])"
+    )
+}
+
+/// The names the volumeMounts use, the names that resolve them, and those that resolve to
+/// nothing, each once, in order.
+fn mount_variables() -> Vec<Variable> {
     vec![
         Variable {
             name: "mountNames".to_owned(),
-            expression: format!(
-                "{HAS_POD} ? ({containers}).map(c, has(c.volumeMounts) ? \
-                 c.volumeMounts.map(m, m.name) : []).flatten() : []"
-            ),
+            expression: mount_names(),
         },
         Variable {
             name: "volumeNames".to_owned(),
-            expression: format!(
-                "({HAS_POD} && has({POD}.volumes) ? {POD}.volumes.map(v, v.name) : []) + \
-                 ({HAS_TEMPLATES} ? object.spec.volumeClaimTemplates.filter(t, \
-                 has(t.metadata) && has(t.metadata.name)).map(t, t.metadata.name) : [])"
-            ),
+            expression: volume_names(),
         },
         Variable {
             name: "unresolved".to_owned(),
@@ -231,6 +254,29 @@ fn mount_variables() -> Vec<Variable> {
                 .to_owned(),
         },
     ]
+}
+
+/// Above these sizes `inject_acts` does not look and says "could act": its cost is the mounts
+/// times the names, which must stay well inside the API server's per-call CEL limit (an
+/// evaluation that exceeds it fails, and skips the webhook under `failurePolicy: Ignore`).
+/// 32 containers × 64 mounts × 128 names is 262,144 comparisons; real pods are far smaller.
+pub(crate) const MOST_CONTAINERS: usize = 32;
+pub(crate) const MOST_MOUNTS: usize = 64;
+pub(crate) const MOST_NAMES: usize = 128;
+
+/// Whether `inject` adds a template: `size(variables.unresolved) > 0` with the variables
+/// written out, the volume names and the containers computed once (each bound by a
+/// one-element list). Standard CEL only (no `flatten`), which every API server with
+/// matchConditions (1.30+) compiles.
+fn inject_acts() -> String {
+    format!(
+        "{HAS_POD} && [{}].exists(vs, [{}].exists(cs, size(vs) > {MOST_NAMES} || \
+         size(cs) > {MOST_CONTAINERS} || cs.exists(c, has(c.volumeMounts) && \
+         (size(c.volumeMounts) > {MOST_MOUNTS} || \
+         c.volumeMounts.exists(m, has(m.name) && !(m.name in vs))))))",
+        volume_names(),
+        containers()
+    )
 }
 
 /// `sts-inject-volume-claim-templates`: a template from the defaults for each unresolved
@@ -259,6 +305,21 @@ fn inject(defaults: &Defaults) -> String {
     )
 }
 
+/// What `complete` fills in a template `t`, each true when that part is missing: the whole
+/// spec, accessModes, resources, resources.requests, the storage request. Each reads only what
+/// the ones before it found present; `requests` maps to Quantities, which the API server's
+/// type checker cannot type, so `resources` is read as dyn.
+fn missing(t: &str) -> [String; 5] {
+    let resources = format!("dyn({t}.spec.resources)");
+    [
+        format!("!has({t}.spec)"),
+        format!("!has({t}.spec.accessModes) || size({t}.spec.accessModes) == 0"),
+        format!("!has({t}.spec.resources)"),
+        format!("!has({resources}.requests)"),
+        format!("!('storage' in {resources}.requests)"),
+    ]
+}
+
 /// `sts-complete-volume-claim-templates`: in each template, whatever of accessModes and
 /// resources.requests.storage is missing, from the defaults.
 fn complete(defaults: &Defaults) -> String {
@@ -273,14 +334,10 @@ fn complete(defaults: &Defaults) -> String {
         )
     };
     let storage = json!(d.storage);
-    // `requests` maps to Quantities, which the API server's type checker cannot type, so
-    // `resources` is read as dyn.
-    let resources = format!("dyn({t}.spec.resources)");
+    let [no_spec, no_modes, no_resources, no_requests, no_storage] = missing(t);
     let per_template = format!(
-        "!has({t}.spec) ? {whole} : \
-         (!has({t}.spec.accessModes) || size({t}.spec.accessModes) == 0 ? {modes} : []) + \
-         (!has({t}.spec.resources) ? {res} : !has({resources}.requests) ? {req} : \
-         !('storage' in {resources}.requests) ? {sto} : [])",
+        "{no_spec} ? {whole} : ({no_modes} ? {modes} : []) + \
+         ({no_resources} ? {res} : {no_requests} ? {req} : {no_storage} ? {sto} : [])",
         whole = add(
             "",
             &json!({"accessModes": d.access_modes, "resources": {"requests": {"storage": storage}}})
@@ -294,6 +351,14 @@ fn complete(defaults: &Defaults) -> String {
         "{HAS_TEMPLATES} ? lists.range(size(object.spec.volumeClaimTemplates))\
          .map(i, {per_template}).flatten() : []"
     )
+}
+
+/// Whether `complete` fills anything: some template misses some part. `||` reads left to
+/// right here as the ternaries above do, and CEL's `||` is true when one side is, whatever
+/// error the other raises.
+fn complete_acts() -> String {
+    let parts = missing("t").map(|p| format!("({p})")).join(" || ");
+    format!("{HAS_TEMPLATES} && object.spec.volumeClaimTemplates.exists(t, {parts})")
 }
 
 /// The `stsguard.io/mutated` record: the ids already there, trimmed, then each applied id not

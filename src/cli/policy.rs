@@ -19,14 +19,17 @@ pub struct PolicyArgs {
 pub enum PolicyCommand {
     /// Print the backstop (YAML): the in-object rules as ValidatingAdmissionPolicies, or the
     /// injection mutators as a MutatingAdmissionPolicy, with their bindings; the API server
-    /// enforces them while the webhook's Service has no ready endpoint.
+    /// enforces them while the webhook's Service has no ready endpoint. Or the mutating
+    /// webhook's matchCondition for the policy.
     Export(ExportArgs),
 }
 
 #[derive(Clone, Debug, Args)]
 pub struct ExportArgs {
     /// `vap`: ValidatingAdmissionPolicy + binding, one pair per action level (deny, warn);
-    /// `map`: MutatingAdmissionPolicy + binding (Kubernetes 1.36+).
+    /// `map`: MutatingAdmissionPolicy + binding (Kubernetes 1.36+); `match-condition`: the
+    /// mutating webhook's matchCondition (a YAML list item) that calls it only when an enabled
+    /// mutator could act.
     #[arg(long, value_enum, default_value = "vap")]
     pub format: ExportFormat,
     /// Policy file; without it, the built-in policy.
@@ -59,6 +62,7 @@ pub struct ExportArgs {
 pub enum ExportFormat {
     Vap,
     Map,
+    MatchCondition,
 }
 
 pub(super) fn run(args: &PolicyArgs) -> ExitCode {
@@ -82,6 +86,10 @@ pub(super) fn run(args: &PolicyArgs) -> ExitCode {
     let kinds = match args.format {
         ExportFormat::Vap => backstop::Kinds::Validating,
         ExportFormat::Map => backstop::Kinds::Mutating,
+        ExportFormat::MatchCondition => {
+            print!("{}", backstop::match_condition_yaml(&policy, &origin));
+            return ExitCode::SUCCESS;
+        }
     };
     match backstop::yaml(&backstop::generate(&policy, &target), kinds, &origin) {
         Ok(text) => {

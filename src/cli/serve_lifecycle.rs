@@ -175,7 +175,7 @@ pub fn start(args: &LifecycleArgs, cx: Context) -> Lifecycle {
             ready: Arc::new(move || readiness.get()),
             stopping: stopped.clone(),
         };
-        registration::start(cx.client.clone(), settings, source, gate);
+        registration::start(cx.client.clone(), settings, source, gate, cx.policy.clone());
     }
     if let Some(name) = &args.backstop {
         let settings = registration::backstop::Settings {

@@ -637,12 +637,16 @@ CONTROL_PLANE_USERS = [
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_webhook_has_the_named_match_conditions(chart, mode):
-    for hook in render_mode(chart, mode).webhooks():
+    rendered = render_mode(chart, mode)
+    for hook in rendered.webhooks():
         names = [c["name"] for c in hook["matchConditions"]]
+        mutating = hook["name"] == "mutate.stsguard.io"
+        own = [MUTATORS_COULD_ACT] if mutating and _has_mutators_condition(MODES[mode]) else []
         assert names == [
             "not-control-plane",
             "not-default-kubernetes-service",
             "update-changes-spec-or-stsguard-annotations",
+            *own,
         ], names
         for condition in hook["matchConditions"]:
             assert set(condition) == {"name", "expression"}
@@ -659,10 +663,14 @@ def _celpy():
     return celpy
 
 
-def _sent(hook: dict[str, Any], review: dict[str, Any]) -> bool:
+MUTATORS_COULD_ACT = "stsguard-mutators-could-act"
+
+
+def _sent(hook: dict[str, Any], review: dict[str, Any], mutators: bool = False) -> bool:
     """Whether the API server would call `hook` for this review: every matchCondition true.
     The variables are those the API server binds: object, oldObject, and the request without
-    them (and without uid)."""
+    them (and without uid). The mutating webhook's own condition (whether a mutator could act)
+    is evaluated only with `mutators`: the other tests are about the conditions both share."""
     celpy = _celpy()
     request = {k: v for k, v in review["request"].items() if k not in ("object", "oldObject", "uid")}
     activation = {
@@ -673,6 +681,8 @@ def _sent(hook: dict[str, Any], review: dict[str, Any]) -> bool:
     env = celpy.Environment()
     results = []
     for condition in hook["matchConditions"]:
+        if condition["name"] == MUTATORS_COULD_ACT and not mutators:
+            continue
         program = env.program(env.compile(condition["expression"]))
         result = program.evaluate(activation)
         assert isinstance(result, celpy.celtypes.BoolType), (condition["name"], result)
@@ -925,6 +935,112 @@ def test_captured_updates_skipped_are_those_with_unchanged_spec_and_annotations(
         f"\ncaptured UPDATE reviews skipped: {len(skipped)}/{len(updates)} {skipped}; "
         f"of those without a subresource: {len(skipped_objects)}/{len(objects)}"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The mutating webhook's own condition: /mutate only where an enabled mutator could act
+# (tests/mutate_skip_properties.rs proves the webhook would change nothing it skips).
+
+MUTATORS_CONDITION_FILE = CHART_DIR / "files" / "mutators-match-condition.yaml"
+
+
+def _has_mutators_condition(values: dict[str, Any]) -> bool:
+    """The chart carries the default policy's condition unless a custom policy is registered by
+    Helm (then nothing could replace it with the policy's own)."""
+    webhook = values.get("webhook", {})
+    by_stsguard = not webhook.get("url") and webhook.get("registration", "stsguard") == "stsguard"
+    wanted = webhook.get("mutateOnlyWhenNeeded", True)
+    return wanted and (not values.get("policy") or by_stsguard)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_the_mutating_webhook_carries_the_generated_condition(chart, mode):
+    rendered = render_mode(chart, mode)
+    generated = yaml.safe_load(MUTATORS_CONDITION_FILE.read_text())
+    assert [c["name"] for c in generated] == [MUTATORS_COULD_ACT]
+    conditions = [c for c in rendered.mutating["matchConditions"] if c["name"] == MUTATORS_COULD_ACT]
+    assert conditions == (generated if _has_mutators_condition(MODES[mode]) else []), mode
+    assert all(c["name"] != MUTATORS_COULD_ACT for c in rendered.validating["matchConditions"])
+
+
+def test_a_custom_policy_registered_by_helm_sends_every_create(chart):
+    values = values_for("helm-registration") | {"policy": MODES["custom"]["policy"]}
+    rendered = render(chart, values)
+    names = [c["name"] for c in rendered.mutating["matchConditions"]]
+    assert MUTATORS_COULD_ACT not in names, names
+    assert _sent(rendered.mutating, _review("validate-StatefulSet-CREATE-cap-web-1"), mutators=True)
+
+
+def test_mutate_only_when_needed_off_sends_every_create(chart):
+    """For clusters where a mutating webhook ordered after stsguard changes StatefulSets: the
+    API server never reinvokes a webhook it skipped in the first round."""
+    values = values_for("default")
+    values["webhook"] = {**values.get("webhook", {}), "mutateOnlyWhenNeeded": False}
+    rendered = render(chart, values)
+    names = [c["name"] for c in rendered.mutating["matchConditions"]]
+    assert MUTATORS_COULD_ACT not in names, names
+    assert _sent(rendered.mutating, _review("validate-StatefulSet-CREATE-cap-web-1"), mutators=True)
+
+
+def _create(edit: Any = None) -> dict[str, Any]:
+    review = _review("validate-StatefulSet-CREATE-cap-web-1")
+    if edit:
+        edit(review["request"]["object"])
+    return review
+
+
+def _pod(sts: dict[str, Any]) -> dict[str, Any]:
+    return sts["spec"]["template"]["spec"]
+
+
+MUTATOR_CASES = {
+    "complete and resolved": (None, False),
+    "a mount naming nothing": (
+        lambda o: _pod(o)["containers"][0].setdefault("volumeMounts", []).append({"name": "wal", "mountPath": "/wal"}),
+        True,
+    ),
+    "an init container's mount naming nothing": (
+        lambda o: _pod(o).update({"initContainers": [{"name": "i", "image": "x", "volumeMounts": [{"name": "seed", "mountPath": "/s"}]}]}),
+        True,
+    ),
+    "a mount naming a pod volume": (
+        lambda o: (
+            _pod(o).update({"volumes": [{"name": "cfg", "configMap": {"name": "c"}}]}),
+            _pod(o)["containers"][0].setdefault("volumeMounts", []).append({"name": "cfg", "mountPath": "/c"}),
+        ),
+        False,
+    ),
+    "a template without accessModes": (lambda o: o["spec"]["volumeClaimTemplates"][0]["spec"].pop("accessModes"), True),
+    "a template without a storage request": (
+        lambda o: o["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"].pop("storage"),
+        True,
+    ),
+    "a template without spec": (lambda o: o["spec"]["volumeClaimTemplates"][0].pop("spec"), True),
+    "no spec at all": (lambda o: o.pop("spec"), False),
+}
+
+
+@pytest.mark.parametrize("case", list(MUTATOR_CASES))
+def test_creates_reach_mutate_only_where_a_mutator_could_act(chart, case):
+    edit, expected = MUTATOR_CASES[case]
+    review = _create(edit)
+    hook = render_mode(chart, "default").mutating
+    assert _sent(hook, review, mutators=True) is expected, case
+    # The validating webhook is called all the same.
+    assert _sent(render_mode(chart, "default").validating, review, mutators=True)
+
+
+@pytest.mark.parametrize("fixture", sorted(p.stem for p in FIXTURES.glob("*.json")))
+def test_the_mutators_condition_evaluates_on_every_captured_review(chart, fixture):
+    """No evaluation error (`_sent` asserts a bool) whatever the operation: object is null on
+    DELETE. Only a StatefulSet CREATE with something to mutate, or another kind, is sent."""
+    review = _review(fixture)
+    request = review["request"]
+    sent = _sent(render_mode(chart, "default").mutating, review, mutators=True)
+    if request["operation"] != "CREATE" or request["resource"]["resource"] == "services":
+        assert not sent, fixture
+    if request["resource"]["resource"] not in ("statefulsets", "services"):
+        assert sent, fixture
 
 
 def test_mutating_rules(chart):

@@ -277,6 +277,24 @@ matchConditions:
 {{- end }}
 
 {{/*
+The mutating webhook's own matchCondition, stsguard-mutators-could-act: /mutate is called only when
+a mutator the policy enables could act (a volumeMount naming no volume and no template, a
+volumeClaimTemplate missing accessModes or a storage request, a Service CREATE with clusterIP
+unset when svc-make-headless is on). files/mutators-match-condition.yaml is generated from
+files/default-policy.yaml (`stsguard policy export --format match-condition`; a test fails when it
+is stale). With registration by stsguard the leader replaces it with the one generated from the
+policy in force (a custom policy, a reload). The chart cannot generate CEL from a custom `policy`,
+so with one under registration helm (and webhook.url) the condition is left out: /mutate is then
+called for every CREATE, as without it; and so with webhook.mutateOnlyWhenNeeded false (the API
+server never reinvokes a webhook it skipped in the first round).
+*/}}
+{{- define "stsguard.webhook.mutatorsCondition" -}}
+{{- if and .Values.webhook.mutateOnlyWhenNeeded (or (not .Values.policy) (eq (include "stsguard.registration" .) "stsguard")) }}
+{{- .Files.Get "files/mutators-match-condition.yaml" }}
+{{- end }}
+{{- end }}
+
+{{/*
 The validating webhook's failurePolicy: as set, or Ignore when the backstop enforces the
 in-object rules while the webhook is down, Fail otherwise.
 */}}

@@ -79,4 +79,7 @@ webhooks:
       {{- end }}
     {{- include "stsguard.webhook.selectors" $root | trim | nindent 4 }}
     {{- include "stsguard.webhook.matchConditions" $root | trim | nindent 4 }}
+    {{- with include "stsguard.webhook.mutatorsCondition" $root | trim }}
+    {{- . | nindent 6 }}
+    {{- end }}
 {{- end }}
