@@ -64,12 +64,10 @@ impl Backstop {
             ..LabelSelector::default()
         };
         for (_, binding) in &mut self.objects {
-            if let Some(spec) = binding.spec.as_mut() {
-                spec.match_resources = Some(MatchResources {
-                    namespace_selector: Some(selector.clone()),
-                    ..MatchResources::default()
-                });
-            }
+            binding.spec.match_resources = Some(MatchResources {
+                namespace_selector: Some(selector.clone()),
+                ..MatchResources::default()
+            });
         }
     }
 }
@@ -146,11 +144,11 @@ pub fn generate(policy: &Policy, name: &str) -> Backstop {
         };
         let binding = ValidatingAdmissionPolicyBinding {
             metadata: meta,
-            spec: Some(ValidatingAdmissionPolicyBindingSpec {
-                policy_name: Some(object_name),
-                validation_actions: Some(actions.iter().map(|a| (*a).to_owned()).collect()),
+            spec: ValidatingAdmissionPolicyBindingSpec {
+                policy_name: object_name,
+                validation_actions: actions.iter().map(|a| (*a).to_owned()).collect(),
                 ..ValidatingAdmissionPolicyBindingSpec::default()
-            }),
+            },
         };
         objects.push((vap, binding));
     }

@@ -216,7 +216,7 @@ async fn has_ready_endpoint(
                 .map(String::as_str)
                 == Some(service)
         })
-        .flat_map(|s| &s.endpoints)
+        .flat_map(|s| s.endpoints.iter().flatten())
         .any(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false)))
 }
 

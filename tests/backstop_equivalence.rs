@@ -122,15 +122,9 @@ fn compile(policy: &Policy) -> Compiled {
             let name = vap.metadata.name.as_deref().unwrap();
             let binding = bindings
                 .iter()
-                .find(|b| b.spec.as_ref().unwrap().policy_name.as_deref() == Some(name))
+                .find(|b| b.spec.policy_name == name)
                 .unwrap();
-            let actions = binding
-                .spec
-                .as_ref()
-                .unwrap()
-                .validation_actions
-                .clone()
-                .unwrap();
+            let actions = binding.spec.validation_actions.clone();
             let level = match actions.iter().map(String::as_str).collect::<Vec<_>>()[..] {
                 ["Deny"] => Level::Deny,
                 ["Audit", "Warn"] => Level::Audit,

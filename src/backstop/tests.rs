@@ -68,13 +68,7 @@ fn the_default_policy_gives_a_deny_and_a_warn_policy() {
         .map(|(vap, binding)| {
             (
                 vap.metadata.name.clone().unwrap(),
-                binding
-                    .spec
-                    .as_ref()
-                    .unwrap()
-                    .validation_actions
-                    .clone()
-                    .unwrap(),
+                binding.spec.validation_actions.clone(),
             )
         })
         .collect();
@@ -119,7 +113,7 @@ fn audit_mode_audits_and_warns_what_enforce_denies() {
     let binding = &backstop.objects[0].1;
     assert_eq!(binding.metadata.name.as_deref(), Some("x-deny"));
     assert_eq!(
-        binding.spec.as_ref().unwrap().validation_actions.as_deref(),
+        Some(binding.spec.validation_actions.as_slice()),
         Some(&["Audit".to_owned(), "Warn".to_owned()][..])
     );
 }
