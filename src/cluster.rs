@@ -17,13 +17,16 @@ use crate::{
     rules::governs_cleanly,
 };
 
+mod backoff;
 mod changes;
 mod confirm;
+mod fault;
 mod health;
+mod reachable;
 mod watch;
 
 pub use changes::{Change, ChangeHook};
-pub use health::{Health, WatchState, client};
+pub use health::{Health, REQUEST_DEADLINE, Stamp, WatchState, client};
 pub(crate) use watch::PAGE;
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -69,15 +72,16 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts the watches (all namespaces when `namespaces` is empty) on the current runtime.
-    /// They run for the life of the process and recover by themselves: re-list after
-    /// `410 Gone`, back off on errors.
+    /// They run for the life of the process and recover by themselves: list again at once
+    /// after `410 Gone`, wait as asked after `429`, back off while the API server is away.
     pub fn start(
         config: Config,
         namespaces: &[String],
         confirm_timeout: Duration,
     ) -> Result<Cluster, ClusterError> {
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health::new(config.cluster_url.to_string()));
         let client = client(config, health.clone())?;
+        reachable::spawn_probe(client.clone(), health.clone());
         let changes = changes::Hooks::default();
         let services = watch::services(&client, namespaces, &health, &changes);
         let statefulsets = watch::statefulsets(&client, namespaces, &health, &changes);

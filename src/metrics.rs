@@ -25,6 +25,10 @@ pub struct CacheState {
     pub objects: usize,
     pub synced: bool,
     pub watching: bool,
+    /// Since when (Unix seconds) the watch cannot reach the API server, if it cannot.
+    pub disconnected_since: Option<i64>,
+    /// Since when (Unix seconds) the cache may be behind the API server, if it may.
+    pub stale_since: Option<i64>,
 }
 
 /// Something that can say how its caches are, at each scrape.
@@ -147,6 +151,8 @@ pub struct Metrics {
     cache_objects: Family<CacheLabels, Gauge>,
     cache_synced: Family<CacheLabels, Gauge>,
     cache_watching: Family<CacheLabels, Gauge>,
+    cache_disconnected_since: Family<CacheLabels, Gauge>,
+    cache_stale_since: Family<CacheLabels, Gauge>,
     certificate_reloads: Family<ResultLabels, Counter>,
     certificate_expiry: Gauge,
     certificate_not_before: Gauge,
@@ -222,6 +228,18 @@ impl Metrics {
             "1 while a cluster cache's watch is connected, 0 while it is reconnecting",
             cache_watching.clone(),
         );
+        let cache_disconnected_since = Family::<CacheLabels, Gauge>::default();
+        registry.register(
+            "cache_disconnected_since_timestamp_seconds",
+            "Since when a cluster cache's watch cannot reach the API server, as a Unix timestamp; 0 while it can",
+            cache_disconnected_since.clone(),
+        );
+        let cache_stale_since = Family::<CacheLabels, Gauge>::default();
+        registry.register(
+            "cache_stale_since_timestamp_seconds",
+            "Since when a cluster cache may be behind the API server (an outage, or a list again after 410 Gone), as a Unix timestamp; 0 while it is current",
+            cache_stale_since.clone(),
+        );
         let certificate_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "certificate_reloads",
@@ -282,6 +300,8 @@ impl Metrics {
             cache_objects,
             cache_synced,
             cache_watching,
+            cache_disconnected_since,
+            cache_stale_since,
             certificate_reloads,
             certificate_expiry,
             certificate_not_before,
@@ -395,6 +415,12 @@ impl Metrics {
             self.cache_watching
                 .get_or_create(&labels)
                 .set(i64::from(cache.watching));
+            self.cache_disconnected_since
+                .get_or_create(&labels)
+                .set(cache.disconnected_since.unwrap_or(0));
+            self.cache_stale_since
+                .get_or_create(&labels)
+                .set(cache.stale_since.unwrap_or(0));
         }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
