@@ -34,6 +34,17 @@ pub struct CacheState {
 /// Something that can say how its caches are, at each scrape.
 pub trait CacheReport: Send + Sync {
     fn caches(&self) -> Vec<CacheState>;
+
+    /// The other components that talk to the API server, and since when (Unix seconds) each
+    /// cannot reach it, if it cannot.
+    fn outages(&self) -> Vec<(&'static str, Option<i64>)> {
+        Vec::new()
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ComponentLabels {
+    component: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -153,6 +164,7 @@ pub struct Metrics {
     cache_watching: Family<CacheLabels, Gauge>,
     cache_disconnected_since: Family<CacheLabels, Gauge>,
     cache_stale_since: Family<CacheLabels, Gauge>,
+    api_disconnected_since: Family<ComponentLabels, Gauge>,
     certificate_reloads: Family<ResultLabels, Counter>,
     certificate_expiry: Gauge,
     certificate_not_before: Gauge,
@@ -240,6 +252,12 @@ impl Metrics {
             "Since when a cluster cache may be behind the API server (an outage, or a list again after 410 Gone), as a Unix timestamp; 0 while it is current",
             cache_stale_since.clone(),
         );
+        let api_disconnected_since = Family::<ComponentLabels, Gauge>::default();
+        registry.register(
+            "api_disconnected_since_timestamp_seconds",
+            "Since when a component other than the watches (lease, live reads, reports) cannot reach the API server, as a Unix timestamp; 0 while it can",
+            api_disconnected_since.clone(),
+        );
         let certificate_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "certificate_reloads",
@@ -302,6 +320,7 @@ impl Metrics {
             cache_watching,
             cache_disconnected_since,
             cache_stale_since,
+            api_disconnected_since,
             certificate_reloads,
             certificate_expiry,
             certificate_not_before,
@@ -401,6 +420,11 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        for (component, since) in cluster.iter().flat_map(|c| c.outages()) {
+            self.api_disconnected_since
+                .get_or_create(&ComponentLabels { component })
+                .set(since.unwrap_or(0));
+        }
         for cache in cluster.iter().flat_map(|c| c.caches()) {
             let labels = CacheLabels {
                 kind: cache.kind,

@@ -14,7 +14,7 @@ use tower::Layer;
 
 use crate::lookup::BoxFuture;
 
-use super::{ClusterError, reachable::Returns};
+use super::{ClusterError, outage::Outage, reachable::Returns};
 
 /// A client for `config` whose watch requests report to `health` when they connect (the
 /// watcher itself says nothing when a quiet watch resumes after an outage), and whose other
@@ -78,6 +78,8 @@ where
             .query()
             .is_some_and(|q| q.split('&').any(|p| p == "watch=true"));
         let path = request.uri().path().to_owned();
+        let lease_write = path.contains("/leases/") && request.method() != http::Method::GET;
+        let sent = Instant::now();
         let health = self.health.clone();
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -94,6 +96,9 @@ where
             if watch && response.status().is_success() {
                 health.watch_connected(&path);
             }
+            if lease_write && response.status().is_success() {
+                health.lease_written(sent);
+            }
             Ok(response)
         })
     }
@@ -107,7 +112,7 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    fn now() -> Stamp {
+    pub(super) fn now() -> Stamp {
         Stamp {
             at: Instant::now(),
             unix: jiff::Timestamp::now().as_second(),
@@ -176,6 +181,10 @@ pub struct Health {
     server: String,
     watches: Mutex<Vec<WatchState>>,
     returns: Returns,
+    /// The other components that talk to this API server, for the metrics.
+    outages: Mutex<Vec<Arc<Outage>>>,
+    /// When the last write to a Lease that succeeded was sent (before any retry of it).
+    lease_written: Mutex<Option<Instant>>,
 }
 
 impl Health {
@@ -185,12 +194,45 @@ impl Health {
             server,
             watches: Mutex::default(),
             returns: Returns::default(),
+            outages: Mutex::default(),
+            lease_written: Mutex::default(),
         }
+    }
+
+    /// When the last successful write to a Lease was sent: the holder's lease runs from then
+    /// (its renewTime is set just before), whatever this replica believes.
+    pub fn lease_written_at(&self) -> Option<Instant> {
+        *self.lease_written.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lease_written(&self, sent: Instant) {
+        *self.lease_written.lock().unwrap_or_else(|p| p.into_inner()) = Some(sent);
+    }
+
+    /// The outage tracker of `component`, reported in the metrics with the watches.
+    pub fn outage(&self, component: &'static str) -> Arc<Outage> {
+        let outage = Outage::new(component, self.server.clone());
+        self.outages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(outage.clone());
+        outage
     }
 
     /// Where the watches learn that the API server answers again.
     pub(super) fn returns(&self) -> &Returns {
         &self.returns
+    }
+
+    /// Sleeps for `wait`, or less if the API server answers again meanwhile: a back-off after
+    /// a failed connection need not outlast the outage.
+    pub async fn back_off(&self, wait: Duration) {
+        let mut returns = self.returns.subscribe();
+        returns.borrow_and_update();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = returns.changed() => {}
+        }
     }
 
     /// Whether some watch cannot connect to the API server now.
@@ -338,6 +380,15 @@ impl crate::metrics::CacheReport for Health {
                 disconnected_since: w.lost.as_ref().map(|(since, _)| since.unix()),
                 stale_since: w.stale.map(Stamp::unix),
             })
+            .collect()
+    }
+
+    fn outages(&self) -> Vec<(&'static str, Option<i64>)> {
+        self.outages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|o| (o.component(), o.since().map(Stamp::unix)))
             .collect()
     }
 }

@@ -243,7 +243,6 @@ fn watch<K, F>(
     } = reporting;
     tokio::spawn(async move {
         let mut backoff = Backoff::default();
-        let mut returns = health.returns().subscribe();
         loop {
             // A new watcher starts with a list. Needed after a 410 in any form: kube's watcher
             // lists again after a 410 event, but retries a 410 answer to its watch request
@@ -264,11 +263,7 @@ fn watch<K, F>(
                         }
                         Fault::Unreachable => {
                             health.lost(slot, fault::describe(&e));
-                            returns.borrow_and_update();
-                            tokio::select! {
-                                () = tokio::time::sleep(backoff.next_wait()) => {}
-                                _ = returns.changed() => {}
-                            }
+                            health.back_off(backoff.next_wait()).await;
                             continue;
                         }
                         Fault::Failing => {

@@ -60,6 +60,8 @@ struct WatchStream {
     kind: Kind,
     namespace: Option<String>,
     tx: mpsc::UnboundedSender<Bytes>,
+    /// Set when the stream is dropped without a close: it is never ended, even at its timeout.
+    stalled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Default)]

@@ -3,7 +3,14 @@
 //! supports, and watches resumed from a resourceVersion with bookmarks and `410 Gone` after
 //! compaction, ended after their `timeoutSeconds`.
 
-use std::{convert::Infallible, time::Duration};
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{
     body::{Body, Bytes},
@@ -129,6 +136,7 @@ fn watch_stream(
     timeout: Option<Duration>,
 ) -> Response {
     let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+    let stalled = Arc::new(AtomicBool::new(false));
     let mut inner = server.inner.lock().unwrap();
     if from < inner.compacted {
         let gone = json!({"type": "ERROR", "object": status(410, "Expired",
@@ -151,15 +159,24 @@ fn watch_stream(
             kind,
             namespace,
             tx,
+            stalled: stalled.clone(),
         });
     }
     // Ended after `timeoutSeconds`, as the real API server ends it (client-go and kube ask
     // for one, then resume from their last resourceVersion).
     let deadline = tokio::time::Instant::now() + timeout.unwrap_or(Duration::from_secs(3600));
-    let stream = futures::stream::unfold(rx, move |mut rx| async move {
-        tokio::select! {
-            line = rx.recv() => line.map(|line| (Ok::<_, Infallible>(line), rx)),
-            () = tokio::time::sleep_until(deadline) => None,
+    let stream = futures::stream::unfold(rx, move |mut rx| {
+        let stalled = stalled.clone();
+        async move {
+            tokio::select! {
+                line = rx.recv() => line.map(|line| (Ok::<_, Infallible>(line), rx)),
+                () = tokio::time::sleep_until(deadline) => {
+                    if stalled.load(Ordering::Relaxed) {
+                        std::future::pending::<()>().await;
+                    }
+                    None
+                }
+            }
         }
     });
     Response::builder()
