@@ -17,22 +17,27 @@ use crate::lookup::BoxFuture;
 use super::{ClusterError, outage::Outage, reachable::Returns};
 
 /// A client for `config` whose watch requests report to `health` when they connect (the
-/// watcher itself says nothing when a quiet watch resumes after an outage), and whose other
-/// requests get [`REQUEST_DEADLINE`].
+/// watcher itself says nothing when a quiet watch resumes after an outage), and whose requests
+/// get [`REQUEST_DEADLINE`] for their answer to begin.
 pub fn client(config: Config, health: Arc<Health>) -> Result<Client, ClusterError> {
     let builder =
         ClientBuilder::try_from(config).map_err(|e| ClusterError::Client(e.to_string()))?;
     Ok(builder.with_layer(&WatchProbeLayer(health)).build())
 }
 
-/// How long a request other than a watch may take to be answered (its status and headers).
+/// How long a request may take to be answered (its status and headers; a watch's events come
+/// after them, as long as it is open).
 /// The real API server ends its own requests after 60 s (`--request-timeout`); a page of a list,
 /// a GET or a write answered from a healthy one takes milliseconds.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
-/// A request had no answer within [`REQUEST_DEADLINE`].
+/// A request had no answer within [`REQUEST_DEADLINE`]. kube's client retries a 429, 503 or
+/// 504 by itself (waiting as long as a Retry-After asks) inside that time, so this is an API
+/// server that hangs, or one that still sheds load after those retries.
 #[derive(Debug, thiserror::Error)]
-#[error("no answer from the API server to {0} within {REQUEST_DEADLINE:?}")]
+#[error(
+    "no answer from the API server to {0} within {REQUEST_DEADLINE:?} (it hangs, or still answers 429/503 after retries)"
+)]
 pub struct RequestDeadline(String);
 
 struct WatchProbeLayer(Arc<Health>);
@@ -83,16 +88,12 @@ where
         let health = self.health.clone();
         let response = self.inner.call(request);
         Box::pin(async move {
-            let response = if watch {
-                response.await?
-            } else {
-                // A watch waits for events by design; anything else that has no answer in this
-                // time hangs (an API server that accepts connections and stalls), and the
-                // caller's retry is what gets it going again.
-                tokio::time::timeout(REQUEST_DEADLINE, response)
-                    .await
-                    .map_err(|_| S::Error::from(RequestDeadline(path.clone())))??
-            };
+            // The status and headers only: a watch's events come in the body, after them. A
+            // request without them in this time hangs (an API server that accepts connections
+            // and stalls) or is throttled on and on, and the caller's retry gets it going again.
+            let response = tokio::time::timeout(REQUEST_DEADLINE, response)
+                .await
+                .map_err(|_| S::Error::from(RequestDeadline(path.clone())))??;
             if watch && response.status().is_success() {
                 health.watch_connected(&path);
             }
