@@ -489,3 +489,68 @@ async fn a_leader_that_loses_the_api_server_stops_before_its_lease_runs_out() {
     one_story(&a.lines_since(from_a), &fake, 1);
     one_story(&b.lines_since(from_b), &fake, 1);
 }
+
+#[tokio::test]
+async fn reports_are_current_within_seconds_of_a_restart_with_a_new_epoch() {
+    let fake = FakeApiServer::start().await;
+    fake.install_crd(
+        support::apiserver::Kind::PolicyReport,
+        "wgpolicyk8s.io_policyreports.yaml",
+        "v1alpha2",
+    );
+    objects(&fake);
+    let webhook = webhook_with(
+        &fake,
+        true,
+        &[
+            "--reports",
+            "--reports-debounce",
+            "100ms",
+            "--leader-lease-duration",
+            "3s",
+        ],
+    )
+    .await;
+    eventually("leading", Duration::from_secs(15), || leads(&webhook)).await;
+    let from = webhook.log_len();
+
+    fake.stop_for_a_new_epoch();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    fake.restart().await;
+    let back = Instant::now();
+    // A namespace with a violation, made right after the return: a ClusterIP Service that
+    // governs a StatefulSet.
+    let mut svc = service("late", "10.96.0.20", "late");
+    svc["metadata"]["namespace"] = "late".into();
+    let mut sts = statefulset("late", "late");
+    sts["metadata"]["namespace"] = "late".into();
+    fake.apply(svc);
+    fake.apply(sts);
+    eventually(
+        "the new namespace's report",
+        Duration::from_secs(15),
+        || async {
+            fake.get(
+                support::apiserver::Kind::PolicyReport,
+                "late",
+                "stsguard-late",
+            )
+            .is_some()
+        },
+    )
+    .await;
+    println!(
+        "time to a report after a restart with a new epoch: {:?}",
+        back.elapsed()
+    );
+    webhook
+        .time_to_current(
+            &fake,
+            "a restart with a new epoch (reports on)",
+            Duration::from_secs(5),
+        )
+        .await;
+
+    webhook.reviews.all_answered().await;
+    one_story(&webhook.lines_since(from), &fake, 1);
+}
