@@ -147,6 +147,9 @@ pub struct WatchState {
     /// A stale spell that a reconnect ended, kept while a `410 Gone` may still follow it (the
     /// API server answers a resume from a compacted version with a watch that says so).
     resumed_from: Option<Stamp>,
+    /// The last failure had no answer from the API server (not an HTTP error): the return
+    /// probe runs for it.
+    unanswered: bool,
 }
 
 impl std::fmt::Display for WatchState {
@@ -238,7 +241,7 @@ impl Health {
 
     /// Whether some watch cannot connect to the API server now.
     pub(super) fn unreachable(&self) -> bool {
-        self.lock().iter().any(|w| w.lost.is_some())
+        self.lock().iter().any(|w| w.lost.is_some() && w.unanswered)
     }
 
     pub(super) fn register(&self, kind: &'static str, namespace: Option<String>) -> usize {
@@ -261,6 +264,7 @@ impl Health {
             lost: None,
             stale: None,
             resumed_from: None,
+            unanswered: false,
         });
         watches.len() - 1
     }
@@ -289,7 +293,8 @@ impl Health {
 
     /// The watch at `slot` failed to reach the API server (or was refused by it): the first
     /// failure of an outage is logged, the others only kept.
-    pub(super) fn lost(&self, slot: usize, error: String) {
+    /// `unanswered`: it got no answer at all (else an HTTP error).
+    pub(super) fn lost(&self, slot: usize, error: String, unanswered: bool) {
         let server = &self.server;
         self.update(slot, |w| {
             let now = Stamp::now();
@@ -301,6 +306,7 @@ impl Health {
             w.stale.get_or_insert(now);
             let since = w.lost.take().map_or(now, |(since, _)| since);
             w.lost = Some((since, error));
+            w.unanswered = unanswered;
         });
     }
 

@@ -257,17 +257,17 @@ fn watch<K, F>(
                             break;
                         }
                         Fault::Throttled(wait) => {
-                            health.lost(slot, fault::describe(&e));
+                            health.lost(slot, fault::describe(&e), false);
                             tokio::time::sleep(wait).await;
                             continue;
                         }
                         Fault::Unreachable => {
-                            health.lost(slot, fault::describe(&e));
+                            health.lost(slot, fault::describe(&e), true);
                             health.back_off(backoff.next_wait()).await;
                             continue;
                         }
                         Fault::Failing => {
-                            health.lost(slot, fault::describe(&e));
+                            health.lost(slot, fault::describe(&e), false);
                             tokio::time::sleep(backoff.next_wait()).await;
                             continue;
                         }

@@ -1,10 +1,9 @@
 //! The control plane's faults, as a real API server shows them to a client: a restart with a new
 //! resourceVersion epoch (every watch resumed from before it is answered `410 Expired`, as after
-//! an etcd restore), a refused connection (the server stopped), a list that hangs or crawls, a
+//! an etcd restore), a refused connection (the server stopped), a list that hangs, a
 //! watch that a network fault dropped without closing it, and `429 Too Many Requests` with
 //! Retry-After (API Priority and Fairness shedding load).
 
-use std::time::Duration;
 
 use axum::{
     http::StatusCode,
@@ -19,8 +18,6 @@ use super::{FakeApiServer, status};
 pub(super) struct Faults {
     /// Lists that arrive while set are never answered.
     hang_lists: bool,
-    /// Each page of a list is answered after this long.
-    list_delay: Duration,
     /// While set, every request is answered 429 with this Retry-After (seconds).
     throttle: Option<u32>,
     /// Requests answered 429 so far.
@@ -50,11 +47,6 @@ impl FakeApiServer {
     /// Lists that arrive from now on hang (no answer, ever) until `false`.
     pub fn hang_lists(&self, hang: bool) {
         self.inner.lock().unwrap().faults.hang_lists = hang;
-    }
-
-    /// Every page of a list is answered after `delay`.
-    pub fn slow_lists(&self, delay: Duration) {
-        self.inner.lock().unwrap().faults.list_delay = delay;
     }
 
     /// Every request is answered `429 Too Many Requests`, Retry-After `seconds`, until `None`.
@@ -102,15 +94,11 @@ impl FakeApiServer {
         )
     }
 
-    /// Waits as the list faults in force say, before a page is answered.
+    /// Never answers a list that arrives while lists hang.
     pub(super) async fn list_faults(&self) {
-        let (hang, delay) = {
-            let inner = self.inner.lock().unwrap();
-            (inner.faults.hang_lists, inner.faults.list_delay)
-        };
+        let hang = self.inner.lock().unwrap().faults.hang_lists;
         if hang {
             std::future::pending::<()>().await;
         }
-        tokio::time::sleep(delay).await;
     }
 }
