@@ -4,7 +4,6 @@
 //! watch that a network fault dropped without closing it, and `429 Too Many Requests` with
 //! Retry-After (API Priority and Fairness shedding load).
 
-
 use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
