@@ -13,6 +13,7 @@ pub mod json_mutations;
 pub mod process;
 pub mod properties;
 pub mod text_mutations;
+pub mod timeline;
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
