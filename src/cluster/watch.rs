@@ -243,6 +243,9 @@ fn watch<K, F>(
     } = reporting;
     tokio::spawn(async move {
         let mut backoff = Backoff::default();
+        // A 410 since the last list that succeeded: a second one backs off, so that an API
+        // server that answers nothing but 410 is not asked in a tight loop.
+        let mut expired = false;
         loop {
             // A new watcher starts with a list. Needed after a 410 in any form: kube's watcher
             // lists again after a 410 event, but retries a 410 answer to its watch request
@@ -254,6 +257,9 @@ fn watch<K, F>(
                     Err(e) => match fault::classify(&e) {
                         Fault::Expired => {
                             health.expired(slot);
+                            if std::mem::replace(&mut expired, true) {
+                                tokio::time::sleep(backoff.next_wait()).await;
+                            }
                             break;
                         }
                         Fault::Throttled(wait) => {
@@ -285,6 +291,7 @@ fn watch<K, F>(
                 // behind it, instead of getting it a moment later as a reason for a second pass.
                 changes::tell(&changes, event);
                 if listed {
+                    expired = false;
                     backoff.reset();
                     health.listed(slot, objects);
                 } else if watched {
