@@ -29,8 +29,11 @@ async fn a_restart_with_a_new_resource_version_epoch_lists_again_at_once() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let readyz = probe_get(&webhook.probe, "/readyz").await;
     assert!(readyz.starts_with("HTTP/1.1 200"), "{readyz}");
+    assert!(
+        readyz.contains("\r\n\r\nready; cross-object facts stale for"),
+        "{readyz}"
+    );
     assert!(readyz.contains("API server lost for"), "{readyz}");
-    assert!(readyz.contains("cross-object facts stale for"), "{readyz}");
     let metrics = probe_metrics(&webhook.probe).await;
     let stale = r#"stsguard_cache_stale_since_timestamp_seconds{kind="services",namespace=""} "#;
     assert!(
