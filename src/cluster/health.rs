@@ -337,7 +337,7 @@ impl Health {
         self.update(slot, |w| {
             back(w, &self.server);
             if !w.synced {
-                tracing::info!(kind = w.kind, namespace = ?w.namespace, objects, "cache synced");
+                tracing::info!(component = "watch", kind = w.kind, namespace = ?w.namespace, objects, "cache synced");
             } else if let Some(stale) = w.stale.or(w.resumed_from) {
                 tracing::debug!(kind = w.kind, namespace = ?w.namespace, objects,
                     stale_for = ?stale.elapsed(), "cache current again after a fresh list");
