@@ -6,9 +6,10 @@
 //! A leader renews the lease `grace` before it expires; when it dies, another replica takes the
 //! lease once it has expired (within the lease duration of the last renewal, plus up to a second
 //! of jitter). A leader that stops cleanly releases the lease so the next one takes over at once.
-//! A leader that loses the API server stops leading a second before its lease runs out (counted
-//! from its last successful write to the Lease), so two replicas never lead at once, and joins
-//! again when the API server answers: it leads on if the lease is still its own, else follows.
+//! A leader that loses the API server stops leading half the grace before its lease runs out
+//! (counted from its last successful write to the Lease), so two replicas never lead at once, and
+//! joins again when the API server answers: it leads on if the lease is still its own, else
+//! follows.
 
 use std::{sync::Arc, time::Duration};
 
@@ -39,6 +40,15 @@ impl LeaseSettings {
     /// Renewal this long before expiry; also the clock skew between nodes that is tolerated.
     fn grace(&self) -> u64 {
         (self.duration.as_secs() / 3).max(1)
+    }
+
+    /// How long after its last successful write of the Lease this replica counts itself the
+    /// holder: half the grace before expiry. The renewal is due at `grace` before expiry, so a
+    /// healthy one lands well within this; one that fails or hangs ends leading half the grace
+    /// before another replica may take the lease.
+    fn holds_for(&self) -> Duration {
+        self.duration
+            .saturating_sub(Duration::from_secs(self.grace()) / 2)
     }
 }
 
@@ -194,9 +204,9 @@ async fn build(client: &Client, settings: &LeaseSettings) -> Result<LeaseManager
 
 /// Follows `manager` until `stopped` (`None`) or until it fails to reach the API server (the
 /// error). This replica leads while the manager says it holds the lease *and* its last write to
-/// the Lease is recent enough that the lease has not run out: a renewal that fails, or hangs,
-/// ends the leader's duties a second before the lease expires, when another replica may take
-/// it, rather than whenever the manager gives up.
+/// the Lease is recent enough ([`LeaseSettings::holds_for`]): a renewal that fails, or hangs,
+/// ends the leader's duties before the lease expires, when another replica may take it, rather
+/// than whenever the manager gives up.
 async fn follow(
     manager: &LeaseManager,
     settings: &LeaseSettings,
@@ -205,9 +215,14 @@ async fn follow(
 ) -> Option<LeaderError> {
     let mut holds = false;
     let mut changed = Box::pin(manager.changed());
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let written = || settings.health.as_ref().map(|h| h.lease_written_at());
     loop {
+        // Awake when the last write stops counting (to stop leading then, not up to a tick
+        // later), else once a second (to start once a write is seen).
+        let wake = match written() {
+            Some(Some(at)) if holds => at + settings.holds_for(),
+            _ => std::time::Instant::now() + Duration::from_secs(1),
+        };
         tokio::select! {
             _ = &mut stopped => return None,
             result = &mut changed => {
@@ -223,13 +238,12 @@ async fn follow(
                     }
                 }
             }
-            _ = tick.tick() => {}
+            () = tokio::time::sleep_until(wake.into()) => {}
         }
-        let fresh = settings.health.as_ref().is_none_or(|health| {
-            health
-                .lease_written_at()
-                .is_some_and(|at| at.elapsed() + Duration::from_secs(1) < settings.duration)
-        });
+        let fresh = match written() {
+            None => true,
+            Some(at) => at.is_some_and(|at| at.elapsed() < settings.holds_for()),
+        };
         let reason = if holds && !fresh {
             "the lease was not renewed in time"
         } else {
