@@ -17,13 +17,19 @@ use crate::{
     rules::governs_cleanly,
 };
 
+mod backoff;
 mod changes;
 mod confirm;
+mod fault;
 mod health;
+mod outage;
+mod reachable;
 mod watch;
 
+pub(crate) use backoff::Backoff;
 pub use changes::{Change, ChangeHook};
-pub use health::{Health, WatchState, client};
+pub use health::{Health, REQUEST_DEADLINE, Stamp, WatchState, client};
+pub use outage::Outage;
 pub(crate) use watch::PAGE;
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -91,23 +97,31 @@ pub struct Cluster {
     health: Arc<Health>,
     confirm_timeout: Duration,
     live_reads: LiveReads,
+    /// The reviews' live reads (GETs of Services, LISTs of StatefulSets, which can fail
+    /// apart): one story per outage, not a line per review.
+    live_outages: [Arc<Outage>; 2],
     changes: changes::Hooks,
 }
 
 impl Cluster {
     /// Starts the watches (all namespaces when `namespaces` is empty) on the current runtime.
-    /// They run for the life of the process and recover by themselves: re-list after
-    /// `410 Gone`, back off on errors.
+    /// They run for the life of the process and recover by themselves: list again at once
+    /// after `410 Gone`, wait as asked after `429`, back off while the API server is away.
     pub fn start(
         config: Config,
         namespaces: &[String],
         confirm_timeout: Duration,
     ) -> Result<Cluster, ClusterError> {
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health::new(config.cluster_url.to_string()));
         let client = client(config, health.clone())?;
+        reachable::spawn_probe(client.clone(), health.clone());
         let changes = changes::Hooks::default();
         let services = watch::services(&client, namespaces, &health, &changes);
         let statefulsets = watch::statefulsets(&client, namespaces, &health, &changes);
+        let live_outages = [
+            health.outage("live reads of services"),
+            health.outage("live reads of statefulsets"),
+        ];
         Ok(Cluster {
             client,
             services,
@@ -115,6 +129,7 @@ impl Cluster {
             health,
             confirm_timeout,
             live_reads: LiveReads::default(),
+            live_outages,
             changes,
         })
     }
@@ -143,6 +158,13 @@ impl Cluster {
 
     fn synced(&self) -> bool {
         self.health.synced()
+    }
+
+    /// Whether some cache may be behind the API server (an outage, or a list again after `410
+    /// Gone`, not yet done): then an allow is confirmed live too. Reads are few then, and the
+    /// facts of before an outage are the ones most likely to have changed.
+    fn stale(&self) -> bool {
+        self.health.stale_since().is_some()
     }
 }
 
@@ -177,6 +199,8 @@ impl Lookup for Cluster {
     /// - a StatefulSet's governing Service (one GET by name) when the cache says it is missing,
     ///   or has it in a form the StatefulSet's rules would report (not headless, not selecting
     ///   the pods): a Service created, deleted or fixed a moment ago may not have reached it;
+    ///   and whatever the cache says while a cache is stale (after an outage, until it is
+    ///   current again), so that an allow does not rest on facts from before it;
     /// - the StatefulSets naming a Service (one namespaced LIST: StatefulSets have no field
     ///   selector for spec.serviceName) on a Service CREATE, or an UPDATE that changes the spec,
     ///   whatever the cache says: a StatefulSet created a moment ago may be missing from it (a
@@ -191,7 +215,7 @@ impl Lookup for Cluster {
             match need {
                 Need::Service { name, statefulset } => match self.service(namespace, name) {
                     Fact::Absent => self.confirm_service(namespace, name, None).await,
-                    Fact::Found(svc) if !governs_cleanly(&svc, statefulset) => {
+                    Fact::Found(svc) if !governs_cleanly(&svc, statefulset) || self.stale() => {
                         self.confirm_service(namespace, name, Some(&svc)).await
                     }
                     _ => Confirmed::default(),

@@ -26,11 +26,26 @@ pub struct CacheState {
     pub objects: usize,
     pub synced: bool,
     pub watching: bool,
+    /// Since when (Unix seconds) the watch cannot reach the API server, if it cannot.
+    pub disconnected_since: Option<i64>,
+    /// Since when (Unix seconds) the cache may be behind the API server, if it may.
+    pub stale_since: Option<i64>,
 }
 
 /// Something that can say how its caches are, at each scrape.
 pub trait CacheReport: Send + Sync {
     fn caches(&self) -> Vec<CacheState>;
+
+    /// The other components that talk to the API server, and since when (Unix seconds) each
+    /// cannot reach it, if it cannot.
+    fn outages(&self) -> Vec<(&'static str, Option<i64>)> {
+        Vec::new()
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ComponentLabels {
+    component: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -148,6 +163,9 @@ pub struct Metrics {
     cache_objects: Family<CacheLabels, Gauge>,
     cache_synced: Family<CacheLabels, Gauge>,
     cache_watching: Family<CacheLabels, Gauge>,
+    cache_disconnected_since: Family<CacheLabels, Gauge>,
+    cache_stale_since: Family<CacheLabels, Gauge>,
+    api_disconnected_since: Family<ComponentLabels, Gauge>,
     certificate_reloads: Family<ResultLabels, Counter>,
     certificate_expiry: Gauge,
     certificate_not_before: Gauge,
@@ -225,6 +243,24 @@ impl Metrics {
             "1 while a cluster cache's watch is connected, 0 while it is reconnecting",
             cache_watching.clone(),
         );
+        let cache_disconnected_since = Family::<CacheLabels, Gauge>::default();
+        registry.register(
+            "cache_disconnected_since_timestamp_seconds",
+            "Since when a cluster cache's watch cannot reach the API server, as a Unix timestamp; 0 while it can",
+            cache_disconnected_since.clone(),
+        );
+        let cache_stale_since = Family::<CacheLabels, Gauge>::default();
+        registry.register(
+            "cache_stale_since_timestamp_seconds",
+            "Since when a cluster cache may be behind the API server (an outage, or a list again after 410 Gone), as a Unix timestamp; 0 while it is current",
+            cache_stale_since.clone(),
+        );
+        let api_disconnected_since = Family::<ComponentLabels, Gauge>::default();
+        registry.register(
+            "api_disconnected_since_timestamp_seconds",
+            "Since when a component other than the watches (lease, live reads, reports) cannot reach the API server, as a Unix timestamp; 0 while it can",
+            api_disconnected_since.clone(),
+        );
         let certificate_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "certificate_reloads",
@@ -292,6 +328,9 @@ impl Metrics {
             cache_objects,
             cache_synced,
             cache_watching,
+            cache_disconnected_since,
+            cache_stale_since,
+            api_disconnected_since,
             certificate_reloads,
             certificate_expiry,
             certificate_not_before,
@@ -401,6 +440,11 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        for (component, since) in cluster.iter().flat_map(|c| c.outages()) {
+            self.api_disconnected_since
+                .get_or_create(&ComponentLabels { component })
+                .set(since.unwrap_or(0));
+        }
         for cache in cluster.iter().flat_map(|c| c.caches()) {
             let labels = CacheLabels {
                 kind: cache.kind,
@@ -415,6 +459,12 @@ impl Metrics {
             self.cache_watching
                 .get_or_create(&labels)
                 .set(i64::from(cache.watching));
+            self.cache_disconnected_since
+                .get_or_create(&labels)
+                .set(cache.disconnected_since.unwrap_or(0));
+            self.cache_stale_since
+                .get_or_create(&labels)
+                .set(cache.stale_since.unwrap_or(0));
         }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {

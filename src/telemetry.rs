@@ -23,10 +23,17 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber, with `RUST_LOG` or else `default` as the filter. Safe to call
-/// once; later calls are ignored.
+/// The Kubernetes libraries' own lines, off unless `RUST_LOG` asks for them: they name no
+/// component ("failed with error client error (Connect)" from kube's HTTP trace layer, at
+/// ERROR, on every retry of every watch), and stsguard logs each failure they report once per
+/// outage with what failed, against which server, and when it is back.
+const LIBRARIES: &str = "kube_client=off,kube_runtime=off,kube_lease_manager=off";
+
+/// Installs the global subscriber, with `RUST_LOG` or else `default` (and [`LIBRARIES`]) as the
+/// filter. Safe to call once; later calls are ignored.
 pub fn init(format: LogFormat, default: &str) -> Guard<Stderr> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},{LIBRARIES}")));
     // Not lossy: the review log is the audit trail.
     let (writer, guard) = batch::batched(std::io::stderr());
     let builder = tracing_subscriber::fmt()

@@ -225,9 +225,9 @@ async fn an_api_server_outage_is_survived_and_reported() {
 
     fake.stop();
     eventually(
-        "/readyz to report the reconnecting watches",
+        "/readyz to report the watches that lost the API server",
         WAIT,
-        || async { readyz(&server).await.1.contains("reconnecting") },
+        || async { readyz(&server).await.1.contains("API server lost") },
     )
     .await;
     // Still answering, from the cache; the metrics say the watches are down.
@@ -250,7 +250,9 @@ async fn an_api_server_outage_is_survived_and_reported() {
     fake.restart().await;
     eventually("the watches to reconnect", WAIT, || async {
         let body = readyz(&server).await.1;
-        !body.contains("reconnecting") && body.contains("statefulsets (all namespaces): synced")
+        !body.contains("API server lost")
+            && !body.contains("stale")
+            && body.contains("statefulsets (all namespaces): synced")
     })
     .await;
     eventually("the change made during the outage", WAIT, || async {

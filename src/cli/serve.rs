@@ -305,7 +305,7 @@ async fn lookups(
     }
     match cluster::explicit_config(args.kubeconfig.as_deref()).await? {
         Ok(config) => {
-            let lease = LeaseSettings {
+            let mut lease = LeaseSettings {
                 namespace: args
                     .leader_lease_namespace
                     .clone()
@@ -313,9 +313,11 @@ async fn lookups(
                 name: args.leader_lease.clone(),
                 identity: leader::default_identity(),
                 duration: args.leader_lease_duration,
+                health: None,
             };
             let cluster = Cluster::start(config, &args.namespaces, args.lookup_timeout)?
                 .with_live_reads(metrics.live_reads());
+            lease.health = Some(cluster.health());
             let readiness = Readiness::with_cluster(cluster.health());
             metrics.watch_cluster(cluster.health());
             tracing::info!(

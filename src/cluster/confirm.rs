@@ -11,7 +11,7 @@ use crate::{
     metrics::LiveRead,
 };
 
-use super::{Cluster, SERVICES, STATEFULSETS};
+use super::{Cluster, Outage, SERVICES, STATEFULSETS};
 
 impl Cluster {
     /// One GET of the Service `name`; `cached` is what the cache holds.
@@ -84,7 +84,12 @@ impl Cluster {
         }
     }
 
+    fn live_outage(&self, kind: &'static str) -> &Outage {
+        &self.live_outages[usize::from(kind == STATEFULSETS)]
+    }
+
     fn count(&self, kind: &'static str, agreed: bool) {
+        self.live_outage(kind).answered();
         let result = if agreed {
             LiveRead::Agreed
         } else {
@@ -95,6 +100,8 @@ impl Cluster {
 
     fn unconfirmed(&self, kind: &'static str, namespace: &str, name: &str, why: &str) -> Confirmed {
         self.live_reads.record(kind, LiveRead::Failed);
+        self.live_outage(kind)
+            .failed(&why, "verdicts rest on the caches' facts until it is back");
         Confirmed {
             failed: Some(Unconfirmed {
                 kind,

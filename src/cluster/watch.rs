@@ -6,7 +6,6 @@ use std::{
     collections::BTreeMap,
     fmt::Debug,
     sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
-    time::Instant,
 };
 
 use futures::StreamExt;
@@ -14,15 +13,14 @@ use k8s_openapi::{
     NamespaceResourceScope,
     api::{apps::v1::StatefulSet, core::v1::Service},
 };
-use kube::{
-    Api, Client, Resource, ResourceExt,
-    runtime::{WatchStreamExt, watcher},
-};
+use kube::{Api, Client, Resource, ResourceExt, runtime::watcher};
 use serde::de::DeserializeOwned;
 
 use super::{
     Health,
+    backoff::Backoff,
     changes::{self, Hooks},
+    fault::{self, Fault},
 };
 use crate::lookup::{Index, Names, ServiceFacts, StatefulSetFacts};
 use crate::subject::Object;
@@ -209,8 +207,16 @@ struct Reporting {
 /// from its watch cache.
 pub(crate) const PAGE: u32 = 100;
 
-/// Spawns the watch of `api` filling `index`, reporting to `health` at `slot`. The first list
-/// is paged ([`PAGE`]), so at most a page of whole objects is held at a time.
+/// How long a watch asks the API server to keep it open (`timeoutSeconds`). It ends it then and
+/// the watch resumes from its last resourceVersion (kept current by bookmarks, so no list);
+/// the watcher also gives up on a watch silent for this long plus 5 s, which is what notices a
+/// connection that a network fault dropped without closing it.
+pub(crate) const WATCH_TIMEOUT_SECS: u32 = 30;
+
+/// Spawns the watch of `api` filling `index`, reporting to `health` at `slot`. Lists are paged
+/// ([`PAGE`]), so at most a page of whole objects is held at a time. After a failure it goes on
+/// as [`fault`] says: at once after a `410 Gone`, after the API server's Retry-After on a 429,
+/// else after a back-off that grows until a list succeeds.
 fn watch<K, F>(
     api: Api<K>,
     reporting: Reporting,
@@ -227,51 +233,71 @@ fn watch<K, F>(
         + 'static,
     F: Names + Send + Sync + 'static,
 {
-    let stream = watcher(api, watcher::Config::default().page_size(PAGE)).default_backoff();
+    let config = watcher::Config::default()
+        .page_size(PAGE)
+        .timeout(WATCH_TIMEOUT_SECS);
     let Reporting {
         health,
         slot,
         changes,
     } = reporting;
     tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            let event = match event {
-                Ok(event) => event,
-                Err(e) => {
-                    health.update(slot, |w| {
-                        // One log line per outage, not one per retry.
-                        if w.error.is_none() {
-                            tracing::warn!(kind = w.kind, namespace = ?w.namespace, error = %e,
-                                "watch failed; serving from the cache while it reconnects");
-                            w.since = Instant::now();
+        let mut backoff = Backoff::default();
+        // A 410 since the last list that succeeded: a second one backs off, so that an API
+        // server that answers nothing but 410 is not asked in a tight loop.
+        let mut expired = false;
+        loop {
+            // A new watcher starts with a list. Needed after a 410 in any form: kube's watcher
+            // lists again after a 410 event, but retries a 410 answer to its watch request
+            // (the version it resumes from is gone) as it is, forever.
+            let mut stream = std::pin::pin!(watcher(api.clone(), config.clone()));
+            while let Some(event) = stream.next().await {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(e) => match fault::classify(&e) {
+                        Fault::Expired => {
+                            health.expired(slot);
+                            if std::mem::replace(&mut expired, true) {
+                                tokio::time::sleep(backoff.next_wait()).await;
+                            }
+                            break;
                         }
-                        w.error = Some(e.to_string());
-                    });
-                    continue;
+                        Fault::Throttled(wait) => {
+                            health.lost(slot, fault::describe(&e), false);
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        Fault::Unreachable => {
+                            health.lost(slot, fault::describe(&e), true);
+                            health.back_off(backoff.next_wait()).await;
+                            continue;
+                        }
+                        Fault::Failing => {
+                            health.lost(slot, fault::describe(&e), false);
+                            tokio::time::sleep(backoff.next_wait()).await;
+                            continue;
+                        }
+                    },
+                };
+                on_event(&index, &event);
+                let objects = index.read().len();
+                let (listed, watched) = match event {
+                    watcher::Event::InitDone => (true, false),
+                    watcher::Event::Apply(_) | watcher::Event::Delete(_) => (false, true),
+                    watcher::Event::Init | watcher::Event::InitApply(_) => (false, false),
+                };
+                // Before the health says synced: what waits for the sync (the reports' first
+                // full pass, which drops the changes queued until then) has the list's end
+                // behind it, instead of getting it a moment later as a reason for a second pass.
+                changes::tell(&changes, event);
+                if listed {
+                    expired = false;
+                    backoff.reset();
+                    health.listed(slot, objects);
+                } else if watched {
+                    health.watched(slot, objects);
                 }
-            };
-            on_event(&index, &event);
-            let objects = index.read().len();
-            let done = matches!(event, watcher::Event::InitDone);
-            // Before the health says synced: what waits for the sync (the reports' first full
-            // pass, which drops the changes queued until then) has the list's end behind it,
-            // instead of getting it a moment later as a reason for a second full pass.
-            changes::tell(&changes, event);
-            health.update(slot, |w| {
-                if done {
-                    if !w.synced || w.error.is_some() {
-                        tracing::info!(kind = w.kind, namespace = ?w.namespace, objects, "cache synced");
-                    }
-                    w.synced = true;
-                    w.error = None;
-                    w.since = Instant::now();
-                } else if w.error.take().is_some() {
-                    tracing::info!(kind = w.kind, namespace = ?w.namespace, "watch recovered");
-                    w.since = Instant::now();
-                }
-                w.objects = objects;
-            });
+            }
         }
     });
 }

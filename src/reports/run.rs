@@ -26,7 +26,7 @@ use super::{
     Reporter,
     document::{self, MAX_RESULTS_BYTES},
     findings::{Findings, Key, judge},
-    writer::Writer,
+    writer::{self, Writer},
 };
 use crate::{
     cluster::{self, Change},
@@ -55,6 +55,7 @@ pub(super) async fn run(reporter: Reporter, mut leading: watch::Receiver<bool>) 
         reporter.args.api,
         reporter.args.write_rate,
         reporter.metrics.clone(),
+        reporter.cluster.health().outage("reports"),
     );
     let mut state = State {
         reporter,
@@ -114,9 +115,17 @@ impl State {
                 () = lost(&mut watch_lost) => return,
             };
             match learned {
-                Ok(existing) => break existing,
+                Ok(existing) => {
+                    self.writer.outage().answered();
+                    break existing;
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?retry, "cannot list the existing reports");
+                    writer::failed(
+                        self.writer.outage(),
+                        &e,
+                        "cannot list the existing reports",
+                        "",
+                    );
                     tokio::select! {
                         () = tokio::time::sleep(retry) => {}
                         () = lost(&mut watch_lost) => return,
@@ -249,9 +258,11 @@ impl State {
                     self.findings.set(judged);
                 }
                 Ok(None) => self.findings.remove(&key),
-                Err(e) => tracing::warn!(
-                    kind = key.kind, namespace = %key.namespace, name = %key.name, error = %e,
-                    "cannot read an object to judge it again; the next full pass will"
+                Err(e) => writer::failed(
+                    self.writer.outage(),
+                    &e,
+                    "cannot read an object to judge it again; the next full pass will",
+                    &key.namespace,
                 ),
             }
         }
@@ -286,7 +297,12 @@ impl State {
                     Ok(Some(count)) => judged += count,
                     Ok(None) => return false,
                     Err(e) => {
-                        tracing::warn!(error = %e, "the full pass of the in-cluster reports failed; kept the findings so far");
+                        writer::failed(
+                            self.writer.outage(),
+                            &e,
+                            "the full pass of the in-cluster reports failed; kept the findings so far",
+                            scope.as_deref().unwrap_or_default(),
+                        );
                         return true;
                     }
                 }

@@ -2,7 +2,7 @@
 //! has nothing to report, never more than the configured rate, and nothing when the report in
 //! the cluster already says the same.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use kube::{
     Api, Client,
@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::document::{self, MANAGED_BY, ReportApi};
-use crate::metrics::ReportMetrics;
+use crate::{cluster::Outage, metrics::ReportMetrics};
 
 pub const FIELD_MANAGER: &str = "stsguard";
 
@@ -61,24 +61,35 @@ impl Limiter {
 /// there.
 pub struct Writer {
     client: Client,
-    api: ReportApi,
     resource: ApiResource,
     limiter: Limiter,
     metrics: ReportMetrics,
     written: HashMap<String, u64>,
+    outage: Arc<Outage>,
 }
 
 impl Writer {
-    pub fn new(client: Client, api: ReportApi, rate: f64, metrics: ReportMetrics) -> Writer {
+    pub fn new(
+        client: Client,
+        api: ReportApi,
+        rate: f64,
+        metrics: ReportMetrics,
+        outage: Arc<Outage>,
+    ) -> Writer {
         let gvk = GroupVersionKind::gvk(api.group(), api.version(), api.kind());
         Writer {
             client,
-            api,
             resource: ApiResource::from_gvk_with_plural(&gvk, api.plural()),
             limiter: Limiter::new(rate),
             metrics,
             written: HashMap::new(),
+            outage,
         }
+    }
+
+    /// Where the reporter's requests tell how the API server answers.
+    pub fn outage(&self) -> &Outage {
+        &self.outage
     }
 
     fn namespaced(&self, namespace: &str) -> Api<DynamicObject> {
@@ -151,13 +162,19 @@ impl Writer {
                     .await
                 {
                     Ok(_) => {
+                        self.outage.answered();
                         self.metrics.written("apply", true);
                         self.written.insert(namespace.to_owned(), digest);
                         true
                     }
                     Err(e) => {
                         self.metrics.written("apply", false);
-                        tracing::warn!(namespace, kind = self.api.kind(), error = %e, "cannot write the report; trying again later");
+                        failed(
+                            &self.outage,
+                            &e,
+                            "cannot write the report; trying again later",
+                            namespace,
+                        );
                         false
                     }
                 }
@@ -174,6 +191,7 @@ impl Writer {
                     .await
                 {
                     Ok(_) => {
+                        self.outage.answered();
                         self.metrics.written("delete", true);
                         self.written.remove(namespace);
                         true
@@ -184,12 +202,32 @@ impl Writer {
                     }
                     Err(e) => {
                         self.metrics.written("delete", false);
-                        tracing::warn!(namespace, kind = self.api.kind(), error = %e, "cannot delete the report; trying again later");
+                        failed(
+                            &self.outage,
+                            &e,
+                            "cannot delete the report; trying again later",
+                            namespace,
+                        );
                         false
                     }
                 }
             }
         }
+    }
+}
+
+/// Logs a failed request of the reporter: a refusal of this one request (a 4xx other than 429:
+/// the report or its namespace is the problem) on its own line; anything else (no answer, a
+/// 5xx, a 429 after kube's retries) is the API server's outage, logged once for all of them.
+pub(super) fn failed(outage: &Outage, error: &kube::Error, what: &str, namespace: &str) {
+    match error {
+        kube::Error::Api(status) if (400..500).contains(&status.code) && status.code != 429 => {
+            tracing::warn!(component = "reports", namespace, error = %error, "{what}");
+        }
+        _ => outage.failed(
+            &error,
+            "reports keep their last state; writing again once it answers",
+        ),
     }
 }
 

@@ -41,6 +41,7 @@ async fn a_failed_live_read_is_logged_with_the_reviews_uid() {
     let log = Capture::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(log.clone())
+        .with_max_level(tracing::Level::DEBUG)
         .json()
         .flatten_event(true)
         .finish();
@@ -71,5 +72,7 @@ async fn a_failed_live_read_is_logged_with_the_reviews_uid() {
     assert_eq!(line["uid"], "cb5997e7-43b7-4796-b287-e7d934722607");
     assert_eq!(line["name"], "web");
     assert_eq!(line["why"], "deadline passed");
-    assert_eq!(line["level"], "WARN");
+    // Not a WARN per review: during an outage that is every review, and the cluster logs the
+    // outage once (`component="live reads of …"`).
+    assert_eq!(line["level"], "DEBUG");
 }

@@ -82,7 +82,16 @@ impl Readiness {
             (true, None, false) => {
                 "not ready: waiting for the first sync of the cluster caches\n".to_owned()
             }
-            (true, None, true) => "ready\n".to_owned(),
+            // Still ready: every replica lost the same API server, and a webhook unready in all
+            // of them would fail or skip every write; the answers say what they rest on.
+            (true, None, true) => match self.cluster.as_ref().and_then(|h| h.stale_since()) {
+                Some(since) => format!(
+                    "ready; cross-object facts stale for {}s (allows are confirmed live until \
+                     the caches are current)\n",
+                    since.elapsed().as_secs()
+                ),
+                None => "ready\n".to_owned(),
+            },
         };
         match &self.cluster {
             Some(health) => {

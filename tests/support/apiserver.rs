@@ -3,7 +3,9 @@
 //! resourceVersion, bookmarks, `410 Gone` once history is compacted), GET of single objects,
 //! writes as the real server checks them (`writes`: create, replace with optimistic concurrency,
 //! merge/JSON/strategic patches, server-side apply with field managers and conflicts, delete),
-//! and the faults tests need (dropped watches, a stopped server, a cache that lags). It serves
+//! and the faults tests need (dropped watches, a stopped server, a cache that lags, and the
+//! control plane's own in `faults`: a new resourceVersion epoch, hanging lists, stalled
+//! watches, 429 with Retry-After). Watches end after their `timeoutSeconds`. It serves
 //! the kinds stsguard reads or writes: Services, StatefulSets, Secrets, ConfigMaps, Leases,
 //! webhook configurations and policy reports. The kube client under test is not mocked: it talks
 //! to this server.
@@ -34,6 +36,8 @@ use tokio::{
     task::JoinSet,
 };
 
+#[path = "apiserver/faults.rs"]
+mod faults;
 #[path = "apiserver/ownership.rs"]
 mod ownership;
 #[path = "apiserver/reads.rs"]
@@ -56,6 +60,8 @@ struct WatchStream {
     kind: Kind,
     namespace: Option<String>,
     tx: mpsc::UnboundedSender<Bytes>,
+    /// Set when the stream is dropped without a close: it is never ended, even at its timeout.
+    stalled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Default)]
@@ -79,6 +85,7 @@ struct Inner {
     report_writes: Vec<ReportWrite>,
     /// Serve as an API server before 1.36: no MutatingAdmissionPolicy v1.
     before_1_36: bool,
+    faults: faults::Faults,
 }
 
 /// The server's state; it outlives restarts of the listener.
@@ -164,7 +171,9 @@ impl FakeApiServer {
         if let Some(mut tasks) = self.running.lock().unwrap().take() {
             tasks.abort_all();
         }
-        self.inner.lock().unwrap().watches.clear();
+        let mut inner = self.inner.lock().unwrap();
+        inner.watches.clear();
+        inner.faults.forget_stalled();
     }
 
     /// Listens again on the same address, with the same objects.
@@ -406,6 +415,13 @@ async fn handle(State(server): State<FakeApiServer>, request: Request) -> Respon
         .requests
         .push(format!("{} {}", request.method(), request.uri()));
     reports::note(&server, &request);
+    // As the real one: public, and exempt from API Priority and Fairness (the probes flow).
+    if path == "/readyz" {
+        return (StatusCode::OK, "ok").into_response();
+    }
+    if let Some(throttled) = server.throttled_answer() {
+        return throttled;
+    }
     let before_1_36 = server.inner.lock().unwrap().before_1_36;
     if let Some(group_version) = path.strip_prefix("/apis/")
         && let Some(document) = resources::discovery(group_version, before_1_36)

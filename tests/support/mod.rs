@@ -14,6 +14,7 @@ pub mod keepalive;
 pub mod process;
 pub mod properties;
 pub mod text_mutations;
+pub mod timeline;
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 

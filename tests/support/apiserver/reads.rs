@@ -1,9 +1,16 @@
 //! Reads as the real API server answers them: GET of one object, LISTs paged with `limit` and
 //! `continue` (held while a test keeps lists closed), field selectors limited to what the server
 //! supports, and watches resumed from a resourceVersion with bookmarks and `410 Gone` after
-//! compaction.
+//! compaction, ended after their `timeoutSeconds`.
 
-use std::convert::Infallible;
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{
     body::{Body, Bytes},
@@ -46,7 +53,10 @@ pub(super) async fn read(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let bookmarks = query(&request, "allowWatchBookmarks").as_deref() == Some("true");
-        return watch_stream(server, kind, namespace, from, bookmarks);
+        let timeout = query(&request, "timeoutSeconds")
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_secs);
+        return watch_stream(server, kind, namespace, from, bookmarks, timeout);
     }
 
     if let Some(field) = query(&request, "fieldSelector").and_then(|s| unsupported_field(&s)) {
@@ -59,6 +69,7 @@ pub(super) async fn read(
             ),
         );
     }
+    server.list_faults().await;
     let mut open = server.lists_open.subscribe();
     let _ = open.wait_for(|open| *open).await;
     let inner = server.inner.lock().unwrap();
@@ -122,8 +133,10 @@ fn watch_stream(
     namespace: Option<String>,
     from: u64,
     bookmarks: bool,
+    timeout: Option<Duration>,
 ) -> Response {
     let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+    let stalled = Arc::new(AtomicBool::new(false));
     let mut inner = server.inner.lock().unwrap();
     if from < inner.compacted {
         let gone = json!({"type": "ERROR", "object": status(410, "Expired",
@@ -146,10 +159,25 @@ fn watch_stream(
             kind,
             namespace,
             tx,
+            stalled: stalled.clone(),
         });
     }
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|line| (Ok::<_, Infallible>(line), rx))
+    // Ended after `timeoutSeconds`, as the real API server ends it (client-go and kube ask
+    // for one, then resume from their last resourceVersion).
+    let deadline = tokio::time::Instant::now() + timeout.unwrap_or(Duration::from_secs(3600));
+    let stream = futures::stream::unfold(rx, move |mut rx| {
+        let stalled = stalled.clone();
+        async move {
+            tokio::select! {
+                line = rx.recv() => line.map(|line| (Ok::<_, Infallible>(line), rx)),
+                () = tokio::time::sleep_until(deadline) => {
+                    if stalled.load(Ordering::Relaxed) {
+                        std::future::pending::<()>().await;
+                    }
+                    None
+                }
+            }
+        }
     });
     Response::builder()
         .header("content-type", "application/json")
