@@ -13,8 +13,10 @@ use prometheus_client::{
 };
 
 mod denials;
+mod live_reads;
 mod reports;
 
+pub use live_reads::{LiveRead, LiveReads};
 pub use reports::ReportMetrics;
 
 /// The state of one cluster cache, as the cluster module reports it at each scrape.
@@ -82,50 +84,6 @@ struct CacheLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct LiveReadLabels {
-    kind: &'static str,
-    result: &'static str,
-}
-
-/// What a live read of the API server found, for `stsguard_live_reads_total{result}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LiveRead {
-    /// The API server said what the cache said.
-    Agreed,
-    /// The cache lagged: the API server's answer replaced it.
-    Corrected,
-    /// The read failed or missed its deadline; the cache's answer stood.
-    Failed,
-}
-
-impl LiveRead {
-    fn as_str(self) -> &'static str {
-        match self {
-            LiveRead::Agreed => "agreed",
-            LiveRead::Corrected => "corrected",
-            LiveRead::Failed => "failed",
-        }
-    }
-}
-
-/// The counter of live API reads (`stsguard_live_reads_total`), handed to the cluster lookups.
-/// One made with `default()` counts into nothing registered.
-#[derive(Clone, Debug, Default)]
-pub struct LiveReads(Family<LiveReadLabels, Counter>);
-
-impl LiveReads {
-    /// Records one live read of `kind` (`services` for a GET, `statefulsets` for a LIST).
-    pub fn record(&self, kind: &'static str, result: LiveRead) {
-        self.0
-            .get_or_create(&LiveReadLabels {
-                kind,
-                result: result.as_str(),
-            })
-            .inc();
-    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
