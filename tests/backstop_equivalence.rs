@@ -21,7 +21,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use cel::{Env, Program, Value as Cel};
+use cel::Value as Cel;
 use cel_env::{Request, slice};
 use generated::{pick, statefulset};
 use jiff::civil::Date;
@@ -30,11 +30,15 @@ use proptest::{prelude::*, test_runner::Config};
 use serde_json::{Value, json};
 #[path = "backstop_equivalence/cel_env.rs"]
 mod cel_env;
+#[path = "backstop_equivalence/compiled.rs"]
+mod compiled;
 #[path = "backstop_equivalence/generated.rs"]
 mod generated;
 
+use compiled::{Answer, Compiled, Level, backstop_answer, compile};
+
 use stsguard::{
-    backstop::{self, Coverage, Kinds},
+    backstop::{self, Coverage},
     evaluate::{Input, Outcome, evaluate},
     lookup::NoLookup,
     manifest,
@@ -77,161 +81,6 @@ fn policies() -> Vec<(String, Policy)> {
         .unwrap(),
     ));
     out
-}
-
-/// A compiled backstop: each policy's variables and validations, with the rule case each
-/// variable stands for and how its binding acts.
-struct Compiled {
-    env: std::sync::Arc<Env>,
-    policies: Vec<CompiledPolicy>,
-}
-
-struct CompiledPolicy {
-    level: Level,
-    variables: Vec<(String, Program)>,
-    /// The variables that stand for rule cases, each read by a program.
-    cases: Vec<(Program, (&'static str, &'static str))>,
-    /// Each validation, with its message expression if it has one.
-    validations: Vec<(Program, Option<Program>)>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Level {
-    Deny,
-    Audit,
-    Warn,
-}
-
-fn compile(policy: &Policy) -> Compiled {
-    let env = cel_env::env();
-    let documents = cel_env::documents(policy, Kinds::Validating);
-    let generated = backstop::generate(policy, &cel_env::target());
-    let vaps: Vec<&Value> = documents
-        .iter()
-        .filter(|d| d["kind"] == "ValidatingAdmissionPolicy")
-        .collect();
-    assert_eq!(vaps.len(), generated.validating.len());
-    let policies = vaps
-        .iter()
-        .map(|vap| {
-            let name = vap["metadata"]["name"].as_str().unwrap();
-            let binding = documents
-                .iter()
-                .find(|d| {
-                    d["kind"] == "ValidatingAdmissionPolicyBinding"
-                        && d["spec"]["policyName"] == name
-                })
-                .unwrap();
-            let actions: Vec<&str> = binding["spec"]["validationActions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap())
-                .collect();
-            let level = match actions[..] {
-                ["Deny"] => Level::Deny,
-                ["Audit", "Warn"] => Level::Audit,
-                ["Warn"] => Level::Warn,
-                ref other => panic!("unexpected actions {other:?}"),
-            };
-            let spec = &vap["spec"];
-            assert_eq!(spec["failurePolicy"], "Ignore");
-            let variables = cel_env::variables(&env, spec);
-            let cases = variables
-                .iter()
-                .filter_map(|(name, _)| {
-                    let case = backstop::case_of_variable(name)?;
-                    Some((cel_env::compile(&env, &format!("variables.{name}")), case))
-                })
-                .collect();
-            let validations = spec["validations"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| {
-                    (
-                        cel_env::compile(&env, v["expression"].as_str().unwrap()),
-                        v["messageExpression"]
-                            .as_str()
-                            .map(|m| cel_env::compile(&env, m)),
-                    )
-                })
-                .collect();
-            CompiledPolicy {
-                level,
-                variables,
-                cases,
-                validations,
-            }
-        })
-        .collect();
-    Compiled { env, policies }
-}
-
-type Answer = BTreeSet<(Level, &'static str, &'static str)>;
-
-/// The rule cases the backstop finds violated for one request while the webhook is gone, and
-/// what the user reads of them: the validations fail exactly when a case is violated, and each
-/// violated case is named once in their messages.
-fn backstop_answer(
-    compiled: &Compiled,
-    operation: Operation,
-    namespace: &str,
-    new: &Value,
-    old: Option<&Value>,
-) -> Answer {
-    let gone = slice(Some(false));
-    let request = Request {
-        operation: operation.as_str(),
-        namespace,
-        object: new,
-        old,
-        params: &gone,
-    };
-    let mut answer = Answer::new();
-    for policy in &compiled.policies {
-        let ctx = cel_env::context(&compiled.env, &policy.variables, &request);
-        let mut violated = Vec::new();
-        for (name, (rule, case)) in &policy.cases {
-            // `name` reads the case's variable.
-            if name.execute(&ctx).unwrap() == Cel::Bool(true) {
-                answer.insert((policy.level, *rule, *case));
-                violated.push((*rule, *case));
-            }
-        }
-        let mut failed = 0;
-        let mut messages = String::new();
-        for (validation, message) in &policy.validations {
-            match validation.execute(&ctx) {
-                Ok(Cel::Bool(true)) => {}
-                Ok(Cel::Bool(false)) => {
-                    failed += 1;
-                    if let Some(message) = message {
-                        match message.execute(&ctx) {
-                            Ok(Cel::String(text)) => messages.push_str(&text),
-                            other => panic!("message expression: {other:?} for {new}"),
-                        }
-                    }
-                }
-                other => panic!("{other:?} for {new}"),
-            }
-        }
-        match policy.level {
-            Level::Warn => assert_eq!(failed, violated.len(), "{new}"),
-            _ => assert_eq!(failed, usize::from(!violated.is_empty()), "{new}"),
-        }
-        if policy.level != Level::Warn {
-            for (rule, _) in &violated {
-                assert_eq!(
-                    messages.matches(&format!("{rule} ")).count()
-                        + messages.matches(&format!("{rule}: ")).count(),
-                    violated.iter().filter(|(r, _)| r == rule).count(),
-                    "each violated case is named once: {messages}"
-                );
-            }
-        }
-    }
-    answer
 }
 
 /// The answer the backstop should give, from the webhook's verdict.
@@ -553,86 +402,6 @@ fn rules_needing_lookups_are_not_in_the_backstop() {
             assert_eq!(backstop::coverage(rule), Coverage::Lookup);
         }
     }
-}
-
-/// `stsguard policy export --format vap` prints what `backstop::yaml` writes, for the built-in
-/// policy and with the command line's overrides.
-#[test]
-fn the_command_prints_the_backstop() {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stsguard"))
-            .args(["policy", "export"])
-            .args(args)
-            .env_remove("STSGUARD_POLICY")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    };
-    let (code, stdout, _) = run(&["--format", "vap"]);
-    assert_eq!(code, Some(0));
-    let target = backstop::Target::excluding(
-        backstop::DEFAULT_NAME,
-        "stsguard/stsguard".parse().unwrap(),
-        &[],
-    );
-    let expected = backstop::generate(&Policy::builtin(), &target);
-    assert_eq!(
-        stdout,
-        backstop::yaml(&expected, Kinds::Validating, "the built-in policy").unwrap()
-    );
-    let (code, stdout, _) = run(&["--format", "map", "--webhook-service", "guard/hook"]);
-    assert_eq!(code, Some(0));
-    let target =
-        backstop::Target::excluding(backstop::DEFAULT_NAME, "guard/hook".parse().unwrap(), &[]);
-    let expected = backstop::generate(&Policy::builtin(), &target);
-    assert_eq!(
-        stdout,
-        backstop::yaml(&expected, Kinds::Mutating, "the built-in policy").unwrap()
-    );
-    assert!(
-        stdout.contains("kind: MutatingAdmissionPolicy\n"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("namespace: guard\n"), "{stdout}");
-    let (code, _, stderr) = run(&["--webhook-service", "nope"]);
-    assert_eq!(code, Some(2));
-    assert!(stderr.contains("NAMESPACE/NAME"), "{stderr}");
-
-    let policy = repo("policies/strict.yaml");
-    let (code, stdout, _) = run(&[
-        "--policy",
-        policy.to_str().unwrap(),
-        "--mode",
-        "audit",
-        "--name",
-        "guard",
-        "--rule",
-        "sts-readiness-probe=off",
-        "--exclude-namespace",
-        "kube-system",
-        "--exclude-namespace",
-        "stsguard",
-    ]);
-    assert_eq!(code, Some(0));
-    assert!(stdout.contains("name: guard-deny"), "{stdout}");
-    assert!(stdout.contains("- Audit\n  - Warn"), "{stdout}");
-    assert!(
-        stdout.contains("sts-service-name at spec.serviceName: "),
-        "{stdout}"
-    );
-    assert!(!stdout.contains("sts-readiness-probe at"), "{stdout}");
-    assert!(
-        !stdout.contains("guard-warn"),
-        "strict has no warn-level case: {stdout}"
-    );
-
-    let (code, _, stderr) = run(&["--rule", "sts-nope=deny"]);
-    assert_eq!(code, Some(2));
-    assert!(stderr.contains("sts-nope"), "{stderr}");
 }
 
 /// The other knowing difference: a list element that starts violating next to one that already
