@@ -197,7 +197,13 @@ async fn too_many_requests_waits_as_long_as_the_api_server_asks() {
 async fn a_leader_that_loses_the_api_server_stops_before_its_lease_runs_out() {
     let fake = FakeApiServer::start().await;
     objects(&fake);
-    let lease = ["--leader-lease-duration", "3s"];
+    // A leader duty: without one a replica stays out of the election.
+    let lease = [
+        "--backstop",
+        "stsguard-backstop",
+        "--leader-lease-duration",
+        "3s",
+    ];
     let a = webhook_with(&fake, true, &lease).await;
     let b = webhook_with(&fake, true, &lease).await;
     eventually("one replica leads", Duration::from_secs(15), || async {
