@@ -22,6 +22,7 @@ mod changes;
 mod confirm;
 mod fault;
 mod health;
+mod list_deadline;
 mod outage;
 mod reachable;
 mod watch;

@@ -14,7 +14,9 @@ use tower::Layer;
 
 use crate::lookup::BoxFuture;
 
-use super::{ClusterError, outage::Outage, reachable::Returns};
+use super::{
+    ClusterError, list_deadline, list_deadline::ListDeadline, outage::Outage, reachable::Returns,
+};
 
 /// A client for `config` whose watch requests report to `health` when they connect (the
 /// watcher itself says nothing when a quiet watch resumes after an outage), and whose requests
@@ -28,17 +30,19 @@ pub fn client(config: Config, health: Arc<Health>) -> Result<Client, ClusterErro
 /// How long a request may take to be answered (its status and headers; a watch's events come
 /// after them, as long as it is open).
 /// The real API server ends its own requests after 60 s (`--request-timeout`); a page of a list,
-/// a GET or a write answered from a healthy one takes milliseconds.
+/// a GET or a write answered from a healthy one takes milliseconds. A list cut by it gets twice
+/// as long the next time (`list_deadline`), so a slow one is not cut for ever.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
-/// A request had no answer within [`REQUEST_DEADLINE`]. kube's client retries a 429, 503 or
-/// 504 by itself (waiting as long as a Retry-After asks) inside that time, so this is an API
-/// server that hangs, or one that still sheds load after those retries.
+/// A request had no answer within its deadline ([`REQUEST_DEADLINE`], longer for a list after
+/// lists were cut). kube's client retries a 429, 503 or 504 by itself (waiting as long as a
+/// Retry-After asks) inside that time, so this is an API server that hangs, or one that still
+/// sheds load after those retries.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "no answer from the API server to {0} within {REQUEST_DEADLINE:?} (it hangs, or still answers 429/503 after retries)"
+    "no answer from the API server to {0} within {1:?} (it hangs, or still answers 429/503 after retries)"
 )]
-pub struct RequestDeadline(String);
+pub struct RequestDeadline(String, Duration);
 
 struct WatchProbeLayer(Arc<Health>);
 
@@ -84,6 +88,12 @@ where
             .is_some_and(|q| q.split('&').any(|p| p == "watch=true"));
         let path = request.uri().path().to_owned();
         let lease_write = path.contains("/leases/") && request.method() != http::Method::GET;
+        let list = list_deadline::is_list(request.method(), request.uri().query());
+        let deadline = if list {
+            self.health.lists.now()
+        } else {
+            REQUEST_DEADLINE
+        };
         let sent = Instant::now();
         let health = self.health.clone();
         let response = self.inner.call(request);
@@ -91,9 +101,16 @@ where
             // The status and headers only: a watch's events come in the body, after them. A
             // request without them in this time hangs (an API server that accepts connections
             // and stalls) or is throttled on and on, and the caller's retry gets it going again.
-            let response = tokio::time::timeout(REQUEST_DEADLINE, response)
-                .await
-                .map_err(|_| S::Error::from(RequestDeadline(path.clone())))??;
+            let Ok(response) = tokio::time::timeout(deadline, response).await else {
+                if list {
+                    health.lists.cut();
+                }
+                return Err(S::Error::from(RequestDeadline(path, deadline)));
+            };
+            let response = response?;
+            if list {
+                health.lists.answered();
+            }
             if watch && response.status().is_success() {
                 health.watch_connected(&path);
             }
@@ -189,6 +206,8 @@ pub struct Health {
     outages: Mutex<Vec<Arc<Outage>>>,
     /// When the last write to a Lease that succeeded was sent (before any retry of it).
     lease_written: Mutex<Option<Instant>>,
+    /// How long the next page of a list may take.
+    lists: ListDeadline,
 }
 
 impl Health {
@@ -200,6 +219,7 @@ impl Health {
             returns: Returns::default(),
             outages: Mutex::default(),
             lease_written: Mutex::default(),
+            lists: ListDeadline::default(),
         }
     }
 

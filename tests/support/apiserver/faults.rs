@@ -1,6 +1,6 @@
 //! The control plane's faults, as a real API server shows them to a client: a restart with a new
 //! resourceVersion epoch (every watch resumed from before it is answered `410 Expired`, as after
-//! an etcd restore), a refused connection (the server stopped), a list that hangs, a
+//! an etcd restore), a refused connection (the server stopped), a list that hangs or is slow, a
 //! watch that a network fault dropped without closing it, and `429 Too Many Requests` with
 //! Retry-After (API Priority and Fairness shedding load).
 
@@ -17,6 +17,8 @@ use super::{FakeApiServer, status};
 pub(super) struct Faults {
     /// Lists that arrive while set are never answered.
     hang_lists: bool,
+    /// While set, every list is answered after this long (an API server that lists slowly).
+    slow_lists: Option<std::time::Duration>,
     /// While set, every request is answered 429 with this Retry-After (seconds).
     throttle: Option<u32>,
     /// Requests answered 429 so far.
@@ -46,6 +48,11 @@ impl FakeApiServer {
     /// Lists that arrive from now on hang (no answer, ever) until `false`.
     pub fn hang_lists(&self, hang: bool) {
         self.inner.lock().unwrap().faults.hang_lists = hang;
+    }
+
+    /// Lists that arrive from now on are answered after `delay` until `None`.
+    pub fn slow_lists(&self, delay: Option<std::time::Duration>) {
+        self.inner.lock().unwrap().faults.slow_lists = delay;
     }
 
     /// Every request is answered `429 Too Many Requests`, Retry-After `seconds`, until `None`.
@@ -93,11 +100,17 @@ impl FakeApiServer {
         )
     }
 
-    /// Never answers a list that arrives while lists hang.
+    /// Never answers a list that arrives while lists hang; answers one late while they are slow.
     pub(super) async fn list_faults(&self) {
-        let hang = self.inner.lock().unwrap().faults.hang_lists;
+        let (hang, slow) = {
+            let inner = self.inner.lock().unwrap();
+            (inner.faults.hang_lists, inner.faults.slow_lists)
+        };
         if hang {
             std::future::pending::<()>().await;
+        }
+        if let Some(delay) = slow {
+            tokio::time::sleep(delay).await;
         }
     }
 }
