@@ -28,6 +28,7 @@ use jiff::civil::Date;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use proptest::{prelude::*, test_runner::Config};
 use serde_json::{Value, json};
+#[allow(dead_code)]
 #[path = "backstop_equivalence/cel_env.rs"]
 mod cel_env;
 #[path = "backstop_equivalence/compiled.rs"]

@@ -31,6 +31,7 @@ use stsguard::{
     subject::{Operation, Subject},
 };
 
+#[allow(dead_code)]
 #[path = "backstop_equivalence/cel_env.rs"]
 mod cel_env;
 #[path = "backstop_equivalence/generated.rs"]

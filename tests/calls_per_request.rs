@@ -10,7 +10,7 @@
 mod cel_env;
 mod support;
 
-use cel::{Context, Program, Value as Cel};
+use cel::Program;
 use serde_json::{Value, json};
 use stsguard::{
     admit::{Classified, classify},
@@ -45,22 +45,6 @@ fn conditions() -> (Vec<Program>, Program) {
     (shared, own)
 }
 
-fn holds(program: &Program, review: &Value) -> bool {
-    let request = &review["request"];
-    let mut bare = request.clone();
-    for key in ["object", "oldObject", "uid"] {
-        bare.as_object_mut().unwrap().shift_remove(key);
-    }
-    let mut ctx = Context::with_env(cel_env::env());
-    ctx.add_variable_from_value("object", cel_env::cel_value(&request["object"]));
-    ctx.add_variable_from_value("oldObject", cel_env::cel_value(&request["oldObject"]));
-    ctx.add_variable_from_value("request", cel_env::cel_value(&bare));
-    match program.execute(&ctx) {
-        Ok(Cel::Bool(b)) => b,
-        other => panic!("a condition gives {other:?} on {review}"),
-    }
-}
-
 /// Whether a webhook's rules (as `_webhooks.tpl` writes them, `mutateServices` off) match.
 fn matched(mutating: bool, review: &Value) -> bool {
     let request = &review["request"];
@@ -76,12 +60,12 @@ fn matched(mutating: bool, review: &Value) -> bool {
 
 /// The calls one request costs: (before, after).
 fn calls(shared: &[Program], own: &Program, review: &Value) -> (usize, usize) {
-    let common = shared.iter().all(|p| holds(p, review));
+    let common = shared.iter().all(|p| cel_env::match_condition(p, review));
     let validate = usize::from(matched(false, review) && common);
     let mutate = matched(true, review) && common;
     (
         validate + usize::from(mutate),
-        validate + usize::from(mutate && holds(own, review)),
+        validate + usize::from(mutate && cel_env::match_condition(own, review)),
     )
 }
 

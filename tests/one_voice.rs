@@ -27,6 +27,7 @@ use stsguard::{
     subject::Operation,
 };
 
+#[allow(dead_code)]
 #[path = "backstop_equivalence/cel_env.rs"]
 mod cel_env;
 #[path = "backstop_mutating/map.rs"]

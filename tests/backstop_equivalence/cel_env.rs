@@ -115,6 +115,25 @@ pub(crate) fn context(
     ctx
 }
 
+/// A webhook matchCondition on a captured review, bound as the API server binds it (`object`,
+/// `oldObject`, and `request` without them and its uid). Anything but a bool fails the test:
+/// an evaluation error would skip the webhook under `failurePolicy: Ignore`.
+pub(crate) fn match_condition(program: &Program, review: &Value) -> bool {
+    let request = &review["request"];
+    let mut bare = request.clone();
+    for key in ["object", "oldObject", "uid"] {
+        bare.as_object_mut().unwrap().shift_remove(key);
+    }
+    let mut ctx = Context::with_env(env());
+    ctx.add_variable_from_value("object", cel_value(&request["object"]));
+    ctx.add_variable_from_value("oldObject", cel_value(&request["oldObject"]));
+    ctx.add_variable_from_value("request", cel_value(&bare));
+    match program.execute(&ctx) {
+        Ok(Cel::Bool(b)) => b,
+        other => panic!("a condition gives {other:?} on {review}"),
+    }
+}
+
 /// The generated objects of one kind as printed, read back as JSON documents.
 pub(crate) fn documents(policy: &Policy, kinds: Kinds) -> Vec<Value> {
     let generated = backstop::generate(policy, &target());
